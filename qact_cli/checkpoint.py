@@ -1,0 +1,108 @@
+"""Checkpoints (interface §5): a dict of primitives and tensors, loadable with weights_only=True.
+
+`load_model(path)` rebuilds the model from the checkpoint alone. Loading never unpickles arbitrary
+objects: a checkpoint carrying a pickled payload is refused, not executed.
+"""
+
+from __future__ import annotations
+
+import pickle
+import time
+import zipfile
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from . import __version__
+from .errors import InputError
+from .utils import atomic_path
+
+FORMAT = "qact-checkpoint"
+FORMAT_VERSION = 1
+
+
+def clean_state_dict(state_dict: dict) -> dict:
+    """Strip the prefixes DistributedDataParallel (`module.`) and torch.compile (`_orig_mod.`) add."""
+    out = {}
+    for k, v in state_dict.items():
+        for prefix in ("module.", "_orig_mod."):
+            while k.startswith(prefix):
+                k = k[len(prefix):]
+        out[k] = v
+    return out
+
+
+def make_checkpoint(model: nn.Module, model_info: dict, train_info: dict, extra: dict | None = None) -> dict:
+    ckpt = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "model": model_info,
+        "train": train_info,
+        "provenance": {
+            "qact_version": __version__,
+            "torch_version": torch.__version__,
+            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        },
+        "state_dict": {k: v.detach().cpu() for k, v in clean_state_dict(model.state_dict()).items()},
+    }
+    ckpt.update(extra or {})
+    return ckpt
+
+
+def save_checkpoint(ckpt: dict, path: str | Path) -> None:
+    with atomic_path(path, ".pt") as tmp:
+        torch.save(ckpt, tmp)
+
+
+def read_checkpoint(path: str | Path) -> dict:
+    """torch.load(weights_only=True) with every failure turned into one clear InputError."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"checkpoint not found: {path}; check the path, or train one with `qact train ... --out {path}`")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else "unsafe content"
+        raise InputError(f"refusing to load {path}: it contains objects other than tensors and plain data "
+                         f"({first[:160]}); only load checkpoints written by qact") from None
+    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError, KeyError, AttributeError) as e:
+        raise InputError(f"cannot read checkpoint {path}: the file is truncated or not a torch checkpoint "
+                         f"({type(e).__name__}); re-create it with `qact train`") from None
+    if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT or "model" not in ckpt:
+        raise InputError(f"{path} is not a qact checkpoint (no '{FORMAT}' header); train one with `qact train`")
+    if int(ckpt.get("format_version", 0)) > FORMAT_VERSION:
+        raise InputError(f"{path} has checkpoint format {ckpt['format_version']}, newer than this qact "
+                         f"({__version__}) reads; upgrade qact")
+    return ckpt
+
+
+def build_from_info(info: dict, **overrides) -> nn.Module:
+    """Rebuild the architecture described by a checkpoint's `model` section (no weights)."""
+    if info.get("backbone"):
+        from .models.probe import build_probe
+
+        return build_probe(info, **overrides)
+    from .models import build_model
+
+    return build_model(info["arch"], act=info["act"], num_classes=info["num_classes"], head=info.get("head", "linear"),
+                       **info.get("arch_kwargs", {}))
+
+
+def load_model(path: str | Path, device: str | torch.device = "cpu", **overrides) -> tuple[nn.Module, dict]:
+    """Rebuild the model from the checkpoint alone. Returns (model in eval mode, meta without state_dict)."""
+    ckpt = read_checkpoint(path)
+    info = ckpt["model"]
+    try:
+        model = build_from_info(info, **overrides)
+    except (ValueError, TypeError, KeyError) as e:
+        raise InputError(f"{path}: cannot rebuild its model ({e}); the checkpoint is damaged or from another qact") from None
+    try:
+        model.load_state_dict(ckpt["state_dict"], strict=True)
+    except (RuntimeError, KeyError) as e:
+        first = str(e).strip().splitlines()[0]
+        raise InputError(f"{path}: weights do not fit the {info.get('arch')} model ({first[:200]}); "
+                         "the checkpoint is damaged or was written by another version") from None
+    meta = {k: v for k, v in ckpt.items() if k != "state_dict"}
+    meta["path"] = str(path)
+    return model.to(device).eval(), meta

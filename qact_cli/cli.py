@@ -1,0 +1,245 @@
+"""The `qact` command line: parse options, call the library, print. The work lives in the modules."""
+
+from __future__ import annotations
+
+import functools
+import os
+import sys
+import warnings
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from .config import config_callback
+from .errors import CheckFailed, QactError
+
+app = typer.Typer(no_args_is_help=True, pretty_exceptions_show_locals=False, add_completion=False,
+                  help="Robustness evaluation of image classifiers under distribution shift (Quantile Activation).")
+
+# Options every command takes (interface §1)
+ConfigOpt = Annotated[Optional[Path], typer.Option("--config", callback=config_callback, is_eager=True, exists=True,
+                                                   dir_okay=False, help="YAML file of option values; flags override it.")]
+DeviceOpt = Annotated[str, typer.Option("--device", help="auto|cpu|cuda|cuda:N|mps (auto: CUDA if available, else CPU).")]
+SeedOpt = Annotated[int, typer.Option("--seed", help="Seed for everything random; recorded in outputs.")]
+DataRootOpt = Annotated[Optional[str], typer.Option("--data-root", help="Data folder (default $QACT_DATA or ~/.cache/qact/data).")]
+DownloadOpt = Annotated[bool, typer.Option("--download", help="Fetch a missing published dataset (md5-verified, resumable).")]
+WorkersOpt = Annotated[int, typer.Option("--workers", help="DataLoader worker processes (0: load in the main process).")]
+
+
+def _err(message: str) -> None:
+    typer.echo(f"qact: {message}", err=True)
+
+
+def cli_errors(fn):
+    """Turn library errors into one stderr line and the contract's exit code (interface §6)."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        debug = os.environ.get("QACT_DEBUG") == "1"
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("default")
+                warnings.showwarning = lambda msg, *a, **k: _err(f"warning: {msg}")
+                return fn(*args, **kwargs)
+        except typer.Exit:
+            raise
+        except QactError as e:
+            if debug:
+                raise
+            _err(str(e))
+            raise typer.Exit(e.exit_code) from None
+        except KeyboardInterrupt:
+            _err("interrupted")
+            raise typer.Exit(130) from None
+        except MemoryError:
+            if debug:
+                raise
+            _err("out of memory; lower --batch-size (or --limit)")
+            raise typer.Exit(3) from None
+        except OSError as e:
+            if debug:
+                raise
+            _err(f"{e.strerror or e}: {e.filename or ''}; check the path and its permissions")
+            raise typer.Exit(3) from None
+
+    return wrapper
+
+
+# ----------------------------------------------------------------------------------------------- train
+@app.command()
+@cli_errors
+def train(
+    dataset: Annotated[str, typer.Option("--dataset", help="digits, cifar10, cifar100, tinyimagenet, npy:DIR, folder:DIR.")] = "",
+    arch: Annotated[str, typer.Option("--arch", help="lenet, resnet18, vgg11, densenet, dinov2_vits14.")] = "",
+    out: Annotated[str, typer.Option("--out", help="Checkpoint to write (the best on validation).")] = "",
+    act: Annotated[str, typer.Option("--act", help="relu|qact|prelu|selu.")] = "relu",
+    loss: Annotated[str, typer.Option("--loss", help="ce|watershed (watershed adds the paper's loss on the embedding).")] = "ce",
+    head: Annotated[str, typer.Option("--head", help="linear|quantile (the paper's quantile classifier).")] = "linear",
+    epochs: Annotated[int, typer.Option("--epochs")] = 30,
+    batch_size: Annotated[int, typer.Option("--batch-size")] = 128,
+    lr: Annotated[float, typer.Option("--lr")] = 1e-3,
+    weights: Annotated[Optional[str], typer.Option("--weights", help="PATH|random: frozen backbone weights (dinov2_* only).")] = None,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue an interrupted run from its last epoch.")] = False,
+    placement: Annotated[str, typer.Option("--placement", help="QAct placement in resnet18: all|official.")] = "all",
+    augment: Annotated[bool, typer.Option("--augment/--no-augment", help="Random crop (pad 4) and horizontal flip.")] = False,
+    early_stop: Annotated[int, typer.Option("--early-stop", help="Stop after N epochs without a 0.001 validation gain.")] = 10,
+    context_size: Annotated[Optional[int], typer.Option("--context-size", help="QAct: context sample size per channel.")] = None,
+    data_root: DataRootOpt = None,
+    download: DownloadOpt = False,
+    workers: WorkersOpt = 0,
+    device: DeviceOpt = "auto",
+    seed: SeedOpt = 0,
+    config: ConfigOpt = None,
+):
+    """Train a model with the paper's protocol and write its best checkpoint."""
+    from .errors import UsageError
+    from .train import TrainConfig, train as run_train
+    from .ui import progress, stderr_console
+
+    for flag, value in (("--dataset", dataset), ("--arch", arch), ("--out", out)):
+        if not value:
+            raise UsageError(f"missing {flag}; see `qact train --help`")
+    qact_opts = {"context_size": context_size} if context_size else {}
+    cfg = TrainConfig(dataset=dataset, arch=arch, out=out, data_root=data_root, download=download, act=act, loss=loss,
+                      head=head, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, device=device, resume=resume,
+                      augment=augment, placement=placement, early_stop=early_stop, workers=workers, weights=weights,
+                      qact=qact_opts)
+    console = stderr_console()
+    with progress(console, "loss") as bar:
+        task = bar.add_task(f"{arch}/{act} epoch 1", total=None, loss="")
+
+        def on_step(step, steps, value):
+            bar.update(task, completed=step, total=steps, loss=f"loss {value:.4f}")
+
+        def on_epoch(row):
+            bar.update(task, description=f"{arch}/{act} epoch {row['epoch'] + 1}", completed=0)
+            console.print(f"epoch {row['epoch']:>3}  loss {row['loss']:.4f}  val acc {row['val_acc']:.4f}  lr {row['lr']:.2e}",
+                          highlight=False)
+
+        info = run_train(cfg, on_epoch=on_epoch, on_step=on_step, log=lambda s: console.print(s, highlight=False))
+    typer.echo(f"best validation accuracy {info['best_val_acc']:.4f} (epoch {info['best_epoch']}) -> {out}")
+
+
+# ----------------------------------------------------------------------------------------------- eval
+@app.command("eval")
+@cli_errors
+def eval_cmd(
+    checkpoints: Annotated[Optional[list[str]], typer.Argument(help="One or more checkpoints.", show_default=False)] = None,
+    dataset: Annotated[str, typer.Option("--dataset", help="digits, cifar10c, cifar100c, tinyimagenetc, imagenetc, mnistc, gen:NAME, npy:DIR, ...")] = "",
+    corruptions: Annotated[str, typer.Option("--corruptions", help="common|extra|all|NAME,NAME...")] = "common",
+    severities: Annotated[Optional[str], typer.Option("--severities", help="0-5 or 0,1,3 (0 = clean test split). Default: 0-5, or 0 on a clean dataset.")] = None,
+    batch_size: Annotated[int, typer.Option("--batch-size")] = 256,
+    context: Annotated[str, typer.Option("--context", help="QAct context: batch (the eval batch) or stored (kept from training).")] = "batch",
+    adapt: Annotated[str, typer.Option("--adapt", help="none|bn: re-estimate normalisation statistics on each cell first.")] = "none",
+    limit: Annotated[Optional[int], typer.Option("--limit", help="First N images of each cell.")] = None,
+    json_out: Annotated[Optional[str], typer.Option("--json", help="Write the result JSON to PATH (- for stdout).")] = None,
+    per_corruption: Annotated[bool, typer.Option("--per-corruption", help="Also print every (corruption, severity) cell.")] = False,
+    baseline: Annotated[Optional[str], typer.Option("--baseline", help="Earlier result JSON: exit 1 on a regression.")] = None,
+    tolerance: Annotated[float, typer.Option("--tolerance", help="Allowed drop in accuracy / rise in ECE per severity.")] = 0.01,
+    fail_under: Annotated[Optional[float], typer.Option("--fail-under", help="Exit 1 if the mean corruption accuracy is below F.")] = None,
+    data_root: DataRootOpt = None,
+    download: DownloadOpt = False,
+    workers: WorkersOpt = 0,
+    device: DeviceOpt = "auto",
+    seed: SeedOpt = 0,
+    config: ConfigOpt = None,
+):
+    """Evaluate checkpoints on clean and corrupted data: accuracy and calibration per severity."""
+    from .errors import UsageError
+    from .eval.gates import check_gates
+    from .eval.report import grid_table, summary_table
+    from .eval.run import result_json, run_eval, write_json
+    from .ui import progress, stderr_console, stdout_console
+
+    if not checkpoints:
+        raise UsageError("no checkpoint given; usage: qact eval CKPT [CKPT...] --dataset NAME")
+    if not dataset:
+        raise UsageError("missing --dataset; see `qact eval --help`")
+    err = stderr_console()
+    with progress(err) as bar:
+        task = bar.add_task("eval", total=None)
+
+        def on_start(path, n):
+            bar.reset(task, total=n, description=Path(path).name)
+
+        results = run_eval(checkpoints, dataset, data_root, download, corruptions, severities, batch_size, context, adapt,
+                           limit, seed, device, workers, on_start=on_start, on_cell=lambda row: bar.advance(task))
+    out = err if json_out == "-" else stdout_console()
+    for r in results:
+        out.print(summary_table(r))
+        if per_corruption:
+            out.print(grid_table(r))
+    if json_out:
+        write_json(result_json(results), json_out)
+    failures = check_gates(results, baseline, tolerance, fail_under) if (baseline or fail_under is not None) else []
+    if failures:
+        for line in failures:
+            _err(f"regression: {line}")
+        raise CheckFailed(f"{len(failures)} check(s) failed")
+
+
+# ----------------------------------------------------------------------------------------------- corrupt
+@app.command()
+@cli_errors
+def corrupt(
+    out: Annotated[str, typer.Option("--out", help="Output folder.")] = "",
+    dataset: Annotated[Optional[str], typer.Option("--dataset", help="Any dataset of the registry.")] = None,
+    split: Annotated[str, typer.Option("--split", help="test|train.")] = "test",
+    input: Annotated[Optional[Path], typer.Option("--input", help="uint8 images (N, H, W, 3) or (N, H, W) in a .npy file.")] = None,
+    labels: Annotated[Optional[Path], typer.Option("--labels", help="(N,) integer labels .npy for --input.")] = None,
+    corruptions: Annotated[str, typer.Option("--corruptions", help="common|extra|all|NAME,NAME...")] = "common",
+    severities: Annotated[str, typer.Option("--severities", help="1-5 or 1,3,5.")] = "1-5",
+    profile: Annotated[str, typer.Option("--profile", help="auto|cifar|tiny|imagenet (auto: by image size).")] = "auto",
+    format: Annotated[str, typer.Option("--format", help="npy (CIFAR-10-C layout) | jpeg | png (ImageNet-C layout).")] = "npy",
+    preview: Annotated[Optional[str], typer.Option("--preview", help="Write a grid PNG (corruptions x severities).")] = None,
+    batch_size: Annotated[int, typer.Option("--batch-size")] = 256,
+    data_root: DataRootOpt = None,
+    download: DownloadOpt = False,
+    device: DeviceOpt = "auto",
+    seed: SeedOpt = 0,
+    config: ConfigOpt = None,
+):
+    """Write corrupted copies of a dataset (CIFAR-10-C or ImageNet-C layout), seeded and resumable."""
+    from .corruptions.job import run_corrupt
+
+    run_corrupt(out=out, dataset=dataset, split=split, input=input, labels=labels, corruptions=corruptions,
+                severities=severities, profile=profile, fmt=format, preview=preview, batch_size=batch_size,
+                data_root=data_root, download=download, device=device, seed=seed)
+
+
+# ----------------------------------------------------------------------------------------------- compare
+@app.command()
+@cli_errors
+def compare(
+    items: Annotated[Optional[list[str]], typer.Argument(help="Result JSONs or checkpoints.", show_default=False)] = None,
+    dataset: Annotated[Optional[str], typer.Option("--dataset", help="Dataset for checkpoint items.")] = None,
+    corruptions: Annotated[str, typer.Option("--corruptions")] = "common",
+    severities: Annotated[Optional[str], typer.Option("--severities")] = None,
+    batch_size: Annotated[int, typer.Option("--batch-size")] = 256,
+    context: Annotated[str, typer.Option("--context")] = "batch",
+    adapt: Annotated[str, typer.Option("--adapt")] = "none",
+    limit: Annotated[Optional[int], typer.Option("--limit")] = None,
+    json_out: Annotated[Optional[str], typer.Option("--json", help="Write the combined document (- for stdout).")] = None,
+    markdown: Annotated[Optional[str], typer.Option("--markdown", help="Write a GitHub-flavoured table (- for stdout).")] = None,
+    plot: Annotated[Optional[str], typer.Option("--plot", help="Write accuracy/ECE-vs-severity curves (PNG).")] = None,
+    allow_mixed: Annotated[bool, typer.Option("--allow-mixed", help="Compare results from different protocols (marked).")] = False,
+    data_root: DataRootOpt = None,
+    download: DownloadOpt = False,
+    workers: WorkersOpt = 0,
+    device: DeviceOpt = "auto",
+    seed: SeedOpt = 0,
+    config: ConfigOpt = None,
+):
+    """Put models side by side; with no items, run the bundled quickstart experiment."""
+    from .errors import UsageError
+
+    raise UsageError("`qact compare` is not available yet in this version; use `qact eval --json` for now")
+
+
+def main() -> None:
+    app(prog_name="qact")
+
+
+if __name__ == "__main__":
+    main()

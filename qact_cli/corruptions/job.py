@@ -1,0 +1,98 @@
+"""`qact corrupt` as a function: pick the input (a registry dataset or an .npy file), then stream it
+through `writer.write_corrupted` with a progress bar and print where everything went."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import InputError, UsageError
+
+
+class SourceArray:
+    """Read-only (N, H, W, 3) uint8 view of an ImageSource, sliced batch by batch (never loaded whole)."""
+
+    dtype = np.dtype(np.uint8)
+
+    def __init__(self, source):
+        self.source = source
+        h, w = source.image_size
+        self.shape = (len(source), h, w, 3)
+        self.ndim = 4
+
+    def __len__(self):
+        return self.shape[0]
+
+    def __getitem__(self, key):
+        if isinstance(key, (int, np.integer)):
+            return self[int(key) : int(key) + 1][0]
+        idx = np.arange(self.shape[0])[key]
+        x, _ = self.source.__getitems__(idx)
+        return x.permute(0, 2, 3, 1).numpy()
+
+    def __array__(self, dtype=None, copy=None):
+        return self[:]
+
+
+def load_input(input: Path | None, labels: Path | None, dataset: str | None, split: str, data_root, download):
+    """Returns (images array-like, labels, class names or None, description, images path or None)."""
+    from ..data.arrays import load_npy
+
+    if (input is None) == (dataset is None):
+        raise UsageError("give exactly one of --dataset NAME or --input IMAGES.npy")
+    if input is not None:
+        images = load_npy(Path(input), "input images")
+        if images.dtype != np.uint8 or images.ndim not in (3, 4) or (images.ndim == 4 and images.shape[-1] not in (1, 3)):
+            raise InputError(f"{input}: expected uint8 (N, H, W, 3) or (N, H, W), got {images.dtype} {images.shape}; "
+                             "convert the array first")
+        if labels is not None:
+            y = np.asarray(load_npy(Path(labels), "labels"))
+            if y.ndim != 1 or len(y) != len(images):
+                raise InputError(f"{labels}: {y.shape} labels for {len(images)} images; need one integer per image")
+        else:
+            y = np.zeros(len(images), np.int64)
+        return images, y, None, str(input), input
+    from ..data import get_dataset
+
+    ds = get_dataset(dataset, data_root, download)
+    source = ds.split(split)
+    arr = source.images if hasattr(source, "images") and getattr(source.images, "ndim", 0) == 4 and source.images.shape[-1] == 3 else SourceArray(source)
+    return arr, np.asarray(source.labels), ds.classes, f"{dataset} ({split})", None
+
+
+def run_corrupt(out: str, dataset: str | None, split: str, input, labels, corruptions: str, severities: str, profile: str,
+                fmt: str, preview: str | None, batch_size: int, data_root, download: bool, device: str, seed: int) -> dict:
+    from ..selection import parse_corruptions, parse_severities
+    from ..ui import progress, stderr_console
+    from ..utils import select_device
+    from . import resolve_profile
+    from .writer import write_corrupted, write_preview
+
+    if not out:
+        raise UsageError("missing --out DIR; see `qact corrupt --help`")
+    if fmt not in ("npy", "jpeg", "png"):
+        raise UsageError(f"unknown --format {fmt!r}; choose npy, jpeg or png")
+    if profile not in ("auto", "cifar", "tiny", "imagenet"):
+        raise UsageError(f"unknown --profile {profile!r}; choose auto, cifar, tiny or imagenet")
+    if split not in ("test", "train"):
+        raise UsageError(f"unknown --split {split!r}; choose test or train")
+    names = parse_corruptions(corruptions)
+    sev = parse_severities(severities, lo=1, hi=5)
+    dev = select_device(device)
+    images, y, classes, what, path = load_input(input, labels, dataset, split, data_root, download)
+    used = resolve_profile(images.shape[1], images.shape[2]) if profile == "auto" else profile
+    err = stderr_console()
+    err.print(f"corrupting {len(images)} images of {what}: {len(names)} corruptions × severities {sev}, profile {used}, "
+              f"seed {seed} -> {out}", highlight=False)
+    total = len(images) * len(names) * len(sev)
+    with progress(err) as bar:
+        task = bar.add_task("corrupt", total=total)
+        manifest = write_corrupted(images, y, out, names, sev, profile=used, fmt=fmt, seed=seed, batch_size=batch_size,
+                                   device=dev, class_names=classes, progress=lambda n: bar.advance(task, n),
+                                   images_path=path, labels_path=labels)
+    if preview:
+        write_preview(images, preview, names, sev, profile=used, seed=seed)
+        err.print(f"preview grid -> {preview}", highlight=False)
+    print(f"wrote {len(names)} corruptions × {len(sev)} severities of {len(images)} images ({fmt}, profile {used}) to {out}")
+    return manifest

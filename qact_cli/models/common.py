@@ -1,0 +1,46 @@
+"""Pieces shared by the architectures: the classifier head and the features/head split.
+
+Every model is `head(features(x))`: `features` gives the embedding that the watershed loss and the
+probes use, `head` maps it to logits (a quantile head returns log-probabilities).
+"""
+
+from __future__ import annotations
+
+from torch import nn
+
+from ..nn.activations import make_activation
+
+
+def make_head(kind: str, in_features: int, num_classes: int) -> nn.Module:
+    from ..nn.heads import LinearHead, QuantileHead
+
+    if kind == "linear":
+        return LinearHead(in_features, num_classes)
+    if kind == "quantile":
+        return QuantileHead(in_features, num_classes)
+    raise ValueError(f"unknown head {kind!r}; choose linear or quantile")
+
+
+class Classifier(nn.Module):
+    """Base class: subclasses build `self.body` (image -> embedding) and call `_finish`."""
+
+    embed_dim: int
+
+    def _finish(self, embed_dim: int, num_classes: int, head: str, pre_head: nn.Module | None = None):
+        self.embed_dim = embed_dim
+        self.pre_head = pre_head or nn.Identity()
+        self.head = make_head(head, embed_dim, num_classes)
+
+    def features(self, x):
+        return self.pre_head(self.body(x))
+
+    def forward(self, x, return_features: bool = False):
+        feats = self.features(x)
+        logits = self.head(feats)
+        return (logits, feats) if return_features else logits
+
+
+def act_factory(act: str, qact_kwargs: dict | None):
+    """A callable `num_features -> activation module` with the model's QAct settings bound."""
+    kwargs = dict(qact_kwargs or {}) if act == "qact" else {}
+    return lambda c: make_activation(act, c, **kwargs)

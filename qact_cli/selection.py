@@ -1,0 +1,50 @@
+"""Parsing of `--corruptions` (common|extra|all|NAME,...) and `--severities` (0-5, 1,3,5)."""
+
+from __future__ import annotations
+
+from .errors import UsageError
+
+
+def parse_severities(text: str | int | list, lo: int = 0, hi: int = 5, flag: str = "--severities") -> list[int]:
+    """'0-5' -> [0..5]; '1,3,5' -> [1, 3, 5]; order as written, duplicates dropped."""
+    if isinstance(text, int):
+        text = str(text)
+    if isinstance(text, list):
+        text = ",".join(str(t) for t in text)
+    out: list[int] = []
+    try:
+        for part in str(text).replace(" ", "").split(","):
+            if not part:
+                continue
+            if "-" in part[1:]:
+                a, b = part.split("-", 1)
+                out += list(range(int(a), int(b) + 1))
+            else:
+                out.append(int(part))
+    except ValueError:
+        raise UsageError(f"{flag} {text!r}: expected a range like {lo}-{hi} or a list like 1,3,5") from None
+    bad = [s for s in out if not lo <= s <= hi]
+    if not out or bad:
+        raise UsageError(f"{flag} {text!r}: severities must lie in {lo}..{hi}")
+    return list(dict.fromkeys(out))
+
+
+def parse_corruptions(text: str | list) -> list[str]:
+    from .corruptions import COMMON, CORRUPTIONS, EXTRA
+
+    if isinstance(text, list):
+        text = ",".join(text)
+    groups = {"common": list(COMMON), "extra": list(EXTRA), "all": list(CORRUPTIONS)}
+    out: list[str] = []
+    for part in str(text).replace(" ", "").split(","):
+        if not part:
+            continue
+        if part in groups:
+            out += groups[part]
+        elif part in CORRUPTIONS:
+            out.append(part)
+        else:
+            raise UsageError(f"unknown corruption {part!r}; valid: common, extra, all, or names from {', '.join(CORRUPTIONS)}")
+    if not out:
+        raise UsageError("--corruptions is empty; use common, extra, all or a list of names")
+    return list(dict.fromkeys(out))

@@ -1,0 +1,33 @@
+import os
+
+import pytest
+
+os.environ.setdefault("QACT_DATA", os.path.join(os.path.dirname(__file__), ".no-data"))  # never the user's cache
+
+
+@pytest.fixture(scope="session")
+def digits_ckpt(tmp_path_factory):
+    """A LeNet/ReLU checkpoint trained on digits for 2 epochs, shared by the eval tests."""
+    from qact_cli.train import TrainConfig, train
+
+    path = tmp_path_factory.mktemp("ckpt") / "lenet_relu.pt"
+    train(TrainConfig(dataset="digits", arch="lenet", out=str(path), epochs=2, batch_size=32, device="cpu"))
+    return path
+
+
+@pytest.fixture
+def cli():
+    """Run the CLI in-process; returns (exit code, stdout, stderr)."""
+    from typer.testing import CliRunner
+
+    from qact_cli.cli import app
+
+    runner = CliRunner()
+
+    def run(*args):
+        r = runner.invoke(app, [str(a) for a in args])
+        if r.exception and not isinstance(r.exception, SystemExit):
+            raise r.exception
+        return r.exit_code, r.stdout, r.stderr
+
+    return run
