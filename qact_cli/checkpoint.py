@@ -41,7 +41,7 @@ def make_checkpoint(model: nn.Module, model_info: dict, train_info: dict, extra:
         "train": train_info,
         "provenance": {
             "qact_version": __version__,
-            "torch_version": torch.__version__,
+            "torch_version": str(torch.__version__),
             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         },
         "state_dict": {k: v.detach().cpu() for k, v in clean_state_dict(model.state_dict()).items()},

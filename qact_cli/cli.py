@@ -14,7 +14,7 @@ import typer
 from .config import config_callback
 from .errors import CheckFailed, QactError
 
-app = typer.Typer(no_args_is_help=True, pretty_exceptions_show_locals=False, add_completion=False,
+app = typer.Typer(no_args_is_help=True, pretty_exceptions_show_locals=False, add_completion=False, rich_markup_mode=None,
                   help="Robustness evaluation of image classifiers under distribution shift (Quantile Activation).")
 
 # Options every command takes (interface §1)

@@ -80,7 +80,7 @@ def environment(device: torch.device | str | None = None) -> dict:
 
     env = {
         "qact": __version__,
-        "torch": torch.__version__,
+        "torch": str(torch.__version__),
         "numpy": np.__version__,
         "python": platform.python_version(),
         "platform": platform.platform(),

@@ -9,7 +9,7 @@ from .common import Classifier, act_factory
 
 
 class LeNet(Classifier):
-    def __init__(self, num_classes=10, act="relu", head="linear", input_size=(32, 32), widths=(32, 64), hidden=(256, 128),
+    def __init__(self, num_classes=10, act="relu", head="linear", input_size=(32, 32), widths=(20, 50), hidden=(256, 128),
                  qact_kwargs=None, in_channels=3):
         super().__init__()
         make = act_factory(act, qact_kwargs)
