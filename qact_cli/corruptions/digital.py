@@ -1,0 +1,111 @@
+"""Digital family: contrast, elastic_transform, pixelate, jpeg_compression, saturate (corruptions.md §1.1)."""
+
+from __future__ import annotations
+
+import io
+import warnings
+
+import numpy as np
+import torch
+
+from .base import register, unit, unit_to_uint8
+from .filters import gaussian_filter, pil_box_resize, sample_bilinear
+from .rng import ImageStreams
+
+
+@register
+def contrast(x: torch.Tensor, c: float, rng: ImageStreams) -> torch.Tensor:
+    """(x - m) * c + m with m the per-channel spatial mean."""
+    v = unit(x)
+    m = v.mean((2, 3), keepdim=True)
+    return unit_to_uint8((v - m) * c + m)
+
+
+@register
+def saturate(x: torch.Tensor, c, rng: ImageStreams) -> torch.Tensor:
+    """HSV saturation S' = clip(S * c0 + c1) (skimage rgb2hsv / hsv2rgb), in closed form: with hue and value
+    fixed each channel moves along V - (V - x) * S'/S. Grey pixels have hue 0 (red), so an additive c1 > 0
+    tints them red: (V, V(1 - S'), V(1 - S')), as the reference does."""
+    v = unit(x)
+    val = v.amax(1, keepdim=True)
+    delta = val - v.amin(1, keepdim=True)
+    sat = torch.where(delta > 0, delta / val.clamp_min(1e-12), 0.0)
+    new = (sat * c[0] + c[1]).clamp_(0.0, 1.0)
+    coloured = val - (val - v) * (new * val / delta.clamp_min(1e-12))
+    grey = torch.cat([val, val * (1 - new), val * (1 - new)], 1)
+    return unit_to_uint8(torch.where(delta > 0, coloured, grey))
+
+
+@register
+def pixelate(x: torch.Tensor, c: float, rng: ImageStreams) -> torch.Tensor:
+    """PIL BOX resize to int(size * c), then BOX back to the original size (Pillow's fixed-point rounding)."""
+    h, w = x.shape[-2:]
+    small = pil_box_resize(x.to(torch.int32), int(h * c), int(w * c))
+    return pil_box_resize(small, h, w).to(torch.uint8)
+
+
+def _pil_jpeg(x: torch.Tensor, quality: int) -> torch.Tensor:
+    from PIL import Image
+
+    arr = x.permute(0, 2, 3, 1).cpu().numpy()
+    out = np.empty_like(arr)
+    for i, img in enumerate(arr):
+        buf = io.BytesIO()
+        Image.fromarray(img).save(buf, "JPEG", quality=quality)
+        buf.seek(0)
+        out[i] = np.asarray(Image.open(buf).convert("RGB"))
+    return torch.from_numpy(out).permute(0, 3, 1, 2)
+
+
+@register
+def jpeg_compression(x: torch.Tensor, c: int, rng: ImageStreams) -> torch.Tensor:
+    """JPEG at quality c, decoded again: the reference's PIL `save('JPEG', quality=c)` (4:2:0, islow DCT).
+    torchvision's libjpeg-turbo calls give the same bytes without a Python round trip per image (checked
+    against PIL in the tests); PIL is the fallback where torchvision was built without JPEG support."""
+    try:
+        with warnings.catch_warnings():  # torchvision.io's codecs are deprecated in favour of torchcodec
+            warnings.simplefilter("ignore", DeprecationWarning)
+            from torchvision.io import decode_jpeg, encode_jpeg
+
+            out = torch.stack(decode_jpeg(encode_jpeg(list(x.cpu()), quality=int(c))))
+    except (ImportError, AttributeError, RuntimeError):
+        out = _pil_jpeg(x, int(c))
+    return out.to(x.device)
+
+
+def _affine_from_points(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
+    """cv2.getAffineTransform: the 2x3 M with M @ [src, 1] = dst for three point pairs, batched (n, 3, 2)."""
+    a = np.concatenate([src, np.ones(src.shape[:-1] + (1,))], -1)  # (n, 3, 3)
+    return np.linalg.solve(a, dst).transpose(0, 2, 1)  # (n, 2, 3)
+
+
+@register
+def elastic_transform(x: torch.Tensor, c, rng: ImageStreams) -> torch.Tensor:
+    """A random affine warp (three points jittered by U(-c2, c2); cv2.warpAffine, bilinear, reflect-101),
+    then a smooth random displacement field (U(-1, 1) smoothed by a Gaussian of sigma c1, truncate 3,
+    scaled by c0) applied with scipy map_coordinates (order 1, mode 'reflect')."""
+    alpha, sigma, shift = c
+    n, _, h, w = x.shape
+    dev = x.device
+    v = unit(x)
+    # the reference's points (centre +- min(H, W)//3) as (x, y); it builds them from (H, W), same when square
+    cx, cy, sq = w // 2, h // 2, min(h, w) // 3
+    pts1 = np.array([[cx + sq, cy + sq], [cx + sq, cy - sq], [cx - sq, cy - sq]], dtype=np.float32)
+    jitter = rng.scalar_uniform(-shift, shift, 6).numpy().reshape(n, 3, 2).astype(np.float32)
+    pts2 = pts1[None] + jitter
+    m = _affine_from_points(np.broadcast_to(pts1, pts2.shape).astype(np.float64), pts2.astype(np.float64))
+    # warpAffine samples the source at M^-1 (x, y), with coordinates on OpenCV's 1/32-pixel grid
+    full = np.concatenate([m, np.broadcast_to([[[0.0, 0.0, 1.0]]], (n, 1, 3))], 1)
+    inv = torch.as_tensor(np.linalg.inv(full)[:, :2], dtype=torch.float64, device=dev)
+    yy, xx = torch.meshgrid(torch.arange(h, device=dev, dtype=torch.float64),
+                            torch.arange(w, device=dev, dtype=torch.float64), indexing="ij")
+    sx = inv[:, 0, 0, None, None] * xx + inv[:, 0, 1, None, None] * yy + inv[:, 0, 2, None, None]
+    sy = inv[:, 1, 0, None, None] * xx + inv[:, 1, 1, None, None] * yy + inv[:, 1, 2, None, None]
+    # multiples of 1/32 below 2^18 are exact in float32
+    sx, sy = (torch.floor(sx * 32 + 0.5) / 32).to(torch.float32), (torch.floor(sy * 32 + 0.5) / 32).to(torch.float32)
+    v = sample_bilinear(v, sy, sx, "reflect101")
+    if alpha != 0:
+        dx = gaussian_filter(rng.uniform((h, w), -1.0, 1.0), float(sigma), "symmetric", truncate=3.0) * alpha
+        dy = gaussian_filter(rng.uniform((h, w), -1.0, 1.0), float(sigma), "symmetric", truncate=3.0) * alpha
+        v = sample_bilinear(v, yy.to(torch.float32) + dy, xx.to(torch.float32) + dx, "symmetric")
+    return unit_to_uint8(v)

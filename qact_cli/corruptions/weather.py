@@ -1,0 +1,196 @@
+"""Weather family: snow, frost, fog, brightness, spatter (corruptions.md §1.1)."""
+
+from __future__ import annotations
+
+import math
+from functools import lru_cache
+from importlib import resources
+
+import numpy as np
+import torch
+
+from . import imgproc
+from .base import gray, register, to_uint8, unit, unit_to_uint8
+from .filters import clipped_zoom, gaussian_filter, motion_blur
+from .rng import ImageStreams
+
+FROST_FILES = ("frost1.png", "frost2.png", "frost3.png", "frost4.jpg", "frost5.jpg", "frost6.jpg")
+FROST_USED = 5  # the reference draws np.random.randint(5): frost6.jpg is never used
+
+
+@register
+def snow(x: torch.Tensor, c, rng: ImageStreams) -> torch.Tensor:
+    """A zoomed, thresholded Gaussian snow layer, motion-blurred by ImageMagick at an angle in (-135, -45),
+    added twice (as is and rotated 180 degrees) to the image brightened toward its grey level."""
+    loc, scale, zoom, threshold, radius, sigma, blend = c
+    n, _, h, w = x.shape
+    layer = clipped_zoom(rng.normal((h, w), mean=loc, std=scale), zoom)
+    layer = torch.where(layer < threshold, 0.0, layer)
+    # the reference hands ImageMagick an 8-bit PNG (truncated) and reads an 8-bit PNG back (rounded)
+    layer8 = (layer.clamp(0.0, 1.0) * 255.0).to(torch.uint8).to(torch.float32)
+    angle = rng.scalar_uniform(-135.0, -45.0)[:, 0]
+    layer = torch.floor(motion_blur(layer8[:, None], int(radius), float(sigma), angle) + 0.5).clamp_(0, 255) / 255.0
+    v = unit(x)
+    v = blend * v + (1 - blend) * torch.maximum(v, gray(v) * 1.5 + 0.5)
+    return unit_to_uint8(v + layer + torch.flip(layer, dims=(-2, -1)))
+
+
+def _resize_linear(img: np.ndarray, out_h: int, out_w: int) -> np.ndarray:
+    """cv2.resize(INTER_LINEAR) of an (H, W, 3) uint8 array: half-pixel centres, no anti-aliasing, edge clamp,
+    rounded to 8 bits."""
+    def axis(n_in, n_out):
+        pos = (np.arange(n_out) + 0.5) * (n_in / n_out) - 0.5
+        pos = np.clip(pos, 0, n_in - 1)
+        i0 = np.floor(pos).astype(np.int64)
+        i1 = np.minimum(i0 + 1, n_in - 1)
+        return i0, i1, (pos - i0)
+
+    (a0, a1, fa), (b0, b1, fb) = axis(img.shape[0], out_h), axis(img.shape[1], out_w)
+    f = img.astype(np.float64)
+    rows = f[a0] * (1 - fa)[:, None, None] + f[a1] * fa[:, None, None]
+    out = rows[:, b0] * (1 - fb)[None, :, None] + rows[:, b1] * fb[None, :, None]
+    return np.clip(np.floor(out + 0.5), 0, 255).astype(np.uint8)
+
+
+@lru_cache(maxsize=1)
+def frost_images() -> tuple[np.ndarray, ...]:
+    """The six frost textures as RGB uint8 (H, W, 3) arrays (cv2.imread + BGR->RGB in the reference)."""
+    from PIL import Image
+
+    folder = resources.files(__package__) / "assets" / "frost"
+    out = []
+    for name in FROST_FILES:
+        with (folder / name).open("rb") as f:
+            out.append(np.asarray(Image.open(f).convert("RGB")))
+    return tuple(out)
+
+
+@lru_cache(maxsize=16)
+def _frost_bank(scale: float, h: int, w: int):
+    """The five used textures resized by the profile's scale (as the reference's cv2.resize(fx=fy=scale)),
+    enlarged further only if the image would not fit with room for a random crop; packed flat so that every
+    image's crop is one gather. Returns (flat (3, L) uint8, bases, heights, widths)."""
+    chunks, bases, hs, ws, offset = [], [], [], [], 0
+    for img in frost_images()[:FROST_USED]:
+        fh, fw = img.shape[:2]
+        th, tw = int(round(fh * scale)), int(round(fw * scale))
+        if th <= h or tw <= w:  # image larger than the texture: zoom the texture just enough (not in the reference)
+            s = max((h + 1) / fh, (w + 1) / fw, scale)
+            th, tw = max(int(math.ceil(fh * s)), h + 1), max(int(math.ceil(fw * s)), w + 1)
+        if (th, tw) != (fh, fw):
+            img = _resize_linear(img, th, tw)
+        chunks.append(torch.from_numpy(np.ascontiguousarray(img.transpose(2, 0, 1).reshape(3, -1))))
+        bases.append(offset)
+        hs.append(th)
+        ws.append(tw)
+        offset += th * tw
+    return torch.cat(chunks, 1), torch.tensor(bases), torch.tensor(hs), torch.tensor(ws)
+
+
+@register
+def frost(x: torch.Tensor, c, rng: ImageStreams) -> torch.Tensor:
+    """clip(a * x + b * crop) with a random crop of one of the first five frost textures; c = (a, b, the
+    profile's texture scale)."""
+    a, b, scale = c
+    n, _, h, w = x.shape
+    flat, bases, hs, ws = _frost_bank(float(scale), h, w)
+    k = rng.scalar_randint(FROST_USED)
+    top = rng.scalar_randint(hs[k] - h)
+    left = rng.scalar_randint(ws[k] - w)
+    dev = x.device
+    rows = (top[:, None] + torch.arange(h)[None, :]) * ws[k][:, None]
+    idx = bases[k][:, None, None] + rows[:, :, None] + (left[:, None] + torch.arange(w)[None, :])[:, None, :]
+    crop = flat.to(dev)[:, idx.to(dev)].permute(1, 0, 2, 3).to(torch.float32)  # (n, 3, h, w)
+    return to_uint8(a * x.to(torch.float32) + b * crop)
+
+
+def plasma_fractal(rng: ImageStreams, mapsize: int, wibbledecay: float) -> torch.Tensor:
+    """The reference diamond-square height map (N, mapsize, mapsize) in [0, 1], batched over images.
+    Each level's noise is wibble * U(-wibble, wibble), the wibble shrinking by `wibbledecay` per level."""
+    n = len(rng)
+    steps = []
+    s = mapsize
+    while s >= 2:
+        steps.append(s)
+        s //= 2
+    counts = [3 * (mapsize // s) ** 2 for s in steps]
+    noise = rng.uniform((sum(counts),), -1.0, 1.0)  # one draw per image, split by level below
+    m = torch.zeros(n, mapsize, mapsize, device=rng.device, dtype=torch.float32)
+    wibble, pos = 100.0, 0
+    for s, cnt in zip(steps, counts):
+        k = mapsize // s
+        parts = (noise[:, pos:pos + cnt] * (wibble * wibble)).reshape(n, 3, k, k)
+        pos += cnt
+        half = s // 2
+        corners = m[:, 0::s, 0::s]
+        sq = corners + torch.roll(corners, -1, 1)
+        sq = sq + torch.roll(sq, -1, 2)
+        m[:, half::s, half::s] = sq / 4 + parts[:, 0]
+        dr = m[:, half::s, half::s]
+        ul = m[:, 0::s, 0::s]
+        left = (dr + torch.roll(dr, 1, 1)) + (ul + torch.roll(ul, -1, 2))
+        m[:, 0::s, half::s] = left / 4 + parts[:, 1]
+        top = (dr + torch.roll(dr, 1, 2)) + (ul + torch.roll(ul, -1, 1))
+        m[:, half::s, 0::s] = top / 4 + parts[:, 2]
+        wibble /= wibbledecay
+    m = m - m.amin((1, 2), keepdim=True)
+    return m / m.amax((1, 2), keepdim=True)
+
+
+@register
+def fog(x: torch.Tensor, c, rng: ImageStreams) -> torch.Tensor:
+    """x + strength * plasma fractal, rescaled by max / (max + strength). The fractal's size is the next
+    power of two of the image's longer side (32 / 64 / 256 for the three reference sizes)."""
+    n, _, h, w = x.shape
+    mapsize = 1 << max(1, math.ceil(math.log2(max(h, w))))
+    v = unit(x)
+    peak = v.amax((1, 2, 3), keepdim=True)
+    v = v + c[0] * plasma_fractal(rng, mapsize, float(c[1]))[:, None, :h, :w]
+    return unit_to_uint8(v * peak / (peak + c[0]))
+
+
+@register
+def brightness(x: torch.Tensor, c: float, rng: ImageStreams) -> torch.Tensor:
+    """HSV value + c (skimage rgb2hsv / hsv2rgb). With hue and saturation fixed, hsv2rgb scales all three
+    channels by V'/V, so the round trip reduces to that factor; black (V = 0) becomes grey V'."""
+    v = unit(x)
+    val = v.amax(1, keepdim=True)
+    new = (val + c).clamp_(0.0, 1.0)
+    out = torch.where(val > 0, v * (new / val.clamp_min(1e-12)), new)
+    return unit_to_uint8(out)
+
+
+def _liquid_u8(liquid: torch.Tensor) -> torch.Tensor:
+    """(liquid * 255).astype(np.uint8) without a clip: truncation, and values past 255 wrap like numpy's
+    float->uint8 cast on x86 (rare: only where the smoothed noise exceeds 1)."""
+    return torch.remainder(torch.trunc(liquid * 255.0).to(torch.int32), 256)
+
+
+@register
+def spatter(x: torch.Tensor, c, rng: ImageStreams) -> torch.Tensor:
+    """Water drops (mode 0: embossed Canny/distance-transform mask, pale turquoise) or mud (mode 1: smoothed
+    blobs, brown) from a thresholded, smoothed Gaussian liquid layer."""
+    loc, scale, sigma, threshold, intensity, mode = c
+    n, _, h, w = x.shape
+    liquid = gaussian_filter(rng.normal((h, w), mean=loc, std=scale), float(sigma), "nearest")
+    liquid = torch.where(liquid < threshold, 0.0, liquid)
+    v = unit(x)
+    if mode == 0:
+        l8 = _liquid_u8(liquid)
+        edges = imgproc.canny(l8, 50, 150)
+        dist = imgproc.chamfer_distance(edges).clamp_(max=20.0)  # THRESH_TRUNC at 20
+        # float blur: sums x (1/9) in double, stored as float32, then .astype(np.uint8) truncates
+        dist = (imgproc.box3_sum(dist).double() * (1.0 / 9.0)).to(torch.float32).to(torch.int64)
+        dist = imgproc.emboss(imgproc.equalize_hist(dist))
+        dist = torch.round(imgproc.box3_sum(dist) * (1.0 / 9.0))  # the 8-bit blur rounds
+        m = l8.to(torch.float32) * dist
+        peak = m.amax((1, 2), keepdim=True)
+        # the reference divides 0 by 0 when no liquid survives (NaN -> black); here the image stays clean
+        m = torch.where(peak > 0, m / peak.clamp_min(1e-30), 0.0) * intensity
+        color = torch.tensor([175 / 255.0, 238 / 255.0, 238 / 255.0], device=x.device).view(1, 3, 1, 1)
+        return unit_to_uint8(v + m[:, None] * color)
+    m = (liquid > threshold).to(torch.float32)
+    m = gaussian_filter(m, float(intensity), "nearest")
+    m = torch.where(m < 0.8, 0.0, m)[:, None]
+    color = torch.tensor([63 / 255.0, 42 / 255.0, 20 / 255.0], device=x.device).view(1, 3, 1, 1)
+    return unit_to_uint8(v * (1 - m) + color * m)

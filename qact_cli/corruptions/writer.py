@@ -1,0 +1,340 @@
+"""The job behind `qact corrupt`: stream a uint8 image array through the corruptions and write the
+CIFAR-10-C (`npy`) or ImageNet-C (`jpeg`/`png`) layout, resumably.
+
+- npy: `out/<corruption>.npy` of shape (S*N, H, W, 3), rows [k*N:(k+1)*N] = the k-th severity asked, and
+  `out/labels.npy` (S*N,). Each file is filled through `np.lib.format.open_memmap` under a hidden temporary
+  name and renamed when complete.
+- jpeg/png: `out/<corruption>/<severity>/<class>/<index>.<ext>`, every file written atomically, a cell
+  (corruption, severity) marked finished by `.done` in its folder.
+- `out/manifest.json` (written atomically) records the settings and the finished cells. A rerun with the same
+  settings skips finished work, so an interrupted run (even kill -9) resumes and ends with the same bytes.
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+
+from .. import __version__
+from ..errors import InputError, UsageError
+from . import CORRUPTIONS, check_name, corrupt, resolve_profile
+from .profiles import PROFILES
+
+SCHEMA = "qact.corrupt/1"
+FORMATS = ("npy", "jpeg", "png")
+JPEG_QUALITY = 85  # as the published Tiny-ImageNet-C / ImageNet-C files
+_PARTIAL = ".partial"
+
+
+# ------------------------------------------------------------------------------------------------ checks
+
+
+def _check_images(images, images_path) -> tuple[int, int, int]:
+    where = f"{images_path}: " if images_path else ""
+    shape, dtype = getattr(images, "shape", None), getattr(images, "dtype", None)
+    if shape is None or dtype is None:
+        raise InputError(f"{where}images must be an array (N, H, W, 3) or (N, H, W) of uint8, got {type(images).__name__}")
+    if np.dtype(dtype) != np.uint8:
+        raise InputError(f"{where}images must be uint8, got {np.dtype(dtype)}; convert them to 8-bit first")
+    ok = len(shape) == 3 or (len(shape) == 4 and shape[-1] in (1, 3))
+    if not ok:
+        raise InputError(f"{where}images must be (N, H, W, 3), (N, H, W, 1) or (N, H, W); got {tuple(shape)}")
+    n, h, w = (int(s) for s in shape[:3])
+    if n == 0:
+        raise InputError(f"{where}no images to corrupt (N = 0)")
+    if min(h, w) < 16:
+        raise InputError(f"{where}images are {h}x{w}; corruptions need at least 16x16 pixels")
+    return n, h, w
+
+
+def _check_labels(labels, n: int, labels_path) -> np.ndarray:
+    y = np.asarray(labels)
+    where = str(labels_path) if labels_path else "labels"
+    if y.ndim != 1 or len(y) != n:
+        raise InputError(f"{where}: {tuple(y.shape)} labels for {n} images; need one integer label per image")
+    if not (np.issubdtype(y.dtype, np.integer) or y.dtype == bool):
+        raise InputError(f"{where}: labels must be integers, got {y.dtype}")
+    return y.astype(np.int64)
+
+
+def _check_request(corruptions, severities, fmt, profile) -> tuple[list[str], list[int]]:
+    names = [corruptions] if isinstance(corruptions, str) else list(corruptions)
+    if not names:
+        raise UsageError(f"no corruptions asked for; valid: {', '.join(CORRUPTIONS)}")
+    for c in names:
+        check_name(c)
+    sev = [severities] if isinstance(severities, (int, np.integer)) else list(severities)
+    if not sev:
+        raise UsageError("no severities asked for; use 1..5")
+    for s in sev:
+        if isinstance(s, bool) or not isinstance(s, (int, np.integer)) or not 1 <= int(s) <= 5:
+            raise UsageError(f"severity {s!r} is out of range; use integers 1..5")
+    if len(set(names)) != len(names) or len(set(sev)) != len(sev):
+        raise UsageError("corruptions and severities must not repeat")
+    if fmt not in FORMATS:
+        raise UsageError(f"unknown format {fmt!r}; choose npy, jpeg or png")
+    if profile != "auto" and profile not in PROFILES:
+        raise UsageError(f"unknown profile {profile!r}; choose auto, {', '.join(PROFILES)}")
+    return names, [int(s) for s in sev]
+
+
+def _prepare_folder(out: Path) -> None:
+    """Create `out` and prove it writable, or raise an InputError naming it."""
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".write-test-", dir=out)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as e:
+        raise InputError(f"cannot write into {out}: {e.strerror}; choose a writable folder with free space") from None
+
+
+def _write_failed(out: Path, e: OSError) -> InputError:
+    what = "the disk is full" if e.errno == errno.ENOSPC else e.strerror
+    return InputError(f"writing into {out} failed: {what}; free space or choose another --out, then rerun to resume")
+
+
+# ------------------------------------------------------------------------------------------------ helpers
+
+
+def _fingerprint(images, y: np.ndarray) -> str:
+    """A cheap identity of the input (labels and three images), so a resume never mixes two inputs."""
+    n = len(y)
+    h = hashlib.sha256(np.ascontiguousarray(y).tobytes())
+    for i in sorted({0, n // 2, n - 1}):
+        h.update(np.ascontiguousarray(np.asarray(images[i:i + 1])).tobytes())
+    return h.hexdigest()[:16]
+
+
+def _rgb(batch: np.ndarray) -> np.ndarray:
+    if batch.ndim == 3:
+        batch = batch[..., None]
+    return np.repeat(batch, 3, axis=-1) if batch.shape[-1] == 1 else batch
+
+
+def _corrupt_batch(batch: np.ndarray, name: str, severity: int, profile: str, seed: int, start: int,
+                   device: torch.device) -> np.ndarray:
+    batch = _rgb(np.asarray(batch))
+    if not batch.flags.writeable or not batch.flags.c_contiguous:  # slices of read-only memmaps
+        batch = np.array(batch)
+    x = torch.from_numpy(batch).to(device).permute(0, 3, 1, 2)
+    out = corrupt(x, name, severity, profile=profile, seed=seed, start_index=start)
+    return out.permute(0, 2, 3, 1).cpu().numpy()
+
+
+def _write_manifest(out: Path, manifest: dict) -> None:
+    tmp = out / f".manifest.json{_PARTIAL}"
+    tmp.write_text(json.dumps(manifest, indent=2) + "\n")
+    os.replace(tmp, out / "manifest.json")
+
+
+def _load_manifest(out: Path, settings: dict) -> set[str]:
+    """Finished cells of an earlier run with the same settings; a different run in `out` is an error."""
+    path = out / "manifest.json"
+    if not path.is_file():
+        return set()
+    try:
+        old = json.loads(path.read_text())
+        old_settings = {k: old[k] for k in settings}
+    except (ValueError, KeyError, TypeError, UnicodeDecodeError):
+        raise InputError(f"{path} is not a qact corrupt manifest; remove it or choose another --out") from None
+    if old_settings != settings:
+        diff = ", ".join(f"{k} {old_settings[k]!r} -> {settings[k]!r}" for k in settings if old_settings[k] != settings[k])
+        raise UsageError(f"{out} holds a different corruption run ({diff}); choose another --out or delete that folder")
+    return set(old.get("completed", []))
+
+
+def _batches(n: int, size: int):
+    for a in range(0, n, size):
+        yield a, min(n, a + size)
+
+
+# ------------------------------------------------------------------------------------------------ writers
+
+
+def _write_npy_cell(out: Path, images, name: str, sev: list[int], profile: str, seed: int, n: int, hw, batch_size: int,
+                    device, progress) -> None:
+    final = out / f"{name}.npy"
+    tmp = out / f".{name}.npy{_PARTIAL}"
+    tmp.unlink(missing_ok=True)  # a run killed mid-file starts that file again
+    mm = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(len(sev) * n, *hw, 3))
+    if hasattr(os, "posix_fallocate"):  # reserve the space now: a full disk is an OSError here, not a SIGBUS later
+        with open(tmp, "r+b") as f:
+            os.posix_fallocate(f.fileno(), 0, os.fstat(f.fileno()).st_size)
+    try:
+        for k, s in enumerate(sev):
+            for a, b in _batches(n, batch_size):
+                mm[k * n + a:k * n + b] = _corrupt_batch(images[a:b], name, s, profile, seed, a, device)
+                if progress:
+                    progress(b - a)
+        mm.flush()
+    finally:
+        del mm
+    os.replace(tmp, final)
+
+
+def _image_name(index: int, n: int, ext: str) -> str:
+    return f"{index:0{max(5, len(str(n - 1)))}d}.{ext}"
+
+
+def _write_tree_cell(out: Path, images, y: np.ndarray, folders: list[str], name: str, s: int, profile: str, seed: int,
+                     n: int, batch_size: int, device, fmt: str, progress) -> None:
+    from PIL import Image
+
+    ext = "jpeg" if fmt == "jpeg" else "png"
+    cell = out / name / str(s)
+    for f in sorted(set(folders)):
+        (cell / f).mkdir(parents=True, exist_ok=True)
+    for a, b in _batches(n, batch_size):
+        paths = [cell / folders[y[i]] / _image_name(i, n, ext) for i in range(a, b)]
+        if not all(p.is_file() for p in paths):  # files only ever appear complete, so existing ones are done
+            batch = _corrupt_batch(images[a:b], name, s, profile, seed, a, device)
+            for img, path in zip(batch, paths):
+                tmp = path.with_name(f".{path.name}{_PARTIAL}")
+                im = Image.fromarray(img)
+                if fmt == "jpeg":
+                    im.save(tmp, "JPEG", quality=JPEG_QUALITY, optimize=True)
+                else:
+                    im.save(tmp, "PNG")
+                os.replace(tmp, path)
+        if progress:
+            progress(b - a)
+    (cell / ".done").touch()
+
+
+def _class_folders(y: np.ndarray, class_names: Sequence[str] | None, labels_path) -> list[str]:
+    """Folder name of each label value: class_names[label], else the label as text."""
+    top = int(y.max()) if len(y) else 0
+    if class_names is None:
+        return [str(i) for i in range(top + 1)]
+    names = [str(c).replace(os.sep, "_") for c in class_names]
+    if int(y.min()) < 0 or top >= len(names):
+        where = labels_path or "labels"
+        raise InputError(f"{where}: labels span {int(y.min())}..{top} but there are {len(names)} class names")
+    return names
+
+
+def write_corrupted(images, labels, out_dir, corruptions: Sequence[str], severities: Sequence[int],
+                    profile: str = "auto", fmt: str = "npy", seed: int = 0, batch_size: int = 256,
+                    device: str | torch.device = "cpu", class_names: Sequence[str] | None = None,
+                    progress: Callable[[int], None] | None = None, images_path=None, labels_path=None) -> dict:
+    """Corrupt `images` (uint8 (N, H, W, 3) / (N, H, W) array-like, read slice by slice) with every corruption
+    at every severity and write them under `out_dir` in `fmt`; returns the manifest. Reruns resume."""
+    names, sev = _check_request(corruptions, severities, fmt, profile)
+    n, h, w = _check_images(images, images_path)
+    y = _check_labels(labels, n, labels_path)
+    if not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
+        raise UsageError(f"batch size must be a positive integer, got {batch_size!r}")
+    device = torch.device(device)
+    used = resolve_profile(h, w) if profile == "auto" else profile
+    folders = _class_folders(y, class_names, labels_path) if fmt != "npy" else None
+    out = Path(out_dir)
+    _prepare_folder(out)
+    settings = {"format": fmt, "profile": used, "seed": int(seed), "severities": sev, "n_images": n,
+                "image_size": [h, w], "input_fingerprint": _fingerprint(images, y)}
+    done = _load_manifest(out, settings)
+    manifest = {
+        "schema": SCHEMA,
+        **settings,
+        "profile_requested": profile,
+        "corruptions": names,
+        "layout": ("<corruption>.npy: (len(severities)*n_images, H, W, 3) uint8, rows [k*n:(k+1)*n] = severities[k]; "
+                   "labels.npy: the labels repeated per severity" if fmt == "npy" else
+                   f"<corruption>/<severity>/<class>/<index>.{'jpeg' if fmt == 'jpeg' else 'png'}"),
+        "row_layout": {"block": n, "severities": sev} if fmt == "npy" else None,
+        "channels": 3,
+        "jpeg_quality": JPEG_QUALITY if fmt == "jpeg" else None,
+        "classes": list(folders) if folders is not None else None,
+        "source": {"images": str(images_path) if images_path else None, "labels": str(labels_path) if labels_path else None},
+        "versions": {"qact": __version__, "torch": torch.__version__, "numpy": np.__version__},
+        "device_type": device.type,
+        "completed": sorted(done),
+        "complete": False,
+    }
+    try:
+        _write_manifest(out, manifest)
+        if fmt == "npy":
+            labels_file = out / "labels.npy"
+            if "labels" not in done:
+                tiled = np.tile(y, len(sev)).astype(np.uint8 if len(y) and y.min() >= 0 and y.max() < 256 else np.int64)
+                tmp = out / f".labels.npy{_PARTIAL}"
+                with open(tmp, "wb") as f:
+                    np.save(f, tiled)
+                os.replace(tmp, labels_file)
+                done.add("labels")
+        for name in names:
+            if fmt == "npy":
+                if name in done and (out / f"{name}.npy").is_file():
+                    if progress:
+                        progress(n * len(sev))
+                    continue
+                _write_npy_cell(out, images, name, sev, used, seed, n, (h, w), batch_size, device, progress)
+                done.add(name)
+            else:
+                for s in sev:
+                    key = f"{name}/{s}"
+                    if key in done and (out / name / str(s) / ".done").is_file():
+                        if progress:
+                            progress(n)
+                        continue
+                    _write_tree_cell(out, images, y, folders, name, s, used, seed, n, batch_size, device, fmt, progress)
+                    done.add(key)
+            manifest["completed"] = sorted(done)
+            _write_manifest(out, manifest)
+        manifest["complete"] = True
+        _write_manifest(out, manifest)
+    except OSError as e:
+        for tmp in out.rglob(f"*{_PARTIAL}"):
+            tmp.unlink(missing_ok=True)
+        raise _write_failed(out, e) from None
+    return manifest
+
+
+# ------------------------------------------------------------------------------------------------ preview
+
+
+def write_preview(images, out_png, corruptions: Sequence[str], severities: Sequence[int] = (1, 2, 3, 4, 5),
+                  profile: str = "auto", seed: int = 0, n: int = 3, device: str | torch.device = "cpu") -> Path:
+    """A labelled PNG grid: one row per corruption, one column per severity (0 = clean, then those asked),
+    each cell showing the first `n` images side by side."""
+    from PIL import Image, ImageDraw
+
+    names, sev = _check_request(corruptions, severities, "npy", profile)
+    count, h, w = _check_images(images, None)
+    k = min(int(n), count)
+    sample = np.ascontiguousarray(_rgb(np.asarray(images[:k])))
+    used = resolve_profile(h, w) if profile == "auto" else profile
+    zoom = max(1, 96 // max(h, w))  # small images are enlarged (nearest) so they stay visible
+    cell_w, cell_h, pad, label_w, head = k * w * zoom, h * zoom, 4, 150, 18
+    cols = [0] + sev
+    grid = Image.new("RGB", (label_w + len(cols) * (cell_w + pad), head + len(names) * (cell_h + pad)), "white")
+    draw = ImageDraw.Draw(grid)
+    for j, s in enumerate(cols):
+        draw.text((label_w + j * (cell_w + pad) + 2, 3), "clean" if s == 0 else f"severity {s}", fill="black")
+    dev = torch.device(device)
+    for i, name in enumerate(names):
+        top = head + i * (cell_h + pad)
+        draw.text((4, top + cell_h // 2 - 6), name, fill="black")
+        for j, s in enumerate(cols):
+            imgs = sample if s == 0 else _corrupt_batch(sample, name, s, used, seed, 0, dev)
+            strip = Image.fromarray(np.concatenate(list(imgs), axis=1))
+            if zoom > 1:
+                strip = strip.resize((cell_w, cell_h), Image.NEAREST)
+            grid.paste(strip, (label_w + j * (cell_w + pad), top))
+    out = Path(out_png)
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = out.with_name(f".{out.name}{_PARTIAL}")
+        grid.save(tmp, "PNG")
+        os.replace(tmp, out)
+    except OSError as e:
+        raise InputError(f"cannot write the preview {out}: {e.strerror}; choose a writable path") from None
+    return out
