@@ -85,6 +85,7 @@ def train(
     augment: Annotated[bool, typer.Option("--augment/--no-augment", help="Random crop (pad 4) and horizontal flip.")] = False,
     early_stop: Annotated[int, typer.Option("--early-stop", help="Stop after N epochs without a 0.001 validation gain.")] = 10,
     context_size: Annotated[Optional[int], typer.Option("--context-size", help="QAct: context sample size per channel.")] = None,
+    sync_context: Annotated[bool, typer.Option("--sync-context/--no-sync-context", help="Under torchrun: QAct context and BatchNorm statistics from the global batch (all processes) or from each process's share.")] = True,
     data_root: DataRootOpt = None,
     download: DownloadOpt = False,
     workers: WorkersOpt = 0,
@@ -93,6 +94,7 @@ def train(
     config: ConfigOpt = None,
 ):
     """Train a model with the paper's protocol and write its best checkpoint."""
+    from . import distributed
     from .errors import UsageError
     from .train import TrainConfig, train as run_train
     from .ui import progress, stderr_console
@@ -104,9 +106,11 @@ def train(
     cfg = TrainConfig(dataset=dataset, arch=arch, out=out, data_root=data_root, download=download, act=act, loss=loss,
                       head=head, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, device=device, resume=resume,
                       augment=augment, placement=placement, early_stop=early_stop, workers=workers, weights=weights,
-                      qact=qact_opts)
+                      qact=qact_opts, sync_context=sync_context)
+    distributed.setup(device)  # under torchrun: join the process group; rank 0 alone prints
     console = stderr_console()
-    with progress(console, "loss") as bar:
+    console.quiet = not distributed.is_main()
+    with progress(console, "loss") as bar, distributed.guard("training"):
         task = bar.add_task(f"{arch}/{act} epoch 1", total=None, loss="")
 
         def on_step(step, steps, value):
@@ -118,7 +122,8 @@ def train(
                           highlight=False)
 
         info = run_train(cfg, on_epoch=on_epoch, on_step=on_step, log=lambda s: console.print(s, highlight=False))
-    typer.echo(f"best validation accuracy {info['best_val_acc']:.4f} (epoch {info['best_epoch']}) -> {out}")
+    if distributed.is_main():
+        typer.echo(f"best validation accuracy {info['best_val_acc']:.4f} (epoch {info['best_epoch']}) -> {out}")
 
 
 # ----------------------------------------------------------------------------------------------- eval
@@ -132,7 +137,7 @@ def eval_cmd(
     batch_size: Annotated[int, typer.Option("--batch-size")] = 256,
     context: Annotated[str, typer.Option("--context", help="QAct context: batch (the eval batch) or stored (kept from training).")] = "batch",
     adapt: Annotated[str, typer.Option("--adapt", help="none|bn: re-estimate normalisation statistics on each cell first.")] = "none",
-    limit: Annotated[Optional[int], typer.Option("--limit", help="First N images of each cell.")] = None,
+    limit: Annotated[Optional[int], typer.Option("--limit", help="N evenly spaced images of each cell, in file order.")] = None,
     json_out: Annotated[Optional[str], typer.Option("--json", help="Write the result JSON to PATH (- for stdout).")] = None,
     per_corruption: Annotated[bool, typer.Option("--per-corruption", help="Also print every (corruption, severity) cell.")] = False,
     baseline: Annotated[Optional[str], typer.Option("--baseline", help="Earlier result JSON: exit 1 on a regression.")] = None,
@@ -140,15 +145,17 @@ def eval_cmd(
     fail_under: Annotated[Optional[float], typer.Option("--fail-under", help="Exit 1 if the mean corruption accuracy is below F.")] = None,
     data_root: DataRootOpt = None,
     download: DownloadOpt = False,
-    workers: WorkersOpt = 0,
+    workers: Annotated[Optional[int], typer.Option("--workers", help="DataLoader workers decoding image files (default: up to 4 for large cells; 0: none).")] = None,
+    weights: Annotated[Optional[str], typer.Option("--weights", help="DINOv2 probes: the backbone's weights file (default: the torch hub cache, then the file used in training).")] = None,
     device: DeviceOpt = "auto",
     seed: SeedOpt = 0,
     config: ConfigOpt = None,
 ):
     """Evaluate checkpoints on clean and corrupted data: accuracy and calibration per severity."""
+    from . import distributed
     from .errors import UsageError
-    from .eval.gates import check_gates
-    from .eval.report import grid_table, summary_table
+    from .eval.gates import check_baseline_protocol, check_gates, check_options
+    from .eval.report import grid_table, print_table, summary_table
     from .eval.run import result_json, run_eval, write_json
     from .ui import progress, stderr_console, stdout_console
 
@@ -156,27 +163,46 @@ def eval_cmd(
         raise UsageError("no checkpoint given; usage: qact eval CKPT [CKPT...] --dataset NAME")
     if not dataset:
         raise UsageError("missing --dataset; see `qact eval --help`")
+    if workers is not None and workers < 0:
+        raise UsageError("--workers must be ≥ 0")
+    check_options(tolerance, fail_under)
+
+    def before(name, protocol):  # a baseline from another protocol fails before any image is read
+        if baseline:
+            check_baseline_protocol(baseline, name, protocol.to_json())
+
+    distributed.setup(device)  # under torchrun: join the process group; rank 0 alone prints and writes
+    main = distributed.is_main()
     err = stderr_console()
-    with progress(err) as bar:
+    err.quiet = not main
+    with progress(err) as bar, distributed.guard("evaluation"):
         task = bar.add_task("eval", total=None)
 
         def on_start(path, n):
             bar.reset(task, total=n, description=Path(path).name)
 
         results = run_eval(checkpoints, dataset, data_root, download, corruptions, severities, batch_size, context, adapt,
-                           limit, seed, device, workers, on_start=on_start, on_cell=lambda row: bar.advance(task))
+                           limit, seed, device, workers, on_start=on_start, on_cell=lambda row: bar.advance(task),
+                           before=before, weights=weights)
+    # tables and JSON come first: a CI job that fails a gate still has them
     out = err if json_out == "-" else stdout_console()
+    out.quiet = not main
     for r in results:
-        out.print(summary_table(r))
+        if distributed.active():  # the numbers are those of one process; the run's shape is recorded beside them
+            r["environment"]["distributed"] = {"world_size": distributed.world_size(), "backend": distributed.backend()}
+        print_table(out, summary_table(r))
         if per_corruption:
-            out.print(grid_table(r))
-    if json_out:
+            print_table(out, grid_table(r))
+    if json_out and main:
         write_json(result_json(results), json_out)
     failures = check_gates(results, baseline, tolerance, fail_under) if (baseline or fail_under is not None) else []
+    if failures and not main:
+        raise typer.Exit(CheckFailed.exit_code)  # same exit code on every rank, the message once
     if failures:
         for line in failures:
-            _err(f"regression: {line}")
-        raise CheckFailed(f"{len(failures)} check(s) failed")
+            _err(f"check failed: {line}")
+        raise CheckFailed(f"{len(failures)} check(s) failed; the result is in the table above"
+                          + (f" and in {json_out}" if json_out and json_out != "-" else ""))
 
 
 # ----------------------------------------------------------------------------------------------- corrupt
@@ -209,21 +235,34 @@ def corrupt(
 
 
 # ----------------------------------------------------------------------------------------------- compare
+def _register_compare_keys() -> None:
+    # a compare config may describe a whole experiment (models to train), see qact_cli/compare/experiment.py
+    from .compare.keys import EXPERIMENT_KEYS
+    from .config import EXTRA_KEYS
+
+    EXTRA_KEYS["compare"] = set(EXPERIMENT_KEYS)
+
+
+_register_compare_keys()
+
+
 @app.command()
 @cli_errors
 def compare(
-    items: Annotated[Optional[list[str]], typer.Argument(help="Result JSONs or checkpoints.", show_default=False)] = None,
-    dataset: Annotated[Optional[str], typer.Option("--dataset", help="Dataset for checkpoint items.")] = None,
-    corruptions: Annotated[str, typer.Option("--corruptions")] = "common",
-    severities: Annotated[Optional[str], typer.Option("--severities")] = None,
+    ctx: typer.Context,
+    items: Annotated[Optional[list[str]], typer.Argument(help="Result JSONs or checkpoints (checkpoints are evaluated first).", show_default=False)] = None,
+    dataset: Annotated[Optional[str], typer.Option("--dataset", help="Dataset for checkpoint items and experiments (e.g. gen:digits, cifar10c).")] = None,
+    corruptions: Annotated[str, typer.Option("--corruptions", help="common|extra|all|NAME,NAME...")] = "common",
+    severities: Annotated[Optional[str], typer.Option("--severities", help="0-5 or 0,1,3 (0 = clean test split).")] = None,
     batch_size: Annotated[int, typer.Option("--batch-size")] = 256,
-    context: Annotated[str, typer.Option("--context")] = "batch",
-    adapt: Annotated[str, typer.Option("--adapt")] = "none",
-    limit: Annotated[Optional[int], typer.Option("--limit")] = None,
-    json_out: Annotated[Optional[str], typer.Option("--json", help="Write the combined document (- for stdout).")] = None,
+    context: Annotated[str, typer.Option("--context", help="QAct context: batch or stored.")] = "batch",
+    adapt: Annotated[str, typer.Option("--adapt", help="none|bn: re-estimate normalisation statistics on each cell first.")] = "none",
+    limit: Annotated[Optional[int], typer.Option("--limit", help="N images of each cell (a fixed subset, the same for every model).")] = None,
+    json: Annotated[Optional[str], typer.Option("--json", help="Write the combined document (qact.eval-multi/1 with a 'comparison' key; - for stdout).")] = None,
     markdown: Annotated[Optional[str], typer.Option("--markdown", help="Write a GitHub-flavoured table (- for stdout).")] = None,
-    plot: Annotated[Optional[str], typer.Option("--plot", help="Write accuracy/ECE-vs-severity curves (PNG).")] = None,
-    allow_mixed: Annotated[bool, typer.Option("--allow-mixed", help="Compare results from different protocols (marked).")] = False,
+    plot: Annotated[Optional[str], typer.Option("--plot", help="Write accuracy/ECE-vs-severity curves (PNG; the folder is created).")] = None,
+    allow_mixed: Annotated[bool, typer.Option("--allow-mixed", help="Compare results from different protocols (marked †).")] = False,
+    out_dir: Annotated[Optional[str], typer.Option("--out-dir", help="Experiment folder: checkpoints/, results/, compare.{json,md,png} (quickstart: ./qact-quickstart).")] = None,
     data_root: DataRootOpt = None,
     download: DownloadOpt = False,
     workers: WorkersOpt = 0,
@@ -231,10 +270,17 @@ def compare(
     seed: SeedOpt = 0,
     config: ConfigOpt = None,
 ):
-    """Put models side by side; with no items, run the bundled quickstart experiment."""
-    from .errors import UsageError
+    """Put models side by side; with no items, run the bundled quickstart experiment.
 
-    raise UsageError("`qact compare` is not available yet in this version; use `qact eval --json` for now")
+    ITEMs are result JSONs or checkpoints. A --config file may also list models to train first
+    (see sample_configs/quickstart.yaml); existing checkpoints and results in --out-dir are reused.
+    """
+    from .compare.command import run_compare
+
+    run_compare(ctx, dict(items=items, dataset=dataset, corruptions=corruptions, severities=severities,
+                          batch_size=batch_size, context=context, adapt=adapt, limit=limit, json=json,
+                          markdown=markdown, plot=plot, allow_mixed=allow_mixed, out_dir=out_dir, data_root=data_root,
+                          download=download, workers=workers, device=device, seed=seed, config=config))
 
 
 def main() -> None:

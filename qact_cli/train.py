@@ -10,7 +10,6 @@ written after every epoch (`<out>.state`).
 from __future__ import annotations
 
 import copy
-import math
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -20,12 +19,13 @@ import numpy as np
 import torch
 from torch import nn
 
+from . import distributed
 from .checkpoint import make_checkpoint, read_checkpoint, save_checkpoint
 from .data import Dataset, get_dataset, make_loader
 from .data.transforms import crop_flip, to_model_input
 from .errors import InputError, UsageError
 from .models import build_model
-from .utils import environment, select_device, seed_everything
+from .utils import environment, seed_everything
 
 SPLIT_SEED = 42
 VAL_FRACTION = 0.2
@@ -53,6 +53,7 @@ class TrainConfig:
     lr_patience: int = 50
     workers: int = 0
     weights: str | None = None  # frozen backbones only
+    sync_context: bool = True  # under torchrun: QAct context and BatchNorm statistics over the global batch
     qact: dict = field(default_factory=dict)  # extra QAct options (context_size, n_quantiles, ...)
 
 
@@ -102,10 +103,11 @@ def batch_loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor, loss_kind: st
 def accuracy(model: nn.Module, loader, device, mean, std) -> float:
     model.eval()
     correct = total = 0
-    for xb, yb in loader:
+    for xb, yb in distributed.local_batches(loader):  # under torchrun: this rank's share of the batches
         xb = to_model_input(xb.to(device, non_blocking=True), mean, std)
         correct += (model(xb).argmax(1).cpu() == yb).sum().item()
         total += len(yb)
+    correct, total = distributed.sum_over_ranks(correct, total)
     return correct / max(total, 1)
 
 
@@ -113,15 +115,20 @@ def train(cfg: TrainConfig, on_epoch: Callable[[dict], None] | None = None,
           on_step: Callable[[int, int, float], None] | None = None, log: Callable[[str], None] = lambda s: None) -> dict:
     """Train and write the best checkpoint to `cfg.out`. Returns the checkpoint's `train` section."""
     validate_config(cfg)
+    if cfg.arch.startswith("dinov2") and distributed.launched():
+        raise UsageError("a frozen-backbone probe (dinov2_*) trains in one process; run it without torchrun")
     if cfg.arch.startswith("dinov2"):
         from .models.probe import train_probe
 
         return train_probe(cfg, log=log)
     if cfg.weights:
         raise UsageError("--weights is only for frozen backbones (--arch dinov2_vits14)")
-    device = select_device(cfg.device)
+    device = distributed.setup(cfg.device)  # under torchrun: this rank's device, process group joined
+    if distributed.active():
+        # per-rank BatchNorm/QAct statistics (--no-sync-context) need two samples on every rank
+        distributed.local_batch_size(cfg.batch_size, 1 if cfg.sync_context else 2)
     out, state_path = Path(cfg.out), Path(str(cfg.out) + ".state")
-    ds = get_dataset(cfg.dataset, cfg.data_root, cfg.download)
+    ds = distributed.main_first(lambda: get_dataset(cfg.dataset, cfg.data_root, cfg.download))
     source = ds.split("train")
     if len(source) < 10:
         raise InputError(f"{cfg.dataset}: only {len(source)} training images; need at least 10 for the 80:20 split")
@@ -136,13 +143,16 @@ def train(cfg: TrainConfig, on_epoch: Callable[[dict], None] | None = None,
     except ValueError as e:
         raise UsageError(str(e)) from None
     model.to(device)
+    # the module the training step calls: `model` itself, or under torchrun `model` wrapped in DDP
+    step_model = distributed.prepare_training(model, device, cfg.sync_context)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, mode="max", factor=0.1, patience=cfg.lr_patience, cooldown=10,
                                                        threshold=0.01, threshold_mode="abs", min_lr=1e-6)
     start_epoch, best, best_epoch, stale, history = 0, -1.0, -1, 0, []
     best_state = None
-    if cfg.resume and state_path.is_file():
-        st = read_checkpoint(state_path)
+    # under torchrun rank 0 reads the state and hands it to every rank (other nodes may not see the file)
+    st = distributed.from_main(lambda: read_checkpoint(state_path) if cfg.resume and state_path.is_file() else None)
+    if st is not None:
         if st.get("config", {}).get("arch") != cfg.arch or st.get("config", {}).get("dataset") != cfg.dataset:
             raise InputError(f"{state_path} belongs to another run ({st.get('config', {}).get('arch')} on "
                              f"{st.get('config', {}).get('dataset')}); remove it or change --out")
@@ -158,20 +168,22 @@ def train(cfg: TrainConfig, on_epoch: Callable[[dict], None] | None = None,
 
     train_cfg = {k: v for k, v in asdict(cfg).items() if k not in ("resume", "device", "out", "workers")}
     val_loader = make_loader(val_src, max(cfg.batch_size, 256 if cfg.act != "qact" else cfg.batch_size), workers=cfg.workers)
-    steps = math.ceil(len(train_src) / cfg.batch_size)
-    aug_gen = torch.Generator().manual_seed(cfg.seed + 1)
+    aug_gen = torch.Generator().manual_seed(distributed.rank_seed(cfg.seed + 1))
     t0, epoch, stopped_early = time.time(), start_epoch, False
     for epoch in range(start_epoch, cfg.epochs):
-        model.train()
-        # drop a last batch of one: a QAct or BatchNorm layer cannot form a context from one sample
-        loader = make_loader(train_src, cfg.batch_size, shuffle=True, seed=cfg.seed * 1000 + epoch, workers=cfg.workers,
-                             drop_last=len(train_src) % cfg.batch_size == 1)
+        step_model.train()
+        if distributed.active():  # this rank's share of the epoch (DistributedSampler), batch_size / world_size a step
+            loader = distributed.train_loader(train_src, cfg.batch_size, seed=cfg.seed * 1000 + epoch, workers=cfg.workers)
+        else:  # drop a last batch of one: a QAct or BatchNorm layer cannot form a context from one sample
+            loader = make_loader(train_src, cfg.batch_size, shuffle=True, seed=cfg.seed * 1000 + epoch,
+                                 workers=cfg.workers, drop_last=len(train_src) % cfg.batch_size == 1)
+        steps = len(loader)
         total = 0.0
         for step, (xb, yb) in enumerate(loader):
             xb, yb = xb.to(device, non_blocking=True), yb.to(device, non_blocking=True)
             if cfg.augment:
                 xb = crop_flip(xb, aug_gen)
-            loss = batch_loss(model, to_model_input(xb, ds.mean, ds.std), yb, cfg.loss)
+            loss = batch_loss(step_model, to_model_input(xb, ds.mean, ds.std), yb, cfg.loss)
             if not torch.isfinite(loss):
                 raise InputError(f"training diverged at epoch {epoch + 1} (loss {loss.item()}); lower --lr")
             opt.zero_grad(set_to_none=True)
@@ -182,21 +194,24 @@ def train(cfg: TrainConfig, on_epoch: Callable[[dict], None] | None = None,
                 on_step(step + 1, steps, loss.item())
         val_acc = accuracy(model, val_loader, device, ds.mean, ds.std)
         sched.step(val_acc)
-        row = {"epoch": epoch + 1, "loss": total / steps, "val_acc": val_acc, "lr": opt.param_groups[0]["lr"]}
+        (mean_loss,) = distributed.sum_over_ranks(total / max(steps, 1) / distributed.world_size())
+        row = {"epoch": epoch + 1, "loss": mean_loss, "val_acc": val_acc, "lr": opt.param_groups[0]["lr"]}
         history.append(row)
         if val_acc > best:
             stale = 0 if val_acc > best + 1e-3 else stale + 1
             best, best_epoch = val_acc, epoch + 1
             best_state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
-            save_checkpoint(make_checkpoint(model, info, _train_info(cfg, train_cfg, best, best_epoch, history, False)), out)
+            if distributed.is_main():
+                save_checkpoint(make_checkpoint(model, info, _train_info(cfg, train_cfg, best, best_epoch, history, False)), out)
         else:
             stale += 1
-        save_checkpoint({
-            "format": "qact-checkpoint", "model": info, "config": train_cfg, "epoch": epoch + 1, "best": best,
-            "best_epoch": best_epoch, "stale": stale, "history": history, "state_dict": model.state_dict(),
-            "optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "best_state_dict": best_state,
-            "rng": torch.get_rng_state(),
-        }, state_path)
+        if distributed.is_main():  # rank 0 alone writes; every rank holds the same weights
+            save_checkpoint({
+                "format": "qact-checkpoint", "model": info, "config": train_cfg, "epoch": epoch + 1, "best": best,
+                "best_epoch": best_epoch, "stale": stale, "history": history, "state_dict": model.state_dict(),
+                "optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "best_state_dict": best_state,
+                "rng": torch.get_rng_state(),
+            }, state_path)
         if on_epoch:
             on_epoch(row)
         if stale >= cfg.early_stop:
@@ -210,8 +225,10 @@ def train(cfg: TrainConfig, on_epoch: Callable[[dict], None] | None = None,
     train_info = _train_info(cfg, train_cfg, best, best_epoch, history, stopped_early)
     train_info["elapsed_s"] = round(time.time() - t0, 2)
     train_info["environment"] = environment(device)
-    save_checkpoint(make_checkpoint(final, info, train_info), out)
-    state_path.unlink(missing_ok=True)
+    if distributed.is_main():
+        save_checkpoint(make_checkpoint(final, info, train_info), out)
+        state_path.unlink(missing_ok=True)
+    distributed.barrier()  # the checkpoint exists on return, on every rank
     return train_info
 
 
@@ -221,5 +238,5 @@ def _train_info(cfg: TrainConfig, train_cfg: dict, best: float, best_epoch: int,
         "head": cfg.head, "batch_size": cfg.batch_size, "lr": cfg.lr, "optimizer": "adam",
         "split": {"val_fraction": VAL_FRACTION, "seed": SPLIT_SEED},
         "best_val_acc": float(best), "best_epoch": best_epoch, "stopped_early": stopped_early,
-        "history": history, "config": train_cfg,
+        "history": history, "config": train_cfg, "distributed": distributed.describe(cfg.sync_context),
     }

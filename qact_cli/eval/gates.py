@@ -1,4 +1,10 @@
-"""CI gates: compare with a baseline result (`--baseline`, `--tolerance`) and `--fail-under`."""
+"""CI gates: compare with a baseline result (`--baseline`, `--tolerance`) and `--fail-under`.
+
+A regression (exit 1) is a severity whose mean accuracy fell, or whose mean ECE rose, by more than
+the tolerance (absolute fractions). Results evaluated under another protocol are not comparable:
+that is an input error (exit 3), checked before the evaluation starts (`check_baseline_protocol`)
+and again on the finished results.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +15,15 @@ from ..errors import InputError, UsageError
 
 # protocol fields that must match for two results to be comparable (interface §1, eval --baseline)
 PROTOCOL_KEYS = ("corruptions", "severities", "batch_size", "context", "adapt", "limit")
+_EPS = 1e-9  # a change of exactly the tolerance passes, whatever the float rounding of the difference
+
+
+def check_options(tolerance: float, fail_under: float | None) -> None:
+    """Both are fractions in [0, 1] (a 1 for "one percentage point" would pass everything)."""
+    if not 0 <= tolerance <= 1:
+        raise UsageError(f"--tolerance {tolerance}: expected an absolute fraction in [0, 1], e.g. 0.01 for one point")
+    if fail_under is not None and not 0 <= fail_under <= 1:
+        raise UsageError(f"--fail-under {fail_under}: expected an accuracy fraction in [0, 1], e.g. 0.7")
 
 
 def load_result(path: str | Path) -> list[dict]:
@@ -34,13 +49,30 @@ def load_result(path: str | Path) -> list[dict]:
 
 
 def protocol_differences(a: dict, b: dict) -> list[str]:
+    """What differs between the protocols of results `a` and `b` (empty: comparable)."""
     diffs = []
     if a["dataset"] != b["dataset"]:
         diffs.append(f"dataset {a['dataset']} vs {b['dataset']}")
-    for k in PROTOCOL_KEYS:
+    # the seed decides the images only where they are generated (gen:NAME)
+    keys = PROTOCOL_KEYS + (("seed",) if str(a["dataset"]).startswith("gen:") else ())
+    for k in keys:
         if a["protocol"].get(k) != b["protocol"].get(k):
             diffs.append(f"{k} {a['protocol'].get(k)} vs {b['protocol'].get(k)}")
     return diffs
+
+
+def _mismatch(path, diffs: list[str]) -> InputError:
+    return InputError(f"{path} was evaluated under another protocol ({'; '.join(diffs)}); "
+                      "re-run the baseline with the same options")
+
+
+def check_baseline_protocol(baseline_path, dataset: str, protocol: dict) -> None:
+    """Fail fast (exit 3) when no result in the baseline file shares this protocol."""
+    baselines = load_result(baseline_path)
+    planned = {"dataset": dataset, "protocol": protocol}
+    diffs = [protocol_differences(planned, b) for b in baselines]
+    if all(diffs):
+        raise _mismatch(baseline_path, diffs[0])
 
 
 def regressions(current: dict, baseline: dict, tolerance: float) -> list[str]:
@@ -50,9 +82,9 @@ def regressions(current: dict, baseline: dict, tolerance: float) -> list[str]:
     for s in sorted(set(cur) & set(base), key=int):
         d_acc = cur[s]["acc_mean"] - base[s]["acc_mean"]
         d_ece = cur[s]["ece_mean"] - base[s]["ece_mean"]
-        if d_acc < -tolerance:
+        if d_acc < -tolerance - _EPS:
             rows.append(f"severity {s}: accuracy {base[s]['acc_mean']:.4f} -> {cur[s]['acc_mean']:.4f} ({d_acc:+.4f})")
-        if d_ece > tolerance:
+        if d_ece > tolerance + _EPS:
             rows.append(f"severity {s}: ECE {base[s]['ece_mean']:.4f} -> {cur[s]['ece_mean']:.4f} ({d_ece:+.4f})")
     return rows
 
@@ -69,8 +101,7 @@ def pick_baseline(baselines: list[dict], current: dict, path) -> dict:
 
 def check_gates(results: list[dict], baseline_path=None, tolerance: float = 0.01, fail_under: float | None = None) -> list[str]:
     """Returns the failure lines (empty when every gate passes). Protocol mismatch raises (exit 3)."""
-    if tolerance < 0:
-        raise UsageError("--tolerance must be ≥ 0")
+    check_options(tolerance, fail_under)
     failures = []
     baselines = load_result(baseline_path) if baseline_path else None
     for r in results:
@@ -79,8 +110,7 @@ def check_gates(results: list[dict], baseline_path=None, tolerance: float = 0.01
             b = pick_baseline(baselines, r, baseline_path)
             diffs = protocol_differences(r, b)
             if diffs:
-                raise InputError(f"{baseline_path} was evaluated under another protocol ({'; '.join(diffs)}); "
-                                 "re-run the baseline with the same options")
+                raise _mismatch(baseline_path, diffs)
             failures += [f"{name}: {line}" for line in regressions(r, b, tolerance)]
         if fail_under is not None:
             mca = r["summary"].get("mean_corruption_acc")

@@ -1,7 +1,13 @@
-"""Rich tables for eval results: the per-severity summary and the full per-corruption grid."""
+"""Rich tables for eval results: the per-severity summary and the full per-corruption grid.
+
+Print them with `print_table`: Rich squeezes a table into the console's width by cutting cells
+to "0.94…", which must never happen to a number, so a table wider than the console is printed at
+its natural width instead (a terminal soft-wraps the long lines; a pipe receives them whole).
+"""
 
 from __future__ import annotations
 
+from rich.console import Console
 from rich.table import Table
 
 from .metrics import METRIC_NAMES
@@ -11,9 +17,23 @@ def _pm(mean, std) -> str:
     return "—" if mean is None else f"{mean:.4f} ± {std:.4f}"
 
 
-def _cell_means(cells: list[dict], severity: int, key: str) -> float | None:
+def _cell_mean(cells: list[dict], severity: int, key: str) -> str:
     vals = [c[key] for c in cells if c["severity"] == severity and c.get(key) is not None]
-    return sum(vals) / len(vals) if vals else None
+    return f"{sum(vals) / len(vals):.4f}" if vals else "—"
+
+
+def print_table(console: Console, table: Table) -> None:
+    """Print `table` without truncating any cell, whatever the console's width."""
+    need = console.measure(table, options=console.options.update_width(1 << 16)).maximum
+    if need <= console.width:
+        console.print(table)
+        return
+    width = console.width
+    console.width = need
+    try:
+        console.print(table)
+    finally:
+        console.width = width
 
 
 def summary_table(result: dict) -> Table:
@@ -30,14 +50,12 @@ def summary_table(result: dict) -> Table:
     t.add_column("CE-L2", justify="right", no_wrap=True)
     t.add_column("NLL", justify="right", no_wrap=True)
     t.add_column("Brier", justify="right", no_wrap=True)
-    by = result["summary"]["by_severity"]
+    by, cells = result["summary"]["by_severity"], result["cells"]
     for s in sorted(by, key=int):
-        row = by[s]
-        cells = result["cells"]
-        n = sum(1 for c in cells if c["severity"] == int(s))
+        row, sev = by[s], int(s)
+        n = sum(1 for c in cells if c["severity"] == sev)
         t.add_row(s, str(n), _pm(row["acc_mean"], row["acc_std"]), _pm(row["ece_mean"], row["ece_std"]),
-                  f"{_cell_means(cells, int(s), 'ce_marginal_l2'):.4f}", f"{_cell_means(cells, int(s), 'nll'):.4f}",
-                  f"{_cell_means(cells, int(s), 'brier'):.4f}")
+                  *(_cell_mean(cells, sev, k) for k in ("ce_marginal_l2", "nll", "brier")))
     mca = result["summary"].get("mean_corruption_acc")
     t.add_section()
     t.add_row("mean corruption acc", "", "—" if mca is None else f"{mca:.4f}", "", "", "", "", style="bold")

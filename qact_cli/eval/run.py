@@ -7,19 +7,22 @@ import sys
 from pathlib import Path
 from typing import Callable
 
+from .. import distributed
 from ..checkpoint import load_model
 from ..errors import UsageError
 from ..data import get_dataset
 from ..selection import parse_corruptions, parse_severities
-from ..utils import select_device, seed_everything, write_text_atomic
+from ..utils import seed_everything, write_text_atomic
 from .protocol import Protocol, evaluate, multi_document
 
 
 def make_protocol(dataset, corruptions: str, severities: str | None, batch_size: int, context: str, adapt: str,
                   limit: int | None, seed: int) -> Protocol:
-    if severities is None:  # clean datasets: severity 0; corrupted ones: the clean split and all five severities
-        severities = "0-5" if dataset.corrupted else "0"
-    sev = parse_severities(severities)
+    if severities is None:  # clean datasets: severity 0; corrupted ones: the clean split (when there) and 1..5
+        default = getattr(dataset, "default_severities", None)
+        sev = default() if default is not None else ([0, 1, 2, 3, 4, 5] if dataset.corrupted else [0])
+    else:
+        sev = parse_severities(severities)
     own = getattr(dataset, "corruption_names", None)  # MNIST-C has its own corruption names
     if not any(s > 0 for s in sev):
         names = []
@@ -40,16 +43,23 @@ def make_protocol(dataset, corruptions: str, severities: str | None, batch_size:
 
 def run_eval(checkpoints: list[str], dataset: str, data_root=None, download=False, corruptions="common",
              severities: str | None = None, batch_size=256, context="batch", adapt="none", limit=None, seed=0,
-             device="auto", workers=0, on_start: Callable[[str, int], None] | None = None,
-             on_cell: Callable[[dict], None] | None = None) -> list[dict]:
-    dev = select_device(device)
+             device="auto", workers: int | None = None, on_start: Callable[[str, int], None] | None = None,
+             on_cell: Callable[[dict], None] | None = None,
+             before: Callable[[str, Protocol], None] | None = None, weights: str | None = None) -> list[dict]:
+    """Evaluate every checkpoint on the same cells; one result document each, in order.
+    `before(dataset_name, protocol)` runs once the protocol is known and before any image is read
+    (the CLI checks a `--baseline`'s protocol there, so a mismatch fails fast). `weights`: the
+    frozen backbone's weights file for DINOv2 probes (default: the hub cache)."""
+    dev = distributed.setup(device)  # under torchrun: this rank's device, process group joined
     seed_everything(seed)
-    ds = get_dataset(dataset, data_root, download)
+    ds = distributed.main_first(lambda: get_dataset(dataset, data_root, download))  # one download per node
     protocol = make_protocol(ds, corruptions, severities, batch_size, context, adapt, limit, seed)
+    if before:
+        before(ds.name, protocol)
     cells = ds.cells(protocol.corruptions, protocol.severities, seed=protocol.seed)
     results = []
     for path in checkpoints:
-        model, meta = load_model(path, dev)
+        model, meta = load_model(path, dev, **({"weights": weights} if weights else {}))
         if on_start:
             on_start(str(path), len(cells))
         seed_everything(seed)

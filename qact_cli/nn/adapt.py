@@ -1,0 +1,63 @@
+"""Test-time adaptation (`--adapt bn`, qact-method.md decision 4): re-estimate the normalisation
+statistics and QAct stored contexts on unlabeled batches of a test cell, evaluate, then put back.
+
+The official code adapts by running the corrupted test split through the model in train mode
+(qact-method.md §3); this is the same idea made explicit and undoable: BatchNorm running statistics
+are re-estimated as a cumulative average over the given batches (momentum=None), QAct reservoirs as
+an equal-weight sample of them, nothing else changes (no gradient is taken), and the exact previous
+state (every buffer, the modules' train/eval flags and momenta) is restored on exit. It applies to any
+model with BatchNorm, ReLU baselines included, so comparisons stay fair.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+
+import torch
+from torch import Tensor, nn
+from torch.nn.modules.batchnorm import _BatchNorm
+
+from .qact import QAct
+
+
+@contextmanager
+def adapted(model: nn.Module, batches: Iterable[Tensor]) -> Iterator[nn.Module]:
+    """Yield `model` in eval mode with BatchNorm statistics and QAct stored contexts re-estimated on
+    `batches` (model-ready float inputs, no labels); restore the model exactly on exit."""
+    saved_buffers = {name: b.clone() for name, b in model.named_buffers()}  # nothing else changes (no_grad)
+    saved_flags = {m: m.training for m in model.modules()}
+    norms = [m for m in model.modules() if isinstance(m, _BatchNorm) and m.track_running_stats]
+    qacts = [m for m in model.modules() if isinstance(m, QAct)]
+    saved_momenta = {m: m.momentum for m in norms} | {m: m.context_momentum for m in qacts}
+    try:
+        model.eval()
+        for m in norms:
+            m.reset_running_stats()
+            m.momentum = None  # cumulative average: every batch weighs the same
+            m.train()
+        for m in qacts:
+            m.stored_batches.zero_()
+            m.context_momentum = None
+            m.train()
+        seen = 0
+        with torch.no_grad():
+            for x in batches:
+                model(x)
+                seen += 1
+        if seen == 0:
+            raise ValueError("adapted() got no batches to re-estimate the statistics on")
+        model.eval()
+        yield model
+    finally:
+        for m, mom in saved_momenta.items():
+            if isinstance(m, QAct):
+                m.context_momentum = mom
+            else:
+                m.momentum = mom
+        with torch.no_grad():
+            for name, b in model.named_buffers():
+                if name in saved_buffers:
+                    b.copy_(saved_buffers[name])
+        for m, flag in saved_flags.items():
+            m.train(flag)

@@ -1,0 +1,196 @@
+"""QAct against a brute-force float64 reference: values, grounding, monotonicity, layouts, gradients."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from qact_cli.nn import QAct, make_activation
+from qact_cli.nn.qact import REFINE, grounded_table, table_lookup
+
+SENTINEL = 100.0
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny tensors: one thread is faster, and steadier on a busy machine."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def exact_cdf(ctx: np.ndarray, x: np.ndarray, c: float = SENTINEL) -> np.ndarray:
+    """Brute force, one channel, float64: the piecewise-linear CDF through (-c, 0), (a_r, r/(2(m+1))),
+    (0, 1/2), (b_j, 1/2 + j/(2(p+1))), (c, 1) (a: the sorted negatives, b: the sorted values >= 0),
+    right-continuous at ties, 0 below -c and 1 from c on."""
+    neg, pos = np.sort(ctx[ctx < 0]), np.sort(ctx[ctx >= 0])
+    m, p = len(neg), len(pos)
+    kx = np.concatenate([[-c], neg, [0.0], pos, [c]])
+    ky = np.concatenate([[0.0], 0.5 * np.arange(1, m + 1) / (m + 1), [0.5], 0.5 + 0.5 * np.arange(1, p + 1) / (p + 1), [1.0]])
+    r = np.searchsorted(kx, x, side="right")  # knots kx[r-1] <= x < kx[r]: the top of a tie group
+    inside = (r >= 1) & (r < len(kx))
+    r = np.clip(r, 1, len(kx) - 1)
+    y = ky[r - 1] + (x - kx[r - 1]) / np.maximum(kx[r] - kx[r - 1], 1e-300) * (ky[r] - ky[r - 1])
+    return np.where(inside, y, np.where(x < -c, 0.0, 1.0))
+
+
+def check_levy(ctx: torch.Tensor, table, x: torch.Tensor, y: torch.Tensor, refine: int) -> None:
+    """y(x) lies between the exact CDF one grid cell either side of x, give or take one knot weight."""
+    for ch in range(ctx.shape[0]):
+        c = ctx[ch].double().numpy()
+        cell = refine / float(table.inv_step[ch])
+        w = 0.5 / (min((c < 0).sum(), (c >= 0).sum()) + 1) + 1e-5
+        xs = x[ch].double().numpy()
+        lo, hi = exact_cdf(c, xs - cell), exact_cdf(c, xs + cell)
+        got = y[ch].double().numpy()
+        assert np.all(got >= lo - w) and np.all(got <= hi + w), (ch, np.max(lo - w - got), np.max(got - hi - w))
+
+
+values = st.lists(st.one_of(st.floats(-6, 6, allow_nan=False, width=32), st.sampled_from([0.0, 1.5, -2.0])),
+                  min_size=1, max_size=120)
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(values, st.integers(0, 3))
+def test_table_within_a_cell_of_the_exact_cdf(vals, shift):
+    """Random and adversarial contexts (ties, zeros, one sign, one value): the output is the exact
+    grounded CDF up to one grid cell horizontally and one knot weight vertically."""
+    ctx = torch.tensor(vals, dtype=torch.float32)[None] + float(shift) * (shift % 2)
+    table = grounded_table(ctx, table_size=64, density=False)
+    probe = torch.cat([ctx, torch.linspace(-8, 8, 33)[None], torch.tensor([[0.0, 150.0, -150.0]])], 1)
+    y = table_lookup(table, probe[:, :, None].transpose(0, 1).reshape(1, 1, -1)).reshape(1, -1)
+    assert torch.all((y >= 0) & (y <= 1))
+    check_levy(ctx, table, probe, y, refine=REFINE)
+
+
+def test_layer_matches_reference_closely_on_smooth_data():
+    torch.manual_seed(0)
+    z = torch.randn(4000, 3) * torch.tensor([1.0, 3.0, 0.5]) + torch.tensor([0.0, 1.0, -0.2])
+    layer = QAct(3, wrap_bn=False, context_size=None)
+    with torch.no_grad():
+        y = layer(z)
+    for ch in range(3):
+        ref = exact_cdf(z[:, ch].double().numpy(), z[:, ch].double().numpy())
+        assert np.abs(y[:, ch].double().numpy() - ref).max() < 0.01
+
+
+def test_grounding_and_monotone():
+    torch.manual_seed(1)
+    z = torch.randn(40000, 2) + torch.tensor([1.5, -1.5])  # mostly positive / mostly negative channels
+    layer = QAct(2, wrap_bn=False, context_size=None)
+    with torch.no_grad():
+        layer(z)  # fills the stored context
+        layer.eval()
+        layer.context = "stored"
+        grid = torch.linspace(-5, 5, 1001)[:, None].expand(-1, 2).contiguous()
+        y = layer(grid)
+        at0 = layer(torch.zeros(1, 2))
+    assert torch.all(y[1:] >= y[:-1])  # monotone
+    assert torch.all(y[grid < 0] < 0.5) and torch.all(y[grid > 0] > 0.5)
+    # 0 -> 1/2 whatever the mass on each side (to within a lookup cell: 1/16 of a grid cell here)
+    assert torch.allclose(at0, torch.full_like(at0, 0.5), atol=2e-3)
+    assert torch.all((y >= 0) & (y <= 1))
+
+
+def test_all_positive_channel_keeps_half_mass_below_zero():
+    z = torch.rand(500, 1) + 0.1
+    layer = QAct(1, wrap_bn=False, context_size=None)
+    with torch.no_grad():
+        layer(z)
+        layer.eval()
+        layer.context = "stored"
+        y = layer(torch.tensor([[-1.0], [0.0], [0.05], [2.0]]))[:, 0]
+    assert 0.45 < y[0] < 0.5 and abs(y[1] - 0.5) < 1e-3 and 0.5 < y[2] < 0.51 and y[3] > 0.99
+
+
+def test_conv_and_dense_layouts_agree():
+    torch.manual_seed(2)
+    x = torch.randn(4, 3, 5, 6)
+    conv, dense = QAct(3, wrap_bn=False, context_size=None), QAct(3, wrap_bn=False, context_size=None)
+    with torch.no_grad():
+        yc = conv(x)
+        yd = dense(x.permute(0, 2, 3, 1).reshape(-1, 3))
+    assert torch.equal(yc.permute(0, 2, 3, 1).reshape(-1, 3), yd)
+
+
+def test_step_output_is_the_official_staircase():
+    torch.manual_seed(3)
+    layer = QAct(2, wrap_bn=False, output="step", n_quantiles=100, context_size=None)
+    with torch.no_grad():
+        y = layer(torch.randn(2000, 2))
+    levels = torch.arange(1, 101) / 101
+    assert torch.isin(torch.round(y * 101), torch.round(levels * 101)).all()
+    assert 90 <= torch.unique(y[:, 0]).numel() <= 100
+
+
+def test_gradient_is_the_grounded_density():
+    """Symmetric N(0,1) context: the grounded distribution is N(0,1), its Gaussian KDE (h = 0.5)
+    the N(0, 1.25) density."""
+    torch.manual_seed(4)
+    z = torch.randn(16384, 2, requires_grad=True)
+    QAct(2, wrap_bn=False, context_size=4096, kde_samples=4096)(z).sum().backward()
+    zz = z.detach()
+    expected = torch.exp(-zz**2 / 2.5) / math.sqrt(2 * math.pi * 1.25)
+    inner = zz.abs() < 2.5
+    assert (z.grad - expected)[inner].abs().max() < 0.03
+    assert torch.all(z.grad >= 0)
+
+
+def test_gradient_bandwidth_rules():
+    torch.manual_seed(5)
+    for rule in ("silverman", "scott"):
+        z = torch.randn(8192, 1, requires_grad=True)
+        QAct(1, wrap_bn=False, bandwidth=rule)(z).sum().backward()
+        phi = torch.exp(-z.detach() ** 2 / 2) / math.sqrt(2 * math.pi)
+        inner = z.detach().abs() < 2
+        assert (z.grad - phi)[inner].abs().max() < 0.06, rule
+
+
+def test_gradient_flows_through_the_wrapped_layer():
+    torch.manual_seed(6)
+    layer = QAct(4)
+    x = torch.randn(8, 4, 3, 3, requires_grad=True)
+    (layer(x) * torch.randn(8, 4, 3, 3)).sum().backward()
+    assert torch.isfinite(x.grad).all() and x.grad.abs().sum() > 0
+    for p in layer.parameters():
+        assert p.grad is not None and torch.isfinite(p.grad).all()
+
+
+def test_small_qact_mlp_learns_xor():
+    torch.manual_seed(7)
+    x = torch.rand(512, 2) * 2 - 1
+    y = ((x[:, 0] > 0) ^ (x[:, 1] > 0)).long()
+    net = torch.nn.Sequential(torch.nn.Linear(2, 32), QAct(32), torch.nn.Linear(32, 2))
+    opt = torch.optim.Adam(net.parameters(), lr=0.02)
+    for _ in range(150):
+        idx = torch.randint(0, 512, (256,))
+        opt.zero_grad()
+        torch.nn.functional.cross_entropy(net(x[idx]), y[idx]).backward()
+        opt.step()
+    net.eval()
+    with torch.no_grad():
+        acc = (net(x).argmax(1) == y).float().mean()
+    assert acc > 0.9  # a linear model gets about 0.5
+
+
+def test_make_activation_builds_qact():
+    act = make_activation("qact", 5, context_size=512)
+    assert isinstance(act, QAct) and act.context_size == 512
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float64])
+def test_other_dtypes(dtype):
+    layer = QAct(3)
+    x = torch.randn(16, 3, 4, 4, dtype=dtype)
+    with torch.no_grad():
+        y_train = layer.to(dtype)(x)
+        layer.eval()
+        y_eval = layer(x)
+    assert y_train.dtype == dtype and y_eval.dtype == dtype
+    assert torch.isfinite(y_train).all() and torch.isfinite(y_eval).all()
