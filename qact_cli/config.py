@@ -42,10 +42,14 @@ def config_callback(ctx: typer.Context, param: typer.CallbackParam, value: Path 
         return value
     data = read_yaml(Path(value))
     params = {p.name: p for p in ctx.command.params if p.name and p.name != "config"}
+    # a key may also be the option's flag (`json` for --json, stored as json_out)
+    aliases = {o.lstrip("-").replace("-", "_"): p.name for p in params.values() for o in getattr(p, "opts", [])
+               if o.startswith("--")}
     extra = EXTRA_KEYS.get(ctx.command.name or "", set())
     defaults, extras = {}, {}
     for key, val in data.items():
         name = str(key).replace("-", "_")
+        name = name if name in params else aliases.get(name, name)
         if name in params:
             p = params[name]
             multiple = getattr(p, "multiple", False) or getattr(p, "nargs", 1) == -1
@@ -56,7 +60,8 @@ def config_callback(ctx: typer.Context, param: typer.CallbackParam, value: Path 
         elif name in extra:
             extras[name] = val
         else:
-            known = sorted(n.replace("_", "-") for n in params) + sorted(extra)
+            known = sorted(o.lstrip("-") for p in params.values() for o in getattr(p, "opts", []) if o.startswith("--"))
+            known += sorted(extra)
             raise typer.BadParameter(f"unknown key {key!r} in {value}; valid keys: {', '.join(known)}")
     ctx.default_map = {**(ctx.default_map or {}), **defaults}
     ctx.meta["config_extra"] = extras

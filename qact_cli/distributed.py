@@ -446,7 +446,12 @@ def seed_batches(batches: Iterable[T], key, batch_ids: Iterable[int]) -> Iterato
     which batches this process saw before, so sharded and single-process runs draw the same numbers."""
     for batch, b in zip(batches, batch_ids, strict=True):
         digest = hashlib.blake2b(f"{key!r}/{b}".encode(), digest_size=8).digest()
-        torch.manual_seed(int.from_bytes(digest, "little") & (2**63 - 1))
+        seed = int.from_bytes(digest, "little") & (2**63 - 1)
+        # not torch.manual_seed: before CUDA is initialised it queues a lazy seeding call (with a captured
+        # stack) on every batch; seed the generators that are actually in use instead
+        torch.default_generator.manual_seed(seed)
+        if torch.cuda.is_available() and torch.cuda.is_initialized():
+            torch.cuda.manual_seed_all(seed)
         yield batch
 
 

@@ -53,6 +53,7 @@ class TrainConfig:
     lr_patience: int = 50
     workers: int = 0
     weights: str | None = None  # frozen backbones only
+    probe_res: int = 224  # frozen backbones only: input resolution (multiple of 14)
     sync_context: bool = True  # under torchrun: QAct context and BatchNorm statistics over the global batch
     qact: dict = field(default_factory=dict)  # extra QAct options (context_size, n_quantiles, ...)
 

@@ -1,6 +1,10 @@
 import os
 
 import pytest
+import torch
+
+# One thread: the machine is small and shared by subprocesses; results are then exact across runs.
+torch.set_num_threads(1)
 
 os.environ.setdefault("QACT_DATA", os.path.join(os.path.dirname(__file__), ".no-data"))  # never the user's cache
 

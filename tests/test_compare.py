@@ -8,6 +8,17 @@ import pytest
 from qact_cli.eval.metrics import summarize
 
 
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny models on a shared 2-core machine: a second intra-op thread only adds spin-waiting."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def make_result(name, base_acc, drop, ece0=0.02, dataset="gen:digits", limit=None, adapt="none",
                 corruptions=("fog", "snow"), severities=(0, 1, 2, 3, 4, 5)):
     """A qact.eval/1 document whose accuracy falls by `drop` per severity (corruption k is 0.01·k lower)."""
@@ -124,12 +135,18 @@ def test_multi_and_compare_documents_are_items(cli, results, tmp_path):
     code, out, err = cli("compare", multi, results["relu"])
     assert code == 0, err
     assert all(n in out for n in ("a", "b", "relu"))
-    # a compare document keeps its skipped column when read back
+    # a compare document read back keeps its columns: declared overrides (not a mismatch) and skipped models
     prev = tmp_path / "prev.json"
-    prev.write_text(json.dumps(document(build([Entry("x", make_result("x", 0.9, 0.05)),
-                                               Entry("dino", None, skipped="skipped: no weights at /w; see README")]))))
-    code, out, _ = cli("compare", prev)
-    assert code == 0 and "skipped" in out and "dino: skipped: no weights at /w; see README" in out
+    prev.write_text(json.dumps(document(build([
+        Entry("x", make_result("x", 0.9, 0.05)),
+        Entry("x-bn", make_result("x", 0.9, 0.05, adapt="bn"), declared={"adapt": "bn"}, note="a caveat"),
+        Entry("dino", None, skipped="skipped: no weights at /w; see README")]))))
+    code, out, err = cli("compare", prev)
+    assert code == 0, err
+    assert "x-bn: adapt bn; a caveat" in out and "dino: skipped: no weights at /w; see README" in out
+    assert cli("compare", prev, results["relu"])[0] == 0  # same protocol as x; x-bn differs only as declared
+    code, _, err = cli("compare", prev, results["limited"])
+    assert code == 3 and "limited.json" in err
 
 
 def test_same_names_get_suffixes(cli, results):

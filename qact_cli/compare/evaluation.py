@@ -19,11 +19,13 @@ from ..checkpoint import load_model
 from ..data import Cell, ImageSource, get_dataset
 from ..errors import InputError, UsageError
 from ..eval.gates import load_result
-from ..eval.protocol import evaluate
+from ..eval.protocol import Protocol, evaluate
 from ..eval.run import make_protocol, write_json
 from ..utils import select_device, seed_everything, sha256_file
+from .keys import EVAL_OVERRIDE_KEYS
 
 MATERIALIZE_BYTES = 1 << 30  # keep generated cells in memory up to 1 GiB in all
+OVERRIDABLE = EVAL_OVERRIDE_KEYS  # test-time choices a model may make for itself
 
 
 @dataclass
@@ -117,6 +119,23 @@ def _cached(job: EvalJob, dataset: str, protocol_json: dict) -> dict | None:
     return r
 
 
+def _with_overrides(base: Protocol, job: EvalJob) -> Protocol:
+    who = job.name or job.checkpoint
+    bad = set(job.overrides) - OVERRIDABLE
+    if bad:
+        raise UsageError(f"{who}: cannot override {', '.join(sorted(bad))} per model; only {', '.join(sorted(OVERRIDABLE))}")
+    values = dict(job.overrides)
+    if "batch_size" in values:
+        try:
+            values["batch_size"] = int(values["batch_size"])
+        except (TypeError, ValueError):
+            raise UsageError(f"{who}: batch_size must be an integer, got {values['batch_size']!r}") from None
+    values.update({k: str(v) for k, v in values.items() if k != "batch_size"})
+    protocol = replace(base, **values)
+    protocol.check()
+    return protocol
+
+
 def evaluate_jobs(jobs: list[EvalJob], opts: EvalOptions, on_start: Callable[[str, int], None] | None = None,
                   on_cell: Callable[[dict], None] | None = None, log: Callable[[str], None] = lambda s: None) -> list[dict]:
     """One result document (interface §4) per job, in order."""
@@ -128,15 +147,10 @@ def evaluate_jobs(jobs: list[EvalJob], opts: EvalOptions, on_start: Callable[[st
     ds = get_dataset(opts.dataset, opts.data_root, opts.download)
     base = make_protocol(ds, opts.corruptions, opts.severities, opts.batch_size, opts.context, opts.adapt, opts.limit,
                          opts.seed)
+    protocols = [_with_overrides(base, job) for job in jobs]  # all checked before any evaluation
     cells = None
     results = []
-    for job in jobs:
-        bad = set(job.overrides) - {"adapt", "context", "batch_size"}
-        if bad:
-            raise UsageError(f"{job.name or job.checkpoint}: cannot override {', '.join(sorted(bad))} per model; "
-                             "only adapt, context and batch_size")
-        protocol = replace(base, **job.overrides)
-        protocol.check()
+    for job, protocol in zip(jobs, protocols):
         hit = _cached(job, ds.name, protocol.to_json())
         if hit is not None:
             log(f"reusing {job.cache} (same checkpoint and protocol)")

@@ -10,17 +10,19 @@ A compare config holds `qact compare`'s own options (the eval dataset and protoc
     models:                         # one column group each, in this order
       - name: lenet-relu            # letters, digits, . _ + -; names the files in out_dir
         arch: lenet                 # train: arch, act, loss, head, epochs, batch_size, lr, augment,
-        act: relu                   #   placement, early_stop, context_size, weights, seed, dataset
+        act: relu                   #   placement, early_stop, context_size, weights, probe_res, seed, dataset
       - name: lenet-relu-bn
         from: lenet-relu            # reuse another model's checkpoint ...
         eval: {adapt: bn}           # ... evaluated differently (adapt, context, batch_size)
       - name: mine
         checkpoint: path/to/mine.pt # an existing checkpoint, not trained here
+      - name: dino
+        arch: dinov2_vits14         # a frozen-backbone probe: skipped (saying why) when its weights are absent
+        needs_gpu: true             # skipped (saying why) when the run is on a CPU
 
 Files: `<out_dir>/checkpoints/<name>.pt` (reused while its training settings are unchanged; an
 interrupted run resumes), `<out_dir>/results/<name>.json` (reused while checkpoint and protocol are
-unchanged). A `dinov2_*` model whose backbone weights are absent is skipped, and its column says why;
-so is a model marked `needs_gpu: true` when the run is on a CPU.
+unchanged).
 Relative paths are relative to the working folder, as on the command line.
 """
 
@@ -151,7 +153,8 @@ def train_config(spec: ModelSpec, opts: EvalOptions, ckpt: Path):
                           workers=opts.workers, qact={"context_size": int(context_size)} if context_size else {}, **t)
     except TypeError as e:
         raise UsageError(f"model {spec.name!r}: {e}") from None
-    for key, typ in (("epochs", int), ("batch_size", int), ("early_stop", int), ("seed", int), ("lr", float)):
+    for key, typ in (("epochs", int), ("batch_size", int), ("early_stop", int), ("seed", int), ("lr", float),
+                     ("probe_res", int)):
         try:
             setattr(cfg, key, typ(getattr(cfg, key)))
         except (TypeError, ValueError):
@@ -235,40 +238,38 @@ def prepare_checkpoints(exp: Experiment, opts: EvalOptions, out_dir: Path, hooks
     """Train what is missing. Returns ({name: checkpoint}, {name: skip reason})."""
     ckpts: dict[str, str] = {}
     skipped: dict[str, str] = {}
-    todo = [s for s in exp.models if s.train]
-    for k, spec in enumerate(exp.models):
+    plan = []  # every setting is checked before the first model trains
+    for spec in exp.models:
         if spec.checkpoint:
             if not Path(spec.checkpoint).is_file():
                 raise InputError(f"checkpoint of model {spec.name!r} not found: {spec.checkpoint} (in {exp.path}); "
                                  "fix the path or train it with `qact train`")
             ckpts[spec.name] = spec.checkpoint
-            continue
-        if spec.source:
+        elif spec.source:
             if spec.source in skipped:
                 skipped[spec.name] = skipped[spec.source]
             else:
                 ckpts[spec.name] = ckpts[spec.source]
-            continue
-        reason = unavailable(spec, opts)
-        if reason:
+        elif reason := unavailable(spec, opts):
             skipped[spec.name] = reason
             hooks.log(f"{spec.name}: {reason}")
-            continue
-        path = out_dir / "checkpoints" / f"{spec.name}.pt"
-        cfg = train_config(spec, opts, path)
-        ckpts[spec.name] = str(path)
-        n = todo.index(spec) + 1
-        if checkpoint_matches(path, cfg):
-            hooks.log(f"[{n}/{len(todo)}] {spec.name}: reusing {path}")
-            continue
-        state = Path(str(path) + ".state")
+        else:
+            path = out_dir / "checkpoints" / f"{spec.name}.pt"
+            ckpts[spec.name] = str(path)
+            plan.append((spec, path, train_config(spec, opts, path)))
+    for n, (spec, path, cfg) in enumerate(plan, 1):
+        state = Path(str(path) + ".state")  # present while a training run is unfinished
         if state.is_file():
             cfg.resume = _resumable(state, cfg)
             if not cfg.resume:
                 state.unlink()  # left by a run with other settings: start over
+        elif checkpoint_matches(path, cfg):
+            hooks.log(f"[{n}/{len(plan)}] {spec.name}: reusing {path}")
+            continue
         what = (f"{cfg.arch}, {cfg.act}, {cfg.loss} loss, {cfg.head} head, up to {cfg.epochs} epoch"
                 f"{'s' if cfg.epochs != 1 else ''} on {cfg.dataset}")
-        hooks.log(f"[{n}/{len(todo)}] {spec.name}: training ({what}) -> {path}")
+        verb = "resuming" if cfg.resume else "training"
+        hooks.log(f"[{n}/{len(plan)}] {spec.name}: {verb} ({what}) -> {path}")
         info = _train(cfg, spec.name, hooks)
         if info and "best_val_acc" in info:
             hooks.log(f"{spec.name}: best validation accuracy {info['best_val_acc']:.4f}")

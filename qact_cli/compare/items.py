@@ -35,15 +35,23 @@ def _entries_from_json(item: str) -> list[Entry]:
     import json
 
     results = load_result(item)
-    entries = [Entry(r["model"].get("name") or r["model"].get("arch", "model"), r, source=item) for r in results]
-    # a compare document also remembers the models it skipped (e.g. DINOv2 without weights)
     try:
-        columns = json.loads(Path(item).read_text()).get("comparison", {}).get("columns", [])
+        comparison = json.loads(Path(item).read_text()).get("comparison") or {}
+        columns = [c for c in comparison.get("columns", []) if isinstance(c, dict) and c.get("name")]
     except (ValueError, AttributeError):
         columns = []
-    skipped = [Entry(c["name"], None, source=item, skipped=c.get("reason") or "skipped")
-               for c in columns if isinstance(c, dict) and c.get("status") == "skipped" and c.get("name")]
-    return entries + skipped
+    ok = [c for c in columns if c.get("status") == "ok" and isinstance(c.get("result"), int)]
+    if not columns or len(ok) != len(results):  # a plain result document
+        return [Entry(r["model"].get("name") or r["model"].get("arch", "model"), r, source=item) for r in results]
+    # a compare document: its columns again, with the overrides its experiment declared and the models it skipped
+    entries = []
+    for c in columns:
+        if c.get("status") == "skipped":
+            entries.append(Entry(c["name"], None, source=item, skipped=c.get("reason") or "skipped"))
+        elif c in ok:
+            entries.append(Entry(c["name"], results[c["result"]], source=item, declared=dict(c.get("overrides") or {}),
+                                 note=c.get("note")))
+    return entries
 
 
 def load_items(items: list[str], opts: EvalOptions, on_start: Callable[[str, int], None] | None = None,

@@ -4,6 +4,7 @@ directly, so no GUI backend or global pyplot state is touched."""
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 from ..utils import atomic_path
@@ -12,6 +13,7 @@ from .table import Comparison, MEAN_ROW, column_label, title
 FIGSIZE = (12.0, 4.8)  # inches
 DPI = 100  # -> a 1200 x 480 PNG
 MARKERS = "osD^vP*Xh<>"
+LINESTYLES = ("-", "--", "-.", ":")  # identical curves (e.g. an adaptation that changes nothing) stay visible
 
 
 def plot_size() -> tuple[int, int]:
@@ -29,23 +31,27 @@ def plot_curves(cmp: Comparison, path: str | Path) -> Path:
     ax_acc, ax_ece = fig.subplots(1, 2)
     severities = [int(r) for r in cmp.rows if r != MEAN_ROW]
     colors = [f"C{k % 10}" for k in range(len(cmp.entries))]
+    lowest = 1.0
     for k, i in enumerate(cmp.evaluated):
         e = cmp.entries[i]
         sev = [s for s in severities if (str(s), i) in cmp.values]
         for ax, key in ((ax_acc, "acc"), (ax_ece, "ece")):
             mean = [cmp.values[str(s), i][key] for s in sev]
             std = [cmp.values[str(s), i][f"{key}_std"] or 0.0 for s in sev]
-            ax.plot(sev, mean, marker=MARKERS[k % len(MARKERS)], color=colors[i], linewidth=2, markersize=6,
-                    label=column_label(e))
+            ax.plot(sev, mean, marker=MARKERS[k % len(MARKERS)], linestyle=LINESTYLES[k % len(LINESTYLES)],
+                    color=colors[i], linewidth=2, markersize=6, label=column_label(e))
             ax.fill_between(sev, [m - s for m, s in zip(mean, std)], [m + s for m, s in zip(mean, std)],
                             color=colors[i], alpha=0.15, linewidth=0)
+            if key == "acc" and mean:
+                lowest = min(lowest, min(m - s for m, s in zip(mean, std)))
     for ax, what in ((ax_acc, "accuracy"), (ax_ece, "ECE (top-label, 15 bins)")):
         ax.set_xlabel("severity (0 = clean)", fontsize=11)
         ax.set_ylabel(what, fontsize=11)
         ax.set_xticks(severities)
         ax.grid(True, alpha=0.3)
         ax.tick_params(labelsize=10)
-    ax_acc.set_ylim(0, 1.02)
+    # accuracy from a round tenth below the lowest band to 1: near-equal models stay distinguishable
+    ax_acc.set_ylim(max(0.0, math.floor(lowest * 10 - 0.5) / 10), 1.005)
     ax_ece.set_ylim(bottom=0)
     ax_acc.set_title("accuracy (mean ± std over corruptions)", fontsize=12)
     ax_ece.set_title("calibration error (mean ± std over corruptions)", fontsize=12)

@@ -440,12 +440,20 @@ class QAct(nn.Module):
         else:
             rate = self.context_momentum if self.context_momentum is not None else 1.0 / (seen + 1)
             n = min(r, max(1, round(rate * r)))
-        slots = torch.randperm(r, device=res.device)[:n] if n < r else torch.arange(r, device=res.device)
-        if k >= n:  # the sample is already random: take every (k // n)-th value (a view, no gather)
-            fresh = sample[:, :: k // n][:, :n]
-        else:
-            fresh = sample.index_select(1, torch.randint(k, (n,), device=res.device))
-        res.index_copy_(1, slots, fresh.to(res.dtype))
+        dev = res.device
+        # Random columns: a sample of every value is in (image, position) order, and a regular
+        # stride through it would keep the same pixel positions every time.
+        cols = torch.randperm(k, device=dev)[:n] if k >= n else torch.randint(k, (n,), device=dev)
+        flat = (torch.arange(sample.shape[0], device=dev) * k)[:, None] + cols[None, :]
+        fresh = sample.contiguous().view(-1).index_select(0, flat.view(-1)).view(-1, n)
+        if self.context_momentum is not None and seen > 0:  # a sliding window over the last batches
+            start = (seen * n) % r
+            first = min(n, r - start)
+            res[:, start:start + first] = fresh[:, :first]
+            res[:, : n - first] = fresh[:, first:]
+        else:  # first fill, or cumulative: random slots keep every batch's share equal
+            slots = torch.randperm(r, device=dev)[:n] if n < r else torch.arange(r, device=dev)
+            res.index_copy_(1, slots, fresh.to(res.dtype))
         self.stored_batches += 1
 
     def _bn(self, bn: nn.BatchNorm1d | None, x3: Tensor) -> Tensor:
