@@ -12,9 +12,10 @@ speed      ResNet18 (CIFAR style, 17 activations, `qact_cli.models.build_model`)
 memory     peak resident memory of one train step / eval forward above the memory before it, each
            in a fresh subprocess (Linux: VmHWM reset through clear_refs).
 shortcuts  the layer's approximations against the exact grounded CDF of every value of a channel
-           (float64, sort based): max |error| over all values for context_size in 256..4096 and
-           all, and for table_size 128..1024, on 64-channel activations of 65,536 values per
-           channel (ResNet18 layer-1 size at batch 64) drawn from five distributions.
+           (float64, sort based): max and mean |error| over all values for context_size in
+           256..4096 and all (default table_size), and for table_size 128..1024 (every value as
+           context), on 64-channel activations of 65,536 values per channel (ResNet18 layer-1
+           size at batch 64) drawn from five distributions; and the time to build the tables.
 training   a small QAct CNN on scikit-learn digits (upsampled to 16x16) for a few epochs with each
            context_size: test accuracy (mean over seeds) and time, so the default is chosen on what
            it changes in a real fit.
@@ -39,7 +40,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from qact_cli.models import build_model
-from qact_cli.nn.qact import DEFAULT_CONTEXT_SIZE, QAct, grounded_table, sample_context
+from qact_cli.nn.qact import (DEFAULT_CONTEXT_SIZE, DEFAULT_TABLE_SIZE, QAct, grounded_table, sample_context,
+                              set_context)
 
 CONTEXT_SIZES = (256, 512, 1024, 2048, 4096, None)
 TABLE_SIZES = (128, 256, 512, 1024)
@@ -75,14 +77,14 @@ def _timed(fn) -> tuple[float, float]:
     return time.thread_time() - c0, time.perf_counter() - w0
 
 
-def bench_speed(repeats: int, official: str | None, qact_kwargs: dict) -> dict:
+def bench_speed(repeats: int, official: str | None, qact_kwargs: dict, phases=("train", "eval")) -> dict:
     models = _models(official, qact_kwargs)
     g = torch.Generator().manual_seed(0)
     x_train, y_train = torch.randn(64, 3, 32, 32, generator=g), torch.randint(0, 10, (64,), generator=g)
     x_eval = torch.randn(256, 3, 32, 32, generator=g)
     opts = {k: torch.optim.SGD(m.parameters(), lr=0.01, momentum=0.9) for k, m in models.items()}
     res: dict = {}
-    for phase in ("train", "eval"):
+    for phase in phases:
         times = {k: {"cpu": [], "wall": []} for k in models}
         for k, m in models.items():  # warm-up (tables, allocator, mkldnn primitives)
             m.train(phase == "train")
@@ -163,7 +165,8 @@ def bench_memory(qact_kwargs: dict) -> dict:
     for phase in ("train", "eval"):
         out[phase] = {}
         for act in ("relu", "qact"):
-            cmd = [sys.executable, __file__, "--memory-child", f"{act}:{phase}", "--qact-kwargs", json.dumps(qact_kwargs)]
+            cmd = [sys.executable, __file__, "--memory-child", f"{act}:{phase}",
+                   "--qact-kwargs", json.dumps(qact_kwargs)]
             line = subprocess.run(cmd, check=True, capture_output=True, text=True, env=os.environ).stdout.strip()
             rec = json.loads(line.splitlines()[-1])
             out[phase][act] = rec["peak_mib"]
@@ -179,7 +182,8 @@ def _exact_grounded_cdf(ctx: np.ndarray, x: np.ndarray, sentinel: float = 100.0)
     neg, pos = np.sort(ctx[ctx < 0]), np.sort(ctx[ctx >= 0])
     m, p = len(neg), len(pos)
     kx = np.concatenate([[-sentinel], neg, [0.0], pos, [sentinel]])
-    ky = np.concatenate([[0.0], 0.5 * np.arange(1, m + 1) / (m + 1), [0.5], 0.5 + 0.5 * np.arange(1, p + 1) / (p + 1), [1.0]])
+    ky = np.concatenate([[0.0], 0.5 * np.arange(1, m + 1) / (m + 1), [0.5],
+                         0.5 + 0.5 * np.arange(1, p + 1) / (p + 1), [1.0]])
     r = np.clip(np.searchsorted(kx, x, side="right"), 1, len(kx) - 1)  # kx[r-1] <= x < kx[r]
     x0, x1, y0, y1 = kx[r - 1], kx[r], ky[r - 1], ky[r]
     return np.clip(y0 + (x - x0) / np.maximum(x1 - x0, 1e-300) * (y1 - y0), 0.0, 1.0)
@@ -225,7 +229,7 @@ def bench_shortcuts(seed: int = 0) -> dict:
 
     torch.manual_seed(seed)
     for cs in CONTEXT_SIZES:
-        errs = {k: err(k, _layer_output(z, cs, 512)) for k, z in data.items()}
+        errs = {k: err(k, _layer_output(z, cs, DEFAULT_TABLE_SIZE)) for k, z in data.items()}
         t = _table_time(data["gaussian"], cs)
         out["context_size"][str(cs or "all")] = {"per_distribution": errs, "max": max(e["max"] for e in errs.values()),
                                                  "mean": float(np.mean([e["mean"] for e in errs.values()])),
@@ -241,7 +245,7 @@ def _table_time(z: torch.Tensor, context_size: int | None, reps: int = 5) -> flo
     best = float("inf")
     for _ in range(reps):
         t0 = time.thread_time()
-        grounded_table(sample_context(z, context_size), 512, density=True)
+        grounded_table(sample_context(z, context_size), DEFAULT_TABLE_SIZE, density=True)
         best = min(best, time.thread_time() - t0)
     return round(best * 1e3, 2)
 
@@ -298,12 +302,11 @@ def bench_training(seeds: int, epochs: int) -> dict:
             secs.append(time.thread_time() - t0)
             net.eval()
             with torch.no_grad():  # stored context (what a deployed model would use) and batch context
-                from qact_cli.nn.qact import set_context
-
                 set_context(net, "stored")
                 accs.append(float((net(xte).argmax(1) == yte).float().mean()))
                 set_context(net, "batch")
-                batch_accs.append(float(torch.cat([net(xte[i:i + 128]).argmax(1) for i in range(0, len(yte), 128)]).eq(yte).float().mean()))
+                pred = torch.cat([net(xte[i:i + 128]).argmax(1) for i in range(0, len(yte), 128)])
+                batch_accs.append(float((pred == yte).float().mean()))
         out[str(cs or "all")] = {"test_acc_stored_mean": round(float(np.mean(accs)), 4),
                                  "test_acc_stored_std": round(float(np.std(accs)), 4),
                                  "test_acc_batch128_mean": round(float(np.mean(batch_accs)), 4),
@@ -324,8 +327,9 @@ def _print_tables(doc: dict) -> None:
         print("\nspeed (ResNet18, 1 thread; thread CPU seconds, best / median; ratio vs ReLU)")
         for phase, s in doc["speed"].items():
             for k, v in s.items():
-                ratio = "" if k == "relu" else (f"  ratio best {v['ratio_cpu_best']:.3f}  median {v['ratio_cpu_median']:.3f}"
-                                                 f"  pairwise {v['ratio_cpu_pairwise_median']:.3f}  wall-best {v['ratio_wall_best']:.3f}")
+                ratio = "" if k == "relu" else (
+                    f"  ratio best {v['ratio_cpu_best']:.3f}  median {v['ratio_cpu_median']:.3f}"
+                    f"  pairwise {v['ratio_cpu_pairwise_median']:.3f}  wall-best {v['ratio_wall_best']:.3f}")
                 print(f"  {phase:5s} {k:8s} {v['cpu_best_s']:8.3f} / {v['cpu_median_s']:8.3f} s{ratio}")
     if "memory" in doc:
         print("\npeak memory of one step (MiB above the built model)")
@@ -336,15 +340,18 @@ def _print_tables(doc: dict) -> None:
     if "shortcuts" in doc:
         print("\nmax |QAct - exact grounded CDF| over 64 ch x 65,536 values, five distributions")
         for cs, v in doc["shortcuts"]["context_size"].items():
-            print(f"  context_size {cs:>5s}: max {v['max']:.4f}  mean {v['mean']:.5f}  table build {v['table_build_ms_64ch']} ms")
+            print(f"  context_size {cs:>5s}: max {v['max']:.4f}  mean {v['mean']:.5f}"
+                  f"  table build {v['table_build_ms_64ch']} ms")
         for ts, v in doc["shortcuts"]["table_size"].items():
             print(f"  table_size   {ts:>5s} (all values): max {v['max']:.4f}  mean {v['mean']:.5f}")
     if "training" in doc:
         t = doc["training"]
-        print(f"\nQAct CNN on digits, {t['epochs']} epochs, {t['seeds']} seeds: test accuracy (stored / batch-128 context)")
+        print(f"\nQAct CNN on digits, {t['epochs']} epochs, {t['seeds']} seeds: "
+              "test accuracy (stored / batch-128 context)")
         for cs in CONTEXT_SIZES:
             v = t[str(cs or "all")]
-            print(f"  context_size {str(cs or 'all'):>5s}: {v['test_acc_stored_mean']:.4f} ± {v['test_acc_stored_std']:.4f}"
+            print(f"  context_size {str(cs or 'all'):>5s}: "
+                  f"{v['test_acc_stored_mean']:.4f} ± {v['test_acc_stored_std']:.4f}"
                   f" / {v['test_acc_batch128_mean']:.4f}   train {v['train_cpu_s_mean']} s")
 
 
@@ -354,6 +361,7 @@ def main() -> None:
     ap.add_argument("--only", default="speed,memory,shortcuts,training")
     ap.add_argument("--official", default=None, help="path to a checkout of adityac20/quantile_activation")
     ap.add_argument("--qact-kwargs", default='{"inplace": true}', help="JSON options for every QAct of the ResNet18")
+    ap.add_argument("--phases", default="train,eval", help="speed: train, eval or both")
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--epochs", type=int, default=8)
     ap.add_argument("--json", default="benchmarks/results/bench_qact.json")
@@ -368,10 +376,10 @@ def main() -> None:
     parts = set(args.only.split(","))
     doc: dict = {"machine": {"platform": platform.platform(), "processor": platform.machine(), "cpus": os.cpu_count(),
                              "torch": torch.__version__, "threads": 1},
-                 "qact_defaults": {"context_size": DEFAULT_CONTEXT_SIZE, "table_size": 512},
+                 "qact_defaults": {"context_size": DEFAULT_CONTEXT_SIZE, "table_size": DEFAULT_TABLE_SIZE},
                  "resnet_qact_kwargs": qact_kwargs}
     if "speed" in parts:
-        doc["speed"] = bench_speed(args.repeats, args.official, qact_kwargs)
+        doc["speed"] = bench_speed(args.repeats, args.official, qact_kwargs, tuple(args.phases.split(",")))
         _write_json(Path(args.json), doc)
     if "memory" in parts:
         doc["memory"] = bench_memory(qact_kwargs)

@@ -38,3 +38,32 @@ def test_unknown_names():
         build_model("alexnet")
     with pytest.raises(ValueError, match="unknown activation"):
         build_model("lenet", act="gelu")
+
+
+@pytest.mark.parametrize("arch,kwargs", [("lenet", {}), ("resnet18", {"widths": (8, 16, 16, 16)}), ("vgg11", {}),
+                                         ("densenet", {"depth": 40})])
+def test_qact_slots_into_every_arch(arch, kwargs):
+    from qact_cli.nn import QAct, set_context
+
+    torch.manual_seed(0)
+    net = build_model(arch, act="qact", num_classes=5, head="quantile", **kwargs)
+    assert any(isinstance(m, QAct) for m in net.modules())
+    x = torch.randn(16, 3, 32, 32)
+    logp = net(x)
+    assert logp.shape == (16, 5) and torch.isfinite(logp).all()
+    assert torch.allclose(torch.softmax(logp, 1).sum(1), torch.ones(16), atol=1e-5)
+    logp.sum().backward()
+    assert all(p.grad is not None for p in net.parameters() if p.requires_grad)
+    net.eval()
+    set_context(net, "stored")
+    a, b = net(x[:4]), net(x)[:4]  # stored context: a sample's output does not depend on its batch
+    assert torch.allclose(a, b, atol=1e-4)
+
+
+def test_official_placement_keeps_relu_inside_blocks():
+    from qact_cli.nn import QAct
+
+    net = build_model("resnet18", act="qact", placement="official")
+    block = net.body[3]
+    assert isinstance(block.act1, torch.nn.ReLU) and isinstance(block.act2, QAct)
+    assert isinstance(net.body[2], QAct) and isinstance(net.pre_head, QAct)

@@ -32,7 +32,8 @@ def exact_cdf(ctx: np.ndarray, x: np.ndarray, c: float = SENTINEL) -> np.ndarray
     neg, pos = np.sort(ctx[ctx < 0]), np.sort(ctx[ctx >= 0])
     m, p = len(neg), len(pos)
     kx = np.concatenate([[-c], neg, [0.0], pos, [c]])
-    ky = np.concatenate([[0.0], 0.5 * np.arange(1, m + 1) / (m + 1), [0.5], 0.5 + 0.5 * np.arange(1, p + 1) / (p + 1), [1.0]])
+    ky = np.concatenate([[0.0], 0.5 * np.arange(1, m + 1) / (m + 1), [0.5],
+                         0.5 + 0.5 * np.arange(1, p + 1) / (p + 1), [1.0]])
     r = np.searchsorted(kx, x, side="right")  # knots kx[r-1] <= x < kx[r]: the top of a tie group
     inside = (r >= 1) & (r < len(kx))
     r = np.clip(r, 1, len(kx) - 1)

@@ -28,7 +28,6 @@ from dataclasses import dataclass
 from typing import NamedTuple
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..distributed import sync_context
@@ -36,7 +35,12 @@ from ..distributed import sync_context
 CONTEXTS = ("batch", "stored")
 OUTPUTS = ("interp", "step")
 BANDWIDTH_RULES = ("silverman", "scott")
-DEFAULT_CONTEXT_SIZE = 2048  # values per channel; see benchmarks/bench_qact.py (context-size study)
+# Evidence in benchmarks/bench_qact.py: with 2048 context values the CDF error is sampling-bound
+# (mean 0.0045 vs 0.0062 at 1024 and 0.0032 at 4096) and fits are the same from 256 up; a grid of
+# 512 nodes adds less than a fifth of that (mean 0.0008; 256 nodes: 0.0018, and too coarse for
+# the "step" output's 100 levels when the activation is small and the grid is not refined).
+DEFAULT_CONTEXT_SIZE = 2048
+DEFAULT_TABLE_SIZE = 512
 _STORED_WHEN_ALL = 4096  # reservoir size when context_size=None ("use every value")
 _MIN_BANDWIDTH = 1e-3
 REFINE = 8  # most lookup cells per table cell: a lookup cell's centre is within 1/16 cell of its values
@@ -105,8 +109,9 @@ def _grounding_weights(neg: Tensor) -> Tensor:
     return torch.where(neg, 0.5 / (m + 1).float(), 0.5 / (neg.shape[1] - m + 1).float())
 
 
-def grounded_table(ctx: Tensor, table_size: int = 512, sentinel: float = 100.0, bandwidth: float | str = 0.5,
-                   kde_samples: int | None = 1000, density: bool = True, refine: int = REFINE) -> Table:
+def grounded_table(ctx: Tensor, table_size: int = DEFAULT_TABLE_SIZE, sentinel: float = 100.0,
+                   bandwidth: float | str = 0.5, kde_samples: int | None = 1000, density: bool = True,
+                   refine: int = REFINE) -> Table:
     """Tabulate the grounded CDF (and, if `density`, the KDE density) of each row of `ctx` (C, k).
 
     No sort: a count histogram on a grid of `table_size` nodes gives, for each node, the number of
@@ -345,29 +350,38 @@ class _Cache:
 class QAct(nn.Module):
     """Quantile activation for (N, C) or (N, C, *spatial) inputs, wrapped BatchNorm -> QAct -> BatchNorm.
 
+    wrap_bn: the paper's BatchNorm on either side (built here, so a fresh module loads a state_dict).
+    output: "interp" (the piecewise-linear grounded CDF, in [0, 1]) or "step" (the official code's
+    staircase of n_quantiles levels). kde_samples: the KDE for the gradient uses every
+    (k // kde_samples)-th context value (between kde_samples and twice as many; None: all);
+    bandwidth: a number (z units, 0.5 as the official code) or "silverman" / "scott".
+    sentinel: the +-c appended to every context (values beyond count as at the sentinels).
     context: what eval-mode forwards use as each channel's context: "batch" (the current batch, the
-    paper's protocol) or "stored" (a per-channel reservoir of `context_size` values, refreshed in
-    every training forward and saved in the state_dict). Training always uses the current batch.
-    context_size: values per channel the table is built from (None: all of them).
-    context_momentum: share of the reservoir replaced per training batch; None = cumulative average
-    (each batch weighs the same, as BatchNorm's momentum=None).
-    table_size: nodes of the per-channel CDF grid (refined 8x for the lookup); n_quantiles: levels
-    of the "step" output. inplace: in eval without autograd, write the output into the input's
-    memory (as nn.ReLU(inplace=True); it saves an allocation). A NaN input raises ValueError (or,
-    where a NaN casts to a valid index, gives a finite output): the output is never NaN.
+    paper's protocol) or "stored" (a per-channel reservoir refreshed in every training forward and
+    saved in the state_dict). Training always uses the current batch.
+    context_size: values per channel the table is built from (None: all of them), and the size of
+    the reservoir (4096 when None).
+    context_momentum: share of the reservoir replaced per training batch, oldest first (0.5: the
+    last two batches); None = cumulative (each batch weighs the same, as BatchNorm's momentum=None).
+    table_size: nodes of the per-channel CDF grid (each cell split in up to 8 lookup cells).
+    inplace: in eval without autograd, write the output into the input's memory (as
+    nn.ReLU(inplace=True) does; it saves an allocation).
+    A NaN input raises ValueError (or, where a NaN casts to a valid index, gives a finite output):
+    the output is never NaN.
     """
 
     def __init__(self, num_features: int, wrap_bn: bool = True, n_quantiles: int = 100, kde_samples: int | None = 1000,
                  bandwidth: float | str = 0.5, sentinel: float = 100.0, output: str = "interp", context: str = "batch",
                  context_size: int | None = DEFAULT_CONTEXT_SIZE, context_momentum: float | None = 0.5,
-                 table_size: int = 512, inplace: bool = False):
+                 table_size: int = DEFAULT_TABLE_SIZE, inplace: bool = False):
         super().__init__()
         if output not in OUTPUTS:
             raise ValueError(f"unknown QAct output {output!r}; choose one of {', '.join(OUTPUTS)}")
         if context not in CONTEXTS:
             raise ValueError(f"unknown QAct context {context!r}; choose one of {', '.join(CONTEXTS)}")
         if isinstance(bandwidth, str) and bandwidth not in BANDWIDTH_RULES:
-            raise ValueError(f"unknown bandwidth rule {bandwidth!r}; give a number or one of {', '.join(BANDWIDTH_RULES)}")
+            raise ValueError(f"unknown bandwidth rule {bandwidth!r}; give a number or one of "
+                             f"{', '.join(BANDWIDTH_RULES)}")
         if not isinstance(bandwidth, str) and not bandwidth > 0:
             raise ValueError(f"QAct bandwidth must be positive, got {bandwidth}")
         if context_size is not None and context_size < 2:
@@ -463,7 +477,8 @@ class QAct(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         if x.dim() < 2 or x.shape[1] != self.num_features:
-            raise ValueError(f"QAct({self.num_features}) expects input (N, {self.num_features}, ...), got {tuple(x.shape)}")
+            c = self.num_features
+            raise ValueError(f"QAct({c}) expects input (N, {c}, ...), got {tuple(x.shape)}")
         if x.numel() == 0:
             raise ValueError("QAct received an empty batch")
         shape = x.shape
