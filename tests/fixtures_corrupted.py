@@ -12,7 +12,6 @@ import pickle
 from pathlib import Path
 
 import numpy as np
-import pytest
 import torch
 
 from qact_cli.checkpoint import make_checkpoint, save_checkpoint
@@ -132,10 +131,3 @@ def random_checkpoint(path: Path, num_classes: int, size: int, seed: int = 0, wi
     return path
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One torch thread: on a busy shared CPU, tiny tensors pay more for thread hand-offs than for maths."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)

@@ -9,15 +9,6 @@ from torch import nn
 from qact_cli.nn import QAct, adapted
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny tensors: one thread is faster, and steadier on a busy machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def net(act: str) -> nn.Module:
     torch.manual_seed(0)
     a = QAct(4, context_size=64) if act == "qact" else nn.ReLU()

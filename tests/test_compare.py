@@ -8,17 +8,6 @@ import pytest
 from qact_cli.eval.metrics import summarize
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models on a shared 2-core machine: a second intra-op thread only adds spin-waiting."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def make_result(name, base_acc, drop, ece0=0.02, dataset="gen:digits", limit=None, adapt="none",
                 corruptions=("fog", "snow"), severities=(0, 1, 2, 3, 4, 5)):
     """A qact.eval/1 document whose accuracy falls by `drop` per severity (corruption k is 0.01·k lower)."""

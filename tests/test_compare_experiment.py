@@ -11,17 +11,6 @@ ROOT = Path(__file__).resolve().parent.parent
 SMALL = ("--dataset", "gen:digits", "--corruptions", "fog", "--severities", "0,1", "--limit", "30", "--device", "cpu")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models on a shared 2-core machine: a second intra-op thread only adds spin-waiting."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def command_params(name):
     from typer.main import get_command
 

@@ -5,7 +5,6 @@ import json
 import numpy as np
 import pytest
 
-from fixtures_corrupted import one_thread  # noqa: F401  (autouse)
 from fixtures_corrupted import digits_test, random_checkpoint, write_cifar_clean, write_folder_c, write_npy_c
 
 N = 16

@@ -7,7 +7,6 @@ import numpy as np
 import pytest
 import torch
 
-from fixtures_corrupted import one_thread  # noqa: F401  (autouse)
 from fixtures_corrupted import (digits_test, perturb, write_cifar_clean, write_folder_c, write_mnist_c, write_npy_c,
                                 write_tiny_clean)
 from qact_cli.data import get_dataset

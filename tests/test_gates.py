@@ -5,7 +5,6 @@ import json
 
 import pytest
 
-from fixtures_corrupted import one_thread  # noqa: F401  (autouse)
 from fixtures_corrupted import digits_test, write_cifar_clean, write_npy_c
 from qact_cli.errors import InputError, UsageError
 from qact_cli.eval.gates import check_gates, protocol_differences, regressions

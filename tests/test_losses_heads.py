@@ -5,21 +5,11 @@ from __future__ import annotations
 import math
 
 import numpy as np
-import pytest
 import torch
 import torch.nn.functional as F
 
 from qact_cli.nn import LinearHead, QAct, QuantileHead, set_context, watershed_loss
 from qact_cli.nn.losses import watershed_propagation
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny tensors: one thread is faster, and steadier on a busy machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def test_watershed_follows_chains_not_the_nearest_seed():

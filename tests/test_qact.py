@@ -16,15 +16,6 @@ from qact_cli.nn.qact import REFINE, grounded_table, table_lookup
 SENTINEL = 100.0
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny tensors: one thread is faster, and steadier on a busy machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def exact_cdf(ctx: np.ndarray, x: np.ndarray, c: float = SENTINEL) -> np.ndarray:
     """Brute force, one channel, float64: the piecewise-linear CDF through (-c, 0), (a_r, r/(2(m+1))),
     (0, 1/2), (b_j, 1/2 + j/(2(p+1))), (c, 1) (a: the sorted negatives, b: the sorted values >= 0),

@@ -11,15 +11,6 @@ from torch import nn
 from qact_cli.nn import QAct, set_context
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny tensors: one thread is faster, and steadier on a busy machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def trained(layer: nn.Module, steps: int = 3, shape=(32, 3, 4, 4), seed: int = 0) -> nn.Module:
     g = torch.Generator().manual_seed(seed)
     layer.train()

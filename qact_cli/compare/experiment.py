@@ -178,11 +178,7 @@ def checkpoint_matches(path: Path, cfg) -> bool:
         saved = read_checkpoint(path).get("train", {}).get("config")
     except InputError:
         return False
-    if not isinstance(saved, dict):
-        return False
-    # keys the trainer records beyond TrainConfig's (a probe's resolution) do not count
-    saved = json.loads(json.dumps(saved, default=str))
-    return all(saved.get(k) == v for k, v in _identity(cfg).items())
+    return _same_run(saved, cfg)
 
 
 def _resumable(state: Path, cfg) -> bool:
@@ -192,6 +188,12 @@ def _resumable(state: Path, cfg) -> bool:
         saved = read_checkpoint(state).get("config")
     except InputError:
         return False
+    return _same_run(saved, cfg)
+
+
+def _same_run(saved, cfg) -> bool:
+    """Whether a saved training config is `cfg`'s; keys the trainer records beyond TrainConfig's
+    (a probe's resolution) do not count."""
     if not isinstance(saved, dict):
         return False
     saved = json.loads(json.dumps(saved, default=str))

@@ -37,7 +37,7 @@ class ImageSource(Dataset):
 
     @property
     def image_size(self) -> tuple[int, int]:
-        raise NotImplementedError  # overridden by every concrete source
+        raise TypeError(f"{type(self).__name__} must define image_size")
 
     def __getitems__(self, indices: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
         items = [self[i] for i in indices]
