@@ -51,6 +51,29 @@ class ImageSource(Dataset):
         return self if n is None or n >= len(self) else self.subset(np.arange(n))
 
 
+class WrappedSource(ImageSource):
+    """A source that reads through another one (`self.base`): same size, labels and classes."""
+
+    def __init__(self, base: ImageSource, name: str | None = None):
+        self.base = base
+        self.num_classes, self.classes, self.name = base.num_classes, base.classes, name or base.name
+
+    @property
+    def image_size(self):
+        return self.base.image_size
+
+    @property
+    def labels(self) -> np.ndarray:
+        return self.base.labels
+
+    def __len__(self):
+        return len(self.base)
+
+    def __getitem__(self, i):
+        x, y = self.__getitems__([i])
+        return x[0], int(y[0])
+
+
 class ArraySource(ImageSource):
     """Images in a uint8 array-like (N, H, W, 3) or (N, H, W): numpy array or np.memmap."""
 

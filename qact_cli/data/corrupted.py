@@ -19,7 +19,7 @@ import torch
 
 from ..errors import InputError, UsageError
 from . import DATASETS, PREFIXED, get_dataset
-from .base import ArraySource, FolderSource, ImageSource, scan_folder
+from .base import ArraySource, FolderSource, ImageSource, WrappedSource, scan_folder
 from .clean import (CIFAR10_MEAN, CIFAR10_STD, CIFAR100_MEAN, CIFAR100_STD, IMAGENET_MEAN, IMAGENET_STD, Cell, Dataset,
                     tiny_wnids)
 from .npyrows import NpyRows
@@ -358,27 +358,12 @@ def mnistc(root: Path, download: bool = False) -> Dataset:
 # gen:NAME — corruptions generated on the fly from NAME's clean test split
 
 
-class GeneratedSource(ImageSource):
+class GeneratedSource(WrappedSource):
     """A clean source seen through one corruption: each batch is corrupted when read, seeded per image."""
 
     def __init__(self, base: ImageSource, corruption: str, severity: int, profile: str, seed: int):
-        self.base, self.corruption, self.severity, self.profile, self.seed = base, corruption, severity, profile, seed
-        self.num_classes, self.classes, self.name = base.num_classes, base.classes, f"{base.name}/{corruption}/{severity}"
-
-    @property
-    def image_size(self):
-        return self.base.image_size
-
-    @property
-    def labels(self):
-        return self.base.labels
-
-    def __len__(self):
-        return len(self.base)
-
-    def __getitem__(self, i):
-        x, y = self.__getitems__([i])
-        return x[0], int(y[0])
+        super().__init__(base, f"{base.name}/{corruption}/{severity}")
+        self.corruption, self.severity, self.profile, self.seed = corruption, severity, profile, seed
 
     def __getitems__(self, indices):
         from ..corruptions import corrupt
