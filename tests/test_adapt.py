@@ -6,6 +6,7 @@ import pytest
 import torch
 from torch import nn
 
+from qact_cli.models import build_model
 from qact_cli.nn import QAct, adapted
 
 
@@ -70,3 +71,22 @@ def test_adapted_restores_on_error_and_refuses_no_batches():
             pass
     after = snapshot(model)
     assert all(torch.equal(before[k], after[k]) for k in before) and model.training
+
+
+def test_adapt_after_an_inference_mode_pass():
+    """Eval under inference_mode, then adapt under no_grad (what `qact eval --adapt bn` and compare do, cell
+    after cell): QAct's reused CPU scratch buffer must not become an inference tensor on the way."""
+    from qact_cli.nn import qact as qact_module
+
+    if hasattr(qact_module._SCRATCH, "buf"):
+        del qact_module._SCRATCH.buf  # so that the inference-mode pass below allocates it
+    model = build_model("lenet", "qact", 10).eval()
+    assert any(getattr(m, "inplace", False) for m in model.modules())  # in place is the default
+    x = torch.randn(64, 3, 32, 32)
+    with torch.inference_mode():
+        before = model(x)
+    assert qact_module._SCRATCH.buf.numel() > 0 and not qact_module._SCRATCH.buf.is_inference()
+    with torch.no_grad(), adapted(model, [x.clone(), x.clone()]):
+        model(x)
+    with torch.inference_mode():
+        assert torch.equal(model(x), before)

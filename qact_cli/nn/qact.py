@@ -231,12 +231,15 @@ _SCRATCH = threading.local()
 def _scratch(numel: int, device: torch.device) -> Tensor | None:
     """A per-thread float32 buffer reused by eval lookups on CPU. Large fresh CPU allocations are
     returned to the OS on free and page-fault on every use; keeping one buffer of the largest
-    activation seen avoids that for the temporary index. (CUDA's caching allocator needs no help.)"""
+    activation seen avoids that for the temporary index. (CUDA's caching allocator needs no help.)
+    The buffer is always a normal tensor: one made under torch.inference_mode() could not be written
+    later outside it (e.g. an eval pass, then a test-time-adaptation pass under no_grad)."""
     if device.type != "cpu":
         return None
     buf = getattr(_SCRATCH, "buf", None)
     if buf is None or buf.numel() < numel:
-        buf = torch.empty(numel)
+        with torch.inference_mode(False):
+            buf = torch.empty(numel)
         _SCRATCH.buf = buf
     return buf[:numel]
 
