@@ -23,7 +23,7 @@ DeviceOpt = Annotated[str, typer.Option("--device", help="auto|cpu|cuda|cuda:N|m
 SeedOpt = Annotated[int, typer.Option("--seed", help="Seed for everything random; recorded in outputs.")]
 DataRootOpt = Annotated[Optional[str], typer.Option("--data-root", help="Data folder (default $QACT_DATA or ~/.cache/qact/data).")]
 DownloadOpt = Annotated[bool, typer.Option("--download", help="Fetch a missing published dataset (md5-verified, resumable).")]
-WorkersOpt = Annotated[int, typer.Option("--workers", help="DataLoader worker processes (0: load in the main process).")]
+WorkersOpt = Annotated[Optional[int], typer.Option("--workers", help="DataLoader worker processes (default: up to 4 for image folders, none for arrays; 0: load in the main process).")]
 
 
 def _err(message: str) -> None:
@@ -88,7 +88,7 @@ def train(
     sync_context: Annotated[bool, typer.Option("--sync-context/--no-sync-context", help="Under torchrun: QAct context and BatchNorm statistics from the global batch (all processes) or from each process's share.")] = True,
     data_root: DataRootOpt = None,
     download: DownloadOpt = False,
-    workers: WorkersOpt = 0,
+    workers: WorkersOpt = None,
     device: DeviceOpt = "auto",
     seed: SeedOpt = 0,
     config: ConfigOpt = None,
@@ -265,7 +265,7 @@ def compare(
     out_dir: Annotated[Optional[str], typer.Option("--out-dir", help="Experiment folder: checkpoints/, results/, compare.{json,md,png} (quickstart: ./qact-quickstart).")] = None,
     data_root: DataRootOpt = None,
     download: DownloadOpt = False,
-    workers: WorkersOpt = 0,
+    workers: WorkersOpt = None,
     device: DeviceOpt = "auto",
     seed: SeedOpt = 0,
     config: ConfigOpt = None,

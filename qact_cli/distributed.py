@@ -254,17 +254,20 @@ def _batch_as_is(batch):
     return batch
 
 
-def train_loader(source, batch_size: int, seed: int, workers: int = 0) -> torch.utils.data.DataLoader:
+def train_loader(source, batch_size: int, seed: int, workers: int | None = None) -> torch.utils.data.DataLoader:
     """This rank's share of one epoch: a DistributedSampler shuffled with `seed`, batches of
     batch_size / W. Every rank gets the same number of batches (the sampler pads by repeating)."""
     from torch.utils.data import DataLoader, DistributedSampler
+
+    from .data.base import loader_workers
 
     if len(source) < world_size():
         raise InputError(f"only {len(source)} training images for {world_size()} processes; use fewer processes")
     local = local_batch_size(batch_size)
     sampler = DistributedSampler(source, num_replicas=world_size(), rank=rank(), shuffle=True, seed=seed)
     # drop a last batch of one on every rank alike: a per-rank QAct or BatchNorm context needs two samples
-    return DataLoader(source, batch_size=local, sampler=sampler, num_workers=workers, collate_fn=_batch_as_is,
+    return DataLoader(source, batch_size=local, sampler=sampler, num_workers=loader_workers(source, workers),
+                      collate_fn=_batch_as_is,
                       drop_last=sampler.num_samples % local == 1 and sampler.num_samples > 1)
 
 

@@ -51,7 +51,7 @@ class TrainConfig:
     placement: str = "all"
     early_stop: int = 10  # epochs without a 0.001 gain in validation accuracy
     lr_patience: int = 50
-    workers: int = 0
+    workers: int | None = None  # None: make_loader's default (up to 4 for image folders)
     weights: str | None = None  # frozen backbones only
     probe_res: int = 224  # frozen backbones only: input resolution (multiple of 14)
     sync_context: bool = True  # under torchrun: QAct context and BatchNorm statistics over the global batch

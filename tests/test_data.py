@@ -67,6 +67,13 @@ def test_npy_dir_errors(tmp_path):
     (tmp_path / "m" / "test_images.npy").write_bytes(b"\x93NUMPY garbage")
     with pytest.raises(InputError, match="truncated or not a .npy"):
         get_dataset(f"npy:{tmp_path / 'm'}").split("test")
+    (tmp_path / "m" / "test_images.npy").write_bytes(b"PK\x03\x04 a damaged zip (.npz) under a .npy name")
+    with pytest.raises(InputError, match="truncated or not a .npy"):
+        get_dataset(f"npy:{tmp_path / 'm'}").split("test")
+    np.savez(tmp_path / "m" / "a.npz", x=np.zeros(3))
+    (tmp_path / "m" / "a.npz").replace(tmp_path / "m" / "test_images.npy")
+    with pytest.raises(InputError, match="not a single .npy array"):
+        get_dataset(f"npy:{tmp_path / 'm'}").split("test")
 
 
 def _write_cifar(root, n=12):

@@ -43,7 +43,7 @@ class EvalOptions:
     limit: int | None = None
     seed: int = 0
     device: str = "auto"
-    workers: int = 0
+    workers: int | None = None
 
 
 @dataclass

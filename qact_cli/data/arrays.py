@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pickle
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -16,9 +17,11 @@ def load_npy(path: Path, what: str = "array", hint: str = "") -> np.ndarray:
         raise InputError(f"{what} not found: {path}" + (f"; {hint}" if hint else ""))
     try:
         arr = np.load(path, mmap_mode="r", allow_pickle=False)
-    except (ValueError, OSError, EOFError) as e:
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as e:  # a damaged .npz raises BadZipFile
         raise InputError(f"cannot read {path} as a .npy array ({e}); the file is truncated or not a .npy file, fetch it again") from None
     if not isinstance(arr, np.ndarray):
+        if hasattr(arr, "close"):
+            arr.close()
         raise InputError(f"{path} is not a single .npy array; expected a .npy file")
     return arr
 

@@ -202,24 +202,32 @@ def _passthrough(batch):
     return batch
 
 
+def loader_workers(source: ImageSource, workers: int | None) -> int:
+    """DataLoader worker processes: `workers` as given, or for None up to 4 on image files (decoding pays for
+    the processes), none on in-memory arrays."""
+    if workers is not None:
+        return workers
+    folder = isinstance(source, FolderSource) or (isinstance(source, Subset) and isinstance(source.base, FolderSource))
+    return min(4, max(1, (torch.get_num_threads() or 1))) if folder else 0
+
+
 def make_loader(
     source: ImageSource,
     batch_size: int,
     shuffle: bool = False,
     seed: int = 0,
-    workers: int = 0,
+    workers: int | None = None,
     drop_last: bool = False,
 ) -> DataLoader:
-    """Batches of (uint8 (B, 3, H, W), int64 (B,)); shuffling is seeded, file order otherwise."""
+    """Batches of (uint8 (B, 3, H, W), int64 (B,)); shuffling is seeded, file order otherwise.
+    workers: DataLoader worker processes; None: up to 4 for image files (decoding pays), none for arrays."""
     generator = torch.Generator().manual_seed(seed) if shuffle else None
-    if isinstance(source, FolderSource) or (isinstance(source, Subset) and isinstance(source.base, FolderSource)):
-        workers = workers or min(4, max(1, (torch.get_num_threads() or 1)))
     return DataLoader(
         source,
         batch_size=batch_size,
         shuffle=shuffle,
         generator=generator,
-        num_workers=workers,
+        num_workers=loader_workers(source, workers),
         collate_fn=_passthrough,
         drop_last=drop_last,
         persistent_workers=False,
