@@ -77,12 +77,13 @@ def read_checkpoint(path: str | Path) -> dict:
     return ckpt
 
 
-def build_from_info(info: dict, **overrides) -> nn.Module:
-    """Rebuild the architecture described by a checkpoint's `model` section (no weights)."""
+def build_from_info(info: dict, weights=None, download: bool = False, **overrides) -> nn.Module:
+    """Rebuild the architecture described by a checkpoint's `model` section (no weights). `weights` and
+    `download` locate a DINOv2 probe's frozen backbone; other models have none and ignore them."""
     if info.get("backbone"):
         from .models.probe import build_probe
 
-        return build_probe(info, **overrides)
+        return build_probe(info, weights=weights, download=download, **overrides)
     from .models import build_model
 
     return build_model(info["arch"], act=info["act"], num_classes=info["num_classes"], head=info.get("head", "linear"),

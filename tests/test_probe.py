@@ -265,3 +265,25 @@ def test_weights_available_and_bad_options(tmp_path, small_digits):
     for kw in ({"res": 30}, {"loss": "watershed"}, {"act": "qact"}):
         with pytest.raises(UsageError):
             fit(small_digits, tmp_path / "p.pt", weights="random", **kw)
+
+
+def test_eval_download_fetches_the_backbone_weights(small_digits, tmp_path, cli, monkeypatch):
+    """`qact eval PROBE --download` with an empty hub cache fetches the frozen backbone's weights (checked
+    against the sha256 recorded at training time), like `qact train --download` does."""
+    from test_dinov2_io import Server
+
+    hub = write_weights(seed=0)
+    out = tmp_path / "p.pt"
+    fit(small_digits, out)
+    data = hub.read_bytes()
+    hub.unlink()
+    server = Server({f"/{TINY}/{TINY}_pretrain.pth": data})
+    monkeypatch.setattr(dinov2, "WEIGHTS_BASE_URL", server.url)
+    try:
+        code, _, err = cli(*eval_args(out, tmp_path))  # no --download: no request, a clear message
+        assert code == 3 and "--download" in err and server.requests == []
+        code, _, err = cli(*eval_args(out, tmp_path, "--download"))
+        assert code == 0, err
+        assert hub.read_bytes() == data and len(server.requests) == 1
+    finally:
+        server.close()

@@ -21,13 +21,12 @@ from ..errors import InputError
 
 def to_nchw(images: np.ndarray) -> torch.Tensor:
     """uint8 (B, H, W, 3) / (B, H, W) / (B, H, W, 1) -> uint8 tensor (B, 3, H, W); grey is replicated."""
-    t = torch.from_numpy(np.ascontiguousarray(images))
-    if t.ndim == 3:
-        t = t.unsqueeze(-1)
-    t = t.permute(0, 3, 1, 2)
-    if t.shape[1] == 1:
-        t = t.expand(-1, 3, -1, -1)
-    return t.contiguous()
+    a = np.asarray(images)
+    if a.ndim == 3:
+        a = a[..., None]
+    # a fresh, writable copy (the source may be a read-only map); numpy's uint8 transpose is ~4x faster than torch's
+    t = torch.from_numpy(a.transpose(0, 3, 1, 2).copy())
+    return t.expand(-1, 3, -1, -1).contiguous() if t.shape[1] == 1 else t
 
 
 class ImageSource(Dataset):

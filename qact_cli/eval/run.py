@@ -59,7 +59,8 @@ def run_eval(checkpoints: list[str], dataset: str, data_root=None, download=Fals
     cells = ds.cells(protocol.corruptions, protocol.severities, seed=protocol.seed)
     results = []
     for path in checkpoints:
-        model, meta = load_model(path, dev, **({"weights": weights} if weights else {}))
+        # a DINOv2 probe's backbone weights: --weights, else the hub cache (fetched there with --download)
+        model, meta = distributed.main_first(lambda: load_model(path, dev, weights=weights, download=download))
         if on_start:
             on_start(str(path), len(cells))
         seed_everything(seed)
