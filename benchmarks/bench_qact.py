@@ -360,7 +360,7 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--only", default="speed,memory,shortcuts,training")
     ap.add_argument("--official", default=None, help="path to a checkout of adityac20/quantile_activation")
-    ap.add_argument("--qact-kwargs", default='{"inplace": true}', help="JSON options for every QAct of the ResNet18")
+    ap.add_argument("--qact-kwargs", default='{}', help='JSON options for every QAct of the ResNet18 (default: the layer defaults, in place)')
     ap.add_argument("--phases", default="train,eval", help="speed: train, eval or both")
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--epochs", type=int, default=8)
