@@ -10,9 +10,10 @@ imagecorruptions lives in its own virtual environment (it pulls OpenCV and needs
 or --ic-python PATH / $QACT_BENCH_IC_PYTHON. This script starts it as a worker and applies three shims there
 at run time (nothing in site-packages is edited): numpy 2 removed `np.float_` (fog), scikit-image >= 0.21
 dropped `multichannel=` (glass_blur, gaussian_blur), and Python >= 3.12 venvs lack `pkg_resources` (frost).
-The two sides are timed alternately, corruption by corruption, so a busy machine slows both alike.
+The two sides are timed alternately, corruption by corruption, so a busy machine slows both alike. Both run
+with the glibc malloc settings the `qact` CLI uses (`--allocator default` for glibc's own on both sides).
 
-    python benchmarks/bench_corrupt.py [--quick] [--ic-python PATH] [--out benchmarks/results/bench_corrupt.json]
+    python benchmarks/bench_corrupt.py [--quick] [--allocator tuned|default] [--ic-python PATH] [--out ...]
 """
 
 from __future__ import annotations
@@ -101,10 +102,15 @@ def _ic_worker() -> None:
         print(json.dumps({"seconds_per_image": best}), flush=True)
 
 
+# glibc's environment spelling of what qact_cli.utils.tune_allocator() sets with mallopt (as the `qact` CLI does)
+TUNED_MALLOC_ENV = {"MALLOC_MMAP_THRESHOLD_": str(32 << 20), "MALLOC_TRIM_THRESHOLD_": str(1 << 30)}
+
+
 class ICWorker:
-    def __init__(self, python: str):
+    def __init__(self, python: str, tuned: bool):
+        env = {**os.environ, "PYTHONWARNINGS": "ignore", **(TUNED_MALLOC_ENV if tuned else {})}
         self.proc = subprocess.Popen([python, __file__, "--ic-worker"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                     text=True, env={**os.environ, "PYTHONWARNINGS": "ignore"})
+                                     text=True, env=env)
         line = self.proc.stdout.readline()
         if not line:
             raise RuntimeError(f"the imagecorruptions worker ({python}) did not start")
@@ -144,6 +150,9 @@ def main() -> None:
     ap.add_argument("--ic-python", default=DEFAULT_IC_PYTHON)
     ap.add_argument("--quick", action="store_true", help="fewer images and repetitions (a smoke run)")
     ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "bench_corrupt.json"))
+    ap.add_argument("--allocator", choices=("tuned", "default"), default="tuned",
+                    help="glibc malloc settings for both sides: 'tuned' = what the qact CLI runs with "
+                         "(qact_cli.utils.tune_allocator; freed memory kept for reuse), 'default' = glibc's own")
     ap.add_argument("--ic-worker", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.ic_worker:
@@ -155,16 +164,17 @@ def main() -> None:
 
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     from qact_cli.corruptions import CORRUPTIONS
-    from qact_cli.utils import environment
+    from qact_cli.utils import environment, tune_allocator
 
     torch.set_num_threads(1)
+    tuned = args.allocator == "tuned" and tune_allocator()
     settings = [  # size, qact profile, qact batch, imagecorruptions images, reps (qact, ic), glass_blur ic reps
         (224, "imagenet", 8 if args.quick else 32, 2 if args.quick else 4, (1, 1) if args.quick else (2, 2)),
         (32, "cifar", 128 if args.quick else 512, 16 if args.quick else 64, (1, 1) if args.quick else (3, 3)),
     ]
     ic, ic_error = None, None
     try:
-        ic = ICWorker(args.ic_python)
+        ic = ICWorker(args.ic_python, tuned)
     except (OSError, RuntimeError, ValueError) as e:
         ic_error = f"imagecorruptions not run: {e}"
         print(ic_error, file=sys.stderr)
@@ -200,6 +210,7 @@ def main() -> None:
 
     doc = {"benchmark": "corruptions, severity 3, one thread, ms per image", "severity": SEVERITY,
            "environment": environment("cpu"), "load_average_before": load_before, "load_average_after": os.getloadavg(),
+           "allocator": "tuned (both sides)" if tuned else "glibc default",
            "imagecorruptions": ic.info if ic is not None else ic_error, "results": results}
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -225,7 +236,7 @@ def main() -> None:
     if ic_error:
         print(ic_error)
     print(f"load average before/after: {load_before[0]:.1f} / {os.getloadavg()[0]:.1f} (2 = both cores busy); "
-          f"JSON: {out}")
+          f"allocator: {doc['allocator']}; JSON: {out}")
 
 
 if __name__ == "__main__":

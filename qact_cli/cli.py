@@ -284,6 +284,9 @@ def compare(
 
 
 def main() -> None:
+    from .utils import tune_allocator
+
+    tune_allocator()
     app(prog_name="qact")
 
 
