@@ -56,6 +56,9 @@ def test_shape_determinism_and_chunks(name, profile, size):
     assert np.array_equal(out, corrupt(x, name, sev, profile=profile, seed=3))
     parts = [corrupt(x[a:b], name, sev, profile=profile, seed=3, start_index=a) for a, b in ((0, 2), (2, 3), (3, 5))]
     assert np.array_equal(out, np.concatenate(parts))
+    # any subset in any order, given its dataset indices, gets the same bytes as in the whole call
+    pick = [4, 0, 2]
+    assert np.array_equal(out[pick], corrupt(x[pick], name, sev, profile=profile, seed=3, indices=pick))
     if name not in DETERMINISTIC:
         assert not np.array_equal(out, corrupt(x, name, sev, profile=profile, seed=4))
         # a different position in the dataset gets different randomness
@@ -100,6 +103,8 @@ def test_bad_arguments():
             corrupt(x, "fog", bad)
     with pytest.raises(UsageError):
         corrupt(x, "fog", 3, profile="huge")
+    with pytest.raises(UsageError, match="indices"):
+        corrupt(x, "fog", 3, indices=[0, 1])
     with pytest.raises(InputError, match="uint8"):
         corrupt(x.astype(np.float32), "fog", 3)
     with pytest.raises(InputError):

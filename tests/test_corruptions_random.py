@@ -83,8 +83,10 @@ def test_glass_shuffle_matches_the_reference_loop():
     rs = np.random.RandomState(0)
     hs, ws = np.arange(h - d, d, -1), np.arange(w - d, d, -1)
     offs = rs.randint(-d, d, size=(n, iters, len(hs), len(ws), 2))
-    ascending = torch.from_numpy(np.ascontiguousarray(offs[:, :, ::-1, ::-1]))  # the engine's draw order
+    codes = (offs[..., 1] + d) * 2 * d + offs[..., 0] + d  # the engine draws one code per visit
+    ascending = torch.from_numpy(np.ascontiguousarray(codes[:, :, ::-1, ::-1]))  # the engine's draw order
     src = blur._glass_shuffle_map(n, h, w, d, iters, FixedDraws(n, randint=ascending))
+    src = src - torch.arange(n)[:, None] * (h * w)  # batch-flat indices -> per image
     for i in range(n):
         x = np.arange(h * w).reshape(h, w, 1).repeat(3, -1)  # pixel ids
         for it in range(iters):  # the reference loop, swap statement and all
@@ -207,3 +209,42 @@ def test_image_streams_are_uniform_and_per_image():
     alone = ImageStreams(0, "glass_blur", 3, 11, 1, torch.device("cpu")).uniform((100,), 0.0, 1.0)
     pair = ImageStreams(0, "glass_blur", 3, 10, 2, torch.device("cpu")).uniform((100,), 0.0, 1.0)
     assert torch.equal(alone[0], pair[1]) and not torch.equal(pair[0], pair[1])
+
+
+def test_frost_is_a_crop_of_a_used_texture():
+    """On a black image frost is trunc(b * crop): find each crop in the (resized) textures, never in frost6."""
+    a, b = params("cifar", "frost", 2)
+    out = corrupt(np.zeros((4, 32, 32, 3), np.uint8), "frost", 2, profile="cifar", seed=3)
+    from qact_cli.corruptions.profiles import FROST_SCALE
+
+    bank = [t.permute(1, 2, 0).numpy() for t in weather._frost_bank(float(FROST_SCALE["cifar"]), 32, 32)]
+    for img in out:
+        found = False
+        for tex in bank:
+            scaled = np.floor(b * tex.astype(np.float32)).clip(0, 255).astype(np.uint8)
+            win = np.lib.stride_tricks.sliding_window_view(scaled[..., 0], (2, 2))
+            ys, xs = np.nonzero((win == img[:2, :2, 0]).all((-1, -2)))
+            found |= any(np.array_equal(scaled[y:y + 32, x:x + 32], img) for y, x in zip(ys, xs))
+        assert found
+
+
+@pytest.mark.parametrize("c", [500.0, 100.0, 12.0, 3.0])
+def test_shot_noise_inversion_matches_a_search(c):
+    """The cell table plus bisection gives exactly min{k : u < F(k)} for every 30-bit u (brute-force search)."""
+    from qact_cli.corruptions import noise
+
+    _, _, cdf, levels = noise._poisson_tables(c)
+    table = cdf.reshape(256, -1)
+    rs = np.random.RandomState(1)
+    x = rs.randint(0, 256, (2, 3, 32, 32)).astype(np.uint8)
+    u = rs.randint(0, 2**30, x.size)
+    u[:256] = np.arange(256) * (2**22) + 2**22 - 1  # the last value of a cell, where the tails pile up
+    u[256:512] = 2**30 - 1 - np.arange(256)
+
+    class Draws:  # stands in for ImageStreams.bits
+        def bits(self, count, width):
+            return torch.from_numpy(u.astype(np.int32).reshape(2, count))
+
+    out = noise.shot_noise(torch.from_numpy(x), c, Draws()).reshape(-1).numpy()
+    k = np.array([np.searchsorted(table[v], uu, side="right") for v, uu in zip(x.reshape(-1), u)])
+    assert np.array_equal(out, levels[k].astype(np.uint8))

@@ -171,3 +171,18 @@ def test_folders_written_by_qact_corrupt_evaluate_the_same_way(cli, digits_ckpt,
         cell = get_dataset("cifar10c", out).cells(["fog"], [2])[0]
         rows = np.load(out / "fog.npy")[N:2 * N]  # written in the order asked: 4 then 2
         assert np.array_equal(cell.source.__getitems__(np.arange(N))[0].permute(0, 2, 3, 1).numpy(), rows)
+
+
+def test_corrupt_from_a_registered_dataset_records_it(cli, tmp_path):
+    """`qact corrupt --dataset digits`: the digits test split, corrupted as the gen:digits cells are."""
+    out = tmp_path / "digits-C"
+    code, _, err = cli("corrupt", "--dataset", "digits", "--corruptions", "fog", "--severities", "3", "--out", out,
+                       "--device", "cpu", "--seed", "5")
+    assert code == 0, err
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["source"]["dataset"] == "digits (test)" and manifest["seed"] == 5 and manifest["complete"]
+    from qact_cli.data import get_dataset
+
+    cell = get_dataset("gen:digits", tmp_path).cells(["fog"], [3], seed=5)[0]
+    written = np.load(out / "fog.npy")
+    assert np.array_equal(cell.source.__getitems__(np.arange(len(written)))[0].permute(0, 2, 3, 1).numpy(), written)

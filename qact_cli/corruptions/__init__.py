@@ -16,7 +16,7 @@ import torch
 
 from ..errors import InputError, UsageError
 from . import blur, digital, noise, weather  # noqa: F401  (they register the corruptions)
-from .base import REGISTRY
+from .base import REGISTRY, truncate_u8
 from .profiles import FROST_SCALE, PROFILES, params, resolve_profile
 from .rng import ImageStreams
 
@@ -28,8 +28,9 @@ DETERMINISTIC = ("defocus_blur", "zoom_blur", "brightness", "contrast", "pixelat
                  "gaussian_blur", "saturate")
 MIN_SIZE = 16
 # Images per internal batch ~ this many pixels: small enough that a batch's intermediates stay in cache,
-# except where per-row work makes large batches pay (spatter's row-by-row distance transform).
-_CHUNK_PIXELS = {"spatter": 1 << 21}
+# except where per-call work makes larger batches pay (spatter's many small passes, fog's fractal levels,
+# snow's one-channel layer, zoom blur's sparse-matrix product that runs faster with more columns).
+_CHUNK_PIXELS = {"spatter": 1 << 19, "fog": 1 << 19, "zoom_blur": 1 << 19, "snow": 1 << 19}
 _DEFAULT_CHUNK_PIXELS = 1 << 17
 
 __all__ = ["corrupt", "CORRUPTIONS", "COMMON", "EXTRA", "DETERMINISTIC", "PROFILES", "resolve_profile", "check_name",
@@ -57,77 +58,120 @@ def _check_profile(profile: str, h: int, w: int) -> str:
     return profile
 
 
-def _to_nchw(images) -> tuple[torch.Tensor, callable]:
-    """uint8 input -> (N, 3, H, W) tensor, and the function that puts a result back into the input's form."""
-    if isinstance(images, torch.Tensor):
-        x, is_numpy = images, False
-    elif isinstance(images, np.ndarray):
-        x, is_numpy = images, True
-    else:
-        raise InputError(f"images must be a uint8 torch.Tensor or numpy array, got {type(images).__name__}")
-    if x.dtype not in (torch.uint8, np.uint8):
-        raise InputError(f"images must be uint8, got {x.dtype}; convert with (x * 255).round() or .astype(uint8) first")
-    shape = tuple(x.shape)
-    if is_numpy:
-        if not x.flags.writeable:  # e.g. a read-only memmap: torch wants arrays it could write to
-            x = x.copy()
-        if x.ndim == 3 or (x.ndim == 4 and shape[-1] == 1):
-            t = torch.from_numpy(np.ascontiguousarray(x.reshape(shape[:3])))[:, None]
-        elif x.ndim == 4 and shape[-1] == 3:
-            # numpy's transposing copy of uint8 is ~3x faster than torch's .contiguous() on the permuted view
-            t = torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2)))
+class _Batch:
+    """The caller's uint8 images seen as (N, 3, H, W) tensor chunks, and the output in the caller's form.
+
+    Layout changes happen chunk by chunk, so each stays in cache; numpy (N, H, W, 3) input is transposed by
+    numpy (its uint8 transposes run ~4x faster than torch's), and results are written back one channel plane at
+    a time into the final array (interleaving 3 channels in one copy is the slow direction for both libraries).
+    """
+
+    def __init__(self, images):
+        if isinstance(images, torch.Tensor):
+            x, self.is_numpy = images, False
+        elif isinstance(images, np.ndarray):
+            x, self.is_numpy = images, True
         else:
-            raise InputError(f"numpy images must be (N, H, W, 3), (N, H, W, 1) or (N, H, W); got {shape}")
-    else:
-        if x.ndim != 4 or shape[1] not in (1, 3):
-            raise InputError(f"tensor images must be (N, 3, H, W) or (N, 1, H, W); got {shape}")
-        t = x
-    grey = t.shape[1] == 1
-    if grey:
-        t = t.expand(-1, 3, -1, -1)
+            raise InputError(f"images must be a uint8 torch.Tensor or numpy array, got {type(images).__name__}")
+        if x.dtype not in (torch.uint8, np.uint8):
+            raise InputError(f"images must be uint8, got {x.dtype}; convert with (x * 255).round() or .astype(uint8) first")
+        self.shape = tuple(x.shape)
+        if self.is_numpy:
+            if x.ndim == 3 or (x.ndim == 4 and self.shape[-1] == 1):
+                self.grey, self.hwc = True, False
+                x = x.reshape(self.shape[:3])[:, None]
+            elif x.ndim == 4 and self.shape[-1] == 3:
+                self.grey, self.hwc = False, True
+            else:
+                raise InputError(f"numpy images must be (N, H, W, 3), (N, H, W, 1) or (N, H, W); got {self.shape}")
+            self.device = torch.device("cpu")
+        else:
+            if x.ndim != 4 or self.shape[1] not in (1, 3):
+                raise InputError(f"tensor images must be (N, 3, H, W) or (N, 1, H, W); got {self.shape}")
+            self.grey, self.hwc, self.device = self.shape[1] == 1, False, x.device
+        self.x = x
+        self.n = self.shape[0]
+        self.hw = tuple(x.shape[1:3]) if self.hwc else tuple(x.shape[2:4])
+        self.out = None
 
-    def back(out: torch.Tensor):
-        if grey:  # ITU-R 601 luma, rounded (PIL's convert("L"))
+    def chunk(self, a: int, b: int) -> torch.Tensor:
+        """Images a..b-1 as a contiguous (n, 3, H, W) uint8 tensor on a device the kernels support."""
+        x = self.x[a:b]
+        if self.is_numpy:
+            t = torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2) if self.hwc else x))
+        else:
+            t = x if self.device.type in ("cpu", "cuda") else x.cpu()  # MPS lacks float64 and some kernels used here
+            t = t.contiguous()
+        return t.expand(-1, 3, -1, -1) if self.grey else t
+
+    def put(self, a: int, b: int, out: torch.Tensor) -> None:
+        """Store the corrupted images a..b-1 ((n, 3, H, W) uint8) in the output."""
+        if self.grey:  # ITU-R 601 luma, rounded (PIL's convert("L"))
             f = out.to(torch.float32)
-            out = torch.floor(0.299 * f[:, 0:1] + 0.587 * f[:, 1:2] + 0.114 * f[:, 2:3] + 0.5).clamp_(0, 255)
-            out = out.to(torch.uint8)
-        if not is_numpy:
-            return out
-        # stacking the channel planes writes NHWC in one pass, ~2x faster than a permuted copy of uint8
-        arr = torch.stack(out.cpu().unbind(1), dim=-1).numpy() if out.shape[1] > 1 else out.cpu().numpy()
-        return np.ascontiguousarray(arr.reshape(shape))
+            out = truncate_u8(torch.floor(0.299 * f[:, 0:1] + 0.587 * f[:, 1:2] + 0.114 * f[:, 2:3] + 0.5).clamp_(0, 255))
+        if self.out is None:
+            self.out = np.empty(self.shape, np.uint8) if self.is_numpy else torch.empty(self.shape, dtype=torch.uint8,
+                                                                                          device=self.device)
+        hwc_result = out.shape[1] == 3 and out.is_contiguous(memory_format=torch.channels_last)
+        if not self.is_numpy:
+            if hwc_result and out.device.type == "cpu" and self.device.type == "cpu":  # numpy de-interleaves faster
+                dst, src = self.out[a:b].numpy(), out.permute(0, 2, 3, 1).numpy()
+                for c in range(3):
+                    dst[:, c] = src[..., c]
+            else:
+                self.out[a:b] = out.to(self.device)
+            return
+        if self.hwc and hwc_result:  # codecs and Pillow hand back interleaved pixels: copy them as they are
+            self.out[a:b] = out.cpu().permute(0, 2, 3, 1).numpy()
+            return
+        out = out.cpu().numpy()
+        if self.hwc:
+            for c in range(3):
+                self.out[a:b, ..., c] = out[:, c]
+        else:
+            self.out[a:b] = out.reshape(self.out[a:b].shape)
 
-    return t, back
+    def result(self):
+        return self.out
 
 
-def corrupt(images, name: str, severity: int, profile: str = "auto", seed: int = 0, start_index: int = 0):
+def corrupt(images, name: str, severity: int, profile: str = "auto", seed: int = 0, start_index: int = 0,
+            indices=None):
     """Corrupt a batch of uint8 images with `name` at `severity` (1..5; 0 returns a copy).
 
     profile: "auto" (<= 48 px cifar, <= 128 px tiny, else imagenet), "cifar", "tiny" or "imagenet" sets the
     reference parameters; shape-dependent details (borders, fractal size, crops, zoom centre) follow the
     images' actual size (>= 16 px). Deterministic for a given (seed, start_index) and device type.
+    indices: the dataset indices of the images (any N integers), when they are not the run start_index..;
+    image i is then corrupted exactly as it would be at that place of a whole-dataset call.
     """
     check_name(name)
     severity = check_severity(severity, allow_zero=True)
-    x, back = _to_nchw(images)
-    n, _, h, w = x.shape
+    batch = _Batch(images)
+    n, (h, w) = batch.n, batch.hw
+    if indices is not None:
+        indices = np.asarray(indices, dtype=np.int64).reshape(-1)
+        if len(indices) != n:
+            raise UsageError(f"indices has {len(indices)} entries for {n} images")
     if h < MIN_SIZE or w < MIN_SIZE:
         raise InputError(f"images are {h}x{w}; corruptions need at least {MIN_SIZE}x{MIN_SIZE} pixels")
     profile = _check_profile(profile, h, w)
-    if severity == 0 or n == 0:
-        return back(x.clone())
-    c = params(profile, name, severity)
-    if name == "frost":
+    if n == 0:
+        return images.copy() if batch.is_numpy else images.clone()
+    c = params(profile, name, severity) if severity else None
+    if name == "frost" and severity:
         c = (*c, FROST_SCALE[profile])
     fn = REGISTRY[name]
-    device = x.device
-    work = x if device.type in ("cpu", "cuda") else x.cpu()  # MPS lacks float64 and some kernels used here
     step = max(1, _CHUNK_PIXELS.get(name, _DEFAULT_CHUNK_PIXELS) // (h * w))
-    parts = []
     with torch.no_grad():
         for a in range(0, n, step):
-            xb = work[a:a + step].contiguous()
-            rng = ImageStreams(seed, name, severity, start_index + a, len(xb), xb.device)
-            parts.append(fn(xb, c, rng))
-    out = torch.cat(parts) if len(parts) > 1 else parts[0]
-    return back(out.to(device))
+            b = min(n, a + step)
+            xb = batch.chunk(a, b)
+            if severity == 0:
+                out = xb
+            else:
+                rng = ImageStreams(seed, name, severity, start_index + a, b - a, xb.device,
+                                   indices=None if indices is None else indices[a:b])
+                out = fn(xb, c, rng)
+            batch.put(a, b, out)
+    return batch.result()

@@ -7,8 +7,8 @@ from functools import lru_cache
 import numpy as np
 import torch
 
-from .base import register, to_uint8, unit, unit_to_uint8
-from .filters import _on, correlate2d, fold_index, gaussian_filter, motion_blur as _motion, zoom_blur_average
+from .base import register, truncate_u8, unit, unit_to_uint8
+from .filters import _on, correlate2d, fold_index, gaussian_filter, pad_axis, motion_blur as _motion, zoom_blur_average
 from .rng import ImageStreams
 
 
@@ -56,9 +56,9 @@ def _correlate2d_fft(x: torch.Tensor, kernel: np.ndarray) -> torch.Tensor:
     r = kernel.shape[0] // 2
     h, w = x.shape[-2:]
     ph, pw = _fft_size(h + 2 * r), _fft_size(w + 2 * r)
-    iy = torch.as_tensor(fold_index(np.arange(-r, ph - r), h, "reflect101"), device=x.device)
-    ix = torch.as_tensor(fold_index(np.arange(-r, pw - r), w, "reflect101"), device=x.device)
-    xp = x.index_select(-2, iy).index_select(-1, ix)
+    # outputs r..r+h-1 of the circular correlation read only the padded image, never the zeros that the FFT
+    # length adds after it
+    xp = pad_axis(pad_axis(x, r, r, -2, "reflect101"), r, r, -1, "reflect101")
 
     def spectrum():
         k = np.zeros((ph, pw), dtype=np.float64)
@@ -67,7 +67,7 @@ def _correlate2d_fft(x: torch.Tensor, kernel: np.ndarray) -> torch.Tensor:
         return np.conj(np.fft.rfft2(k))
 
     spec = _on(("disk-fft", kernel.tobytes(), kernel.shape, ph, pw), spectrum, x.device, torch.complex64)
-    out = torch.fft.irfft2(torch.fft.rfft2(xp) * spec, s=(ph, pw))
+    out = torch.fft.irfft2(torch.fft.rfft2(xp, s=(ph, pw)) * spec, s=(ph, pw))
     return out[..., r:r + h, r:r + w]
 
 
@@ -81,42 +81,67 @@ def defocus_blur(x: torch.Tensor, c, rng: ImageStreams) -> torch.Tensor:
     return unit_to_uint8(out)
 
 
+def _jump_to_fixed_points(graph: torch.Tensor, spare: torch.Tensor, big: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Pointer doubling on graph[:big] (graph[big:] are fixed points) until every pointer is >= big; after k
+    rounds every chain of fewer than 2^k links has ended. Each link has probability 5/16 for d = 2, so 10^5
+    pixels all but surely hold chains of 8+ links (~9 of them), rarely of 16+: the test starts after round 4.
+    Returns (graph, spare) as used."""
+    rounds = 0
+    while rounds < 4 or int(graph[:big].min()) < big:
+        torch.index_select(graph, 0, graph[:big], out=spare[:big])
+        graph, spare = spare, graph
+        rounds += 1
+    return graph, spare
+
+
 def _glass_shuffle_map(n: int, h: int, w: int, d: int, iters: int, rng: ImageStreams) -> torch.Tensor:
     """Where each pixel's value comes from after the reference's local pixel "swaps".
 
     The reference visits h = H-d .. d+1 and w = W-d .. d+1 (descending) `iters` times and does
     `x[h, w], x[h', w'] = x[h', w'], x[h, w]` on numpy row views, which is a one-way copy x[h, w] <- x[h', w']
-    with (dx, dy) = randint(-d, d, 2), i.e. offsets in [-d, d-1]. A pixel whose source was visited earlier in
-    the same pass receives the source's *new* value: those chains are resolved by pointer jumping.
-    Returns (n, h*w) flat source indices into the image before the first pass."""
+    with (dx, dy) = randint(-d, d, 2), i.e. offsets in [-d, d-1]. Each visit draws one code in [0, 4d^2),
+    dx = code % 2d - d and dy = code // 2d - d (the same uniform pairs, half the draws).
+    A pixel whose source was visited earlier in the same pass (later in raster order, as visits descend)
+    receives the source's *new* value: those chains are resolved by pointer jumping.
+    Returns (n, h*w) int32 flat indices into the batch's n*h*w pixels before the first pass."""
     dev = rng.device
     nh, nw = h - 2 * d, w - 2 * d  # visited rows d+1 .. h-d, columns d+1 .. w-d
-    ident = torch.arange(h * w, device=dev).expand(n, -1)
+    big = n * h * w
+    ident = torch.arange(big, dtype=torch.int32 if 4 * big < 2**31 else torch.int64, device=dev)  # room for 3 planes
     if nh <= 0 or nw <= 0:
-        return ident
-    offs = rng.randint(-d, d, (iters, nh, nw, 2))  # [..., 0] = dx, [..., 1] = dy for rows/columns ascending
-    rows = torch.arange(d + 1, h - d + 1, device=dev, dtype=torch.int32)[:, None]
-    cols = torch.arange(d + 1, w - d + 1, device=dev, dtype=torch.int32)[None, :]
-    own = (rows * w + cols).long()
-    rect = (slice(None), slice(d + 1, h - d + 1), slice(d + 1, w - d + 1))
-    total = ident
+        return ident.view(n, h * w)
+    codes = rng.randint(0, 4 * d * d, (iters, nh, nw))  # rows/columns ascending
+    # Pointer graph over 2N nodes: node p < N is "p's value after this pass", node N + q is "q's value before
+    # it" (a fixed point). A visit whose source lies later in raster order (flat step > 0) points at the
+    # source's node p + step, final once its own chain has resolved; any other visit, and every pixel outside
+    # the visited block, points at N + source. Sources outside the block get N + source too: no bounds tests.
+    c = torch.arange(4 * d * d, device=dev)
+    step = (c // (2 * d) - d) * w + (c % (2 * d) - d)
+    to_node = torch.where(step > 0, step - big, step).to(ident.dtype)  # added to N + p (to p without chains)
+    moves = to_node.index_select(0, codes.reshape(-1)).view(codes.shape)
+    block = (slice(None), slice(d + 1, h - d + 1), slice(d + 1, w - d + 1))
+    if not bool((step > 0).any()):  # d = 1: offsets -1 and 0 never reach a pixel visited earlier, so no chains
+        total = None
+        for it in range(iters):
+            src = ident.clone()
+            src.view(n, h, w)[block] += moves[:, it]
+            total = src if total is None else total.index_select(0, src)
+        return total.view(n, h * w)
+    # two graphs to jump between, two maps whose upper halves hold the passes so far (a gather by the resolved
+    # pointers composes them), all allocated once: fresh large tensors cost page faults
+    graph = torch.empty(2 * big, dtype=ident.dtype, device=dev)
+    torch.add(ident, big, out=graph[big:])
+    graph[:big] = graph[big:]  # unvisited pixels keep their value
+    spare = graph.clone()
+    totals = torch.empty(2 * big, dtype=ident.dtype, device=dev), torch.empty(2 * big, dtype=ident.dtype, device=dev)
+    totals[0][big:] = ident
+    start = graph[big:].view(n, h, w)[block]  # N + p over the visited block
     for it in range(iters):
-        sh, sw = rows + offs[:, it, ..., 1], cols + offs[:, it, ..., 0]
-        src = (sh * w + sw).long()
-        # visits run in descending raster order, so "visited earlier" = inside the visited block, later in raster order
-        earlier = (sh >= d + 1) & (sh <= h - d) & (sw >= d + 1) & (sw <= w - d) & (src > own)
-        nxt = ident.reshape(n, h, w).clone()
-        nxt[rect] = torch.where(earlier, src, own)
-        base = ident.reshape(n, h, w).clone()
-        base[rect] = src
-        nxt, base = nxt.reshape(n, -1), base.reshape(n, -1)
-        while True:
-            jumped = nxt.gather(1, nxt)
-            if torch.equal(jumped, nxt):
-                break
-            nxt = jumped
-        total = total.gather(1, base.gather(1, nxt))
-    return total
+        torch.add(start, moves[:, it], out=graph[:big].view(n, h, w)[block])
+        graph, spare = _jump_to_fixed_points(graph, spare, big)
+        torch.index_select(totals[0], 0, graph[:big], out=totals[1][big:])
+        totals = totals[1], totals[0]
+    return totals[0][big:].view(n, h * w)
 
 
 @register
@@ -124,10 +149,15 @@ def glass_blur(x: torch.Tensor, c, rng: ImageStreams) -> torch.Tensor:
     """gaussian(sigma) -> uint8 (truncated) -> local pixel shuffling -> gaussian(sigma)."""
     sigma, d, iters = float(c[0]), int(c[1]), int(c[2])
     n, ch, h, w = x.shape
-    u8 = unit_to_uint8(gaussian_filter(unit(x), sigma, "nearest"))
+    # the 8-bit truncation kept in float (x / 255 of the truncated level, exactly what unit() of it gives)
+    levels = gaussian_filter(unit(x), sigma, "nearest").clamp_(0.0, 1.0).mul_(255.0).floor_().div_(255.0)
     src = _glass_shuffle_map(n, h, w, d, iters, rng)
-    shuffled = u8.reshape(n, ch, h * w).gather(2, src[:, None, :].expand(n, ch, -1)).reshape(n, ch, h, w)
-    return unit_to_uint8(gaussian_filter(unit(shuffled), sigma, "nearest"))
+    # image i's pixel g = i*h*w + p sits at i*ch*h*w + c*h*w + p in the (n, ch, h*w) planes
+    plane = (torch.arange(n, device=x.device)[:, None] * ((ch - 1) * h * w)
+             + torch.arange(ch, device=x.device)[None, :] * (h * w)).to(src.dtype)
+    idx = (src[:, None, :] + plane[:, :, None]).view(-1)
+    shuffled = levels.view(-1).index_select(0, idx).view(n, ch, h, w)
+    return truncate_u8(gaussian_filter(shuffled, sigma, "nearest").clamp_(0.0, 1.0).mul_(255.0))  # unit_to_uint8
 
 
 @register
@@ -135,8 +165,8 @@ def motion_blur(x: torch.Tensor, c, rng: ImageStreams) -> torch.Tensor:
     """ImageMagick MotionBlurImage(radius, sigma, angle ~ U(-45, 45)) on the 8-bit image; the reference
     reads ImageMagick's 8-bit PNG back, so the result is rounded, not truncated."""
     angle = rng.scalar_uniform(-45.0, 45.0)[:, 0]
-    out = _motion(x.to(torch.float32), int(c[0]), float(c[1]), angle)
-    return to_uint8(torch.floor(out + 0.5))
+    out = _motion(x, int(c[0]), float(c[1]), angle)  # float32 from the 8-bit image
+    return truncate_u8(out.add_(0.5).floor_().clamp_(0.0, 255.0))  # in place: fresh buffers cost page faults
 
 
 @register

@@ -8,9 +8,10 @@ import warnings
 import numpy as np
 import torch
 
-from .base import register, unit, unit_to_uint8
-from .filters import gaussian_filter, pil_box_resize, sample_bilinear
+from .base import from_hwc, register, to_hwc, unit, unit_to_uint8
+from .filters import gaussian_filter, pil_box_resize
 from .rng import ImageStreams
+from .warp import affine_grid, bilinear_taps, displaced_grid, spare_planes
 
 
 @register
@@ -47,11 +48,11 @@ def pixelate(x: torch.Tensor, c: float, rng: ImageStreams) -> torch.Tensor:
     if x.device.type == "cpu" and h * w > 48 * 48:
         from PIL import Image
 
-        arr = torch.stack(x.unbind(1), -1).numpy()  # contiguous (N, H, W, 3): Pillow reads it without a copy
+        arr = to_hwc(x)  # contiguous (N, H, W, 3): Pillow reads it without a copy
         out = np.empty_like(arr)
         for i, img in enumerate(arr):  # one C call pair per image: Pillow has no batched resize
             out[i] = np.asarray(Image.fromarray(img).resize((sw, sh), Image.BOX).resize((w, h), Image.BOX))
-        return torch.from_numpy(out).permute(0, 3, 1, 2)
+        return from_hwc(out)
     small = pil_box_resize(x.to(torch.int32), sh, sw)
     return pil_box_resize(small, h, w).to(torch.uint8)
 
@@ -59,14 +60,14 @@ def pixelate(x: torch.Tensor, c: float, rng: ImageStreams) -> torch.Tensor:
 def _pil_jpeg(x: torch.Tensor, quality: int) -> torch.Tensor:
     from PIL import Image
 
-    arr = x.permute(0, 2, 3, 1).cpu().numpy()
+    arr = to_hwc(x.cpu())
     out = np.empty_like(arr)
     for i, img in enumerate(arr):
         buf = io.BytesIO()
         Image.fromarray(img).save(buf, "JPEG", quality=quality)
         buf.seek(0)
         out[i] = np.asarray(Image.open(buf).convert("RGB"))
-    return torch.from_numpy(out).permute(0, 3, 1, 2)
+    return from_hwc(out)
 
 
 @register
@@ -79,7 +80,10 @@ def jpeg_compression(x: torch.Tensor, c: int, rng: ImageStreams) -> torch.Tensor
             warnings.simplefilter("ignore", DeprecationWarning)
             from torchvision.io import decode_jpeg, encode_jpeg
 
-            out = torch.stack(decode_jpeg(encode_jpeg(list(x.cpu()), quality=int(c))))
+            # the codecs work on interleaved pixels: hand them channels-last views, keep their output as it is
+            hwc = torch.from_numpy(to_hwc(x.cpu()))
+            decoded = decode_jpeg(encode_jpeg([img.permute(2, 0, 1) for img in hwc], quality=int(c)))
+            out = torch.stack([img.permute(1, 2, 0) for img in decoded]).permute(0, 3, 1, 2)
     except (ImportError, AttributeError, RuntimeError):
         out = _pil_jpeg(x, int(c))
     return out.to(x.device)
@@ -87,7 +91,8 @@ def jpeg_compression(x: torch.Tensor, c: int, rng: ImageStreams) -> torch.Tensor
 
 def _affine_from_points(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
     """cv2.getAffineTransform: the 2x3 M with M @ [src, 1] = dst for three point pairs, batched (n, 3, 2)."""
-    a = np.concatenate([src, np.ones(src.shape[:-1] + (1,))], -1)  # (n, 3, 3)
+    a = np.empty(src.shape[:-1] + (3,))
+    a[..., :2], a[..., 2] = src, 1.0  # (n, 3, 3) rows [x, y, 1]
     return np.linalg.solve(a, dst).transpose(0, 2, 1)  # (n, 2, 3)
 
 
@@ -95,29 +100,27 @@ def _affine_from_points(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
 def elastic_transform(x: torch.Tensor, c, rng: ImageStreams) -> torch.Tensor:
     """A random affine warp (three points jittered by U(-c2, c2); cv2.warpAffine, bilinear, reflect-101),
     then a smooth random displacement field (U(-1, 1) smoothed by a Gaussian of sigma c1, truncate 3,
-    scaled by c0) applied with scipy map_coordinates (order 1, mode 'reflect')."""
+    scaled by c0) applied with scipy map_coordinates (order 1, mode 'reflect'). Sampling: warp.py."""
     alpha, sigma, shift = c
-    n, _, h, w = x.shape
-    dev = x.device
-    v = unit(x)
+    n, ch, h, w = x.shape
+    dev, k = x.device, h * w
     # the reference's points (centre +- min(H, W)//3) as (x, y); it builds them from (H, W), same when square
     cx, cy, sq = w // 2, h // 2, min(h, w) // 3
     pts1 = np.array([[cx + sq, cy + sq], [cx + sq, cy - sq], [cx - sq, cy - sq]], dtype=np.float32)
     jitter = rng.scalar_uniform(-shift, shift, 6).numpy().reshape(n, 3, 2).astype(np.float32)
-    pts2 = pts1[None] + jitter
-    m = _affine_from_points(np.broadcast_to(pts1, pts2.shape).astype(np.float64), pts2.astype(np.float64))
-    # warpAffine samples the source at M^-1 (x, y), with coordinates on OpenCV's 1/32-pixel grid
-    full = np.concatenate([m, np.broadcast_to([[[0.0, 0.0, 1.0]]], (n, 1, 3))], 1)
-    inv = torch.as_tensor(np.linalg.inv(full)[:, :2], dtype=torch.float64, device=dev)
-    yy, xx = torch.meshgrid(torch.arange(h, device=dev, dtype=torch.float64),
-                            torch.arange(w, device=dev, dtype=torch.float64), indexing="ij")
-    sx = inv[:, 0, 0, None, None] * xx + inv[:, 0, 1, None, None] * yy + inv[:, 0, 2, None, None]
-    sy = inv[:, 1, 0, None, None] * xx + inv[:, 1, 1, None, None] * yy + inv[:, 1, 2, None, None]
-    # multiples of 1/32 below 2^18 are exact in float32
-    sx, sy = (torch.floor(sx * 32 + 0.5) / 32).to(torch.float32), (torch.floor(sy * 32 + 0.5) / 32).to(torch.float32)
-    v = sample_bilinear(v, sy, sx, "reflect101")
-    if alpha != 0:
-        dx = gaussian_filter(rng.uniform((h, w), -1.0, 1.0), float(sigma), "symmetric", truncate=3.0) * alpha
-        dy = gaussian_filter(rng.uniform((h, w), -1.0, 1.0), float(sigma), "symmetric", truncate=3.0) * alpha
-        v = sample_bilinear(v, yy.to(torch.float32) + dy, xx.to(torch.float32) + dx, "symmetric")
-    return unit_to_uint8(v)
+    pts2 = (pts1[None] + jitter).astype(np.float64)
+    m = _affine_from_points(np.broadcast_to(pts1.astype(np.float64), pts2.shape), pts2)
+    # warpAffine samples the source at M^-1 (x, y)
+    full = np.zeros((n, 3, 3))
+    full[:, :2], full[:, 2, 2] = m, 1.0
+    src = spare_planes(n, ch, h, w, dev)
+    torch.div(x.reshape(n, ch, k), 255.0, out=src[..., :k])  # unit(x)
+    grid = affine_grid(np.linalg.inv(full)[:, :2], h, w, dev)
+    if alpha == 0:
+        return unit_to_uint8(bilinear_taps(src, *grid, w).reshape(n, ch, h, w))
+    warped = spare_planes(n, ch, h, w, dev)
+    bilinear_taps(src, *grid, w, out=warped[..., :k])
+    fields = torch.stack([rng.uniform((h, w), -1.0, 1.0), rng.uniform((h, w), -1.0, 1.0)], 1)  # dx, dy
+    d = gaussian_filter(fields, float(sigma), "symmetric", truncate=3.0).mul_(alpha)
+    out = bilinear_taps(warped, *displaced_grid(d), w)
+    return unit_to_uint8(out.reshape(n, ch, h, w))

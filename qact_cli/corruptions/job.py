@@ -90,7 +90,7 @@ def run_corrupt(out: str, dataset: str | None, split: str, input, labels, corrup
         task = bar.add_task("corrupt", total=total)
         manifest = write_corrupted(images, y, out, names, sev, profile=used, fmt=fmt, seed=seed, batch_size=batch_size,
                                    device=dev, class_names=classes, progress=lambda n: bar.advance(task, n),
-                                   images_path=path, labels_path=labels)
+                                   images_path=path, labels_path=labels, dataset=f"{dataset} ({split})" if dataset else None)
     if preview:
         write_preview(images, preview, names, sev, profile=used, seed=seed)
         err.print(f"preview grid -> {preview}", highlight=False)

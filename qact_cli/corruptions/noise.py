@@ -21,14 +21,18 @@ def gaussian_noise(x: torch.Tensor, c: float, rng: ImageStreams) -> torch.Tensor
 
 
 _U_BITS = 30  # uniforms as 30-bit integers: CDFs compared in units of 2^-30
+_CELL_BITS = 10  # the top bits of u pick one of 1024 cells per rate
 
 
 @lru_cache(maxsize=16)
-def _poisson_tables(c: float) -> tuple[np.ndarray, np.ndarray, np.ndarray, int, int]:
-    """Inversion tables for the 256 rates lam = (v / 255) * c of 8-bit inputs (flattened, one row per v):
-    the CDFs F[v, k] as integers floor(F * 2^30), a guide G[v, j] = min{k : F[v, k] > j / 2^g} that starts
-    the search within a step or two of the answer, and the output level of each count k,
-    uint8(clip(k / c, 0, 1) * 255) as the reference computes it."""
+def _poisson_tables(c: float) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Inversion tables for the 256 rates lam = (v / 255) * c of 8-bit inputs. A count is
+    k = min{k : u < F_lam(k)} for a 30-bit uniform u, with the CDFs as integers F = floor(F * 2^30). Returns:
+    - cells (256 * 1024,) int16: where every u of a cell (its top 10 bits) gives the same count, the output
+      level of that count, uint8(clip(k / c, 0, 1) * 255) as the reference computes it; else -1 (a few
+      percent of the cells, where a CDF step falls inside);
+    - spans (256 * 1024,) int32: for those, the smallest and largest count of the cell (k_first | k_last << 16);
+    - cdf (256 * kmax,) int32 and levels (kmax,) int16, to finish the search there."""
     kmax = int(math.ceil(c + 10 * math.sqrt(c) + 10))  # P(count >= kmax) < 1e-20
     k = np.arange(kmax)
     log_fact = np.concatenate([[0.0], np.cumsum(np.log(np.arange(1, kmax)))])
@@ -37,42 +41,63 @@ def _poisson_tables(c: float) -> tuple[np.ndarray, np.ndarray, np.ndarray, int, 
         log_pmf = np.where(lam > 0, k * np.log(np.where(lam > 0, lam, 1.0)) - lam - log_fact, np.where(k == 0, 0.0, -np.inf))
     cdf = np.cumsum(np.exp(log_pmf), axis=1)
     cdf[:, -1] = 1.0  # the tail past kmax is folded into the last count
-    guide_bits = int(math.ceil(math.log2(4 * kmax)))
-    marks = np.arange(1 << guide_bits) / (1 << guide_bits)
-    guide = np.stack([np.searchsorted(row, marks, side="right") for row in cdf])
+    fint = np.floor(cdf * 2.0**_U_BITS).astype(np.int64)
+    width = 1 << (_U_BITS - _CELL_BITS)
+    first = np.arange(1 << _CELL_BITS) * width
+    k_first = np.stack([np.searchsorted(row, first, side="right") for row in fint])  # count of F <= u
+    k_last = np.stack([np.searchsorted(row, first + width - 1, side="right") for row in fint])
     levels = np.uint8(np.clip(k / c, 0, 1) * 255)
-    return np.floor(cdf * 2.0**_U_BITS).ravel(), guide.ravel(), levels, kmax, guide_bits
+    cells = np.where(k_first == k_last, levels.astype(np.int16)[k_first], np.int16(-1))
+    spans = (k_first | (k_last << 16)).astype(np.int32)
+    return cells.ravel(), spans.ravel(), fint.astype(np.int32).ravel(), levels.astype(np.int16)
+
+
+def _negative_positions(v: torch.Tensor) -> torch.Tensor:
+    """Flat positions of v < 0 (v 1-D). numpy's compare and flatnonzero are ~4x faster than torch's on the CPU."""
+    if v.device.type == "cpu":
+        return torch.from_numpy(np.flatnonzero(v.numpy() < 0))
+    return (v < 0).nonzero().squeeze(1)
 
 
 @register
 def shot_noise(x: torch.Tensor, c: float, rng: ImageStreams) -> torch.Tensor:
     """clip(Poisson(x * c) / c): photon counts with c photons at full intensity. An 8-bit input has only 256
-    rates, so counts are drawn by inversion, Poisson(lam) = min{k : u < F_lam(k)}, from tabulated CDFs."""
-    cdf_np, guide_np, levels_np, kmax, guide_bits = _poisson_tables(float(c))
+    rates, so counts are drawn by inversion from tabulated CDFs: one table look-up settles most draws, a short
+    bisection between the cell's smallest and largest count the others."""
+    cells_np, spans_np, cdf_np, levels_np = _poisson_tables(float(c))
+    kmax = len(levels_np)
     dev = x.device
-    cdf = _on(("poisson-cdf", c), lambda: cdf_np, dev, torch.int32)
-    guide = _on(("poisson-guide", c), lambda: guide_np, dev, torch.int32)
-    levels = _on(("poisson-levels", c), lambda: levels_np, dev, torch.uint8)
+    cells = _on(("poisson-cells", c), lambda: cells_np, dev, torch.int16)
     u = rng.bits(x[0].numel(), _U_BITS).reshape(-1)
     level = x.reshape(-1).to(torch.int32)
-    k = guide.index_select(0, (level << guide_bits) + (u >> (_U_BITS - guide_bits)))
-    row = level * kmax
-    k += cdf.index_select(0, row + k) <= u
-    active = (cdf.index_select(0, row + k) <= u).nonzero().squeeze(1)
-    while active.numel():  # a few values walk further up
-        k[active] += 1
-        active = active[cdf.index_select(0, row[active] + k[active]) <= u[active]]
-    return levels.index_select(0, k).reshape(x.shape)
+    cell = (level << _CELL_BITS) | (u >> (_U_BITS - _CELL_BITS))
+    out = cells.index_select(0, cell)
+    open_ = _negative_positions(out)
+    if open_.numel():
+        spans = _on(("poisson-spans", c), lambda: spans_np, dev, torch.int32).index_select(0, cell[open_])
+        cdf = _on(("poisson-cdf", c), lambda: cdf_np, dev, torch.int32)
+        lo, hi = spans & 0xFFFF, spans >> 16  # the count is in [lo, hi]: the first k with u < F(k)
+        row, uo = level[open_] * kmax, u[open_]
+        for _ in range(int(hi.sub(lo).max()).bit_length()):
+            mid = (lo + hi) >> 1
+            below = uo < cdf.index_select(0, row + mid)
+            hi = torch.where(below, mid, hi)
+            lo = torch.where(below, lo, mid + 1)
+        levels = _on(("poisson-levels", c), lambda: levels_np, dev, torch.int16)
+        out[open_] = levels.index_select(0, lo)
+    return out.to(torch.uint8).reshape(x.shape)
 
 
 @register
 def impulse_noise(x: torch.Tensor, c: float, rng: ImageStreams) -> torch.Tensor:
     """skimage random_noise(mode='s&p', amount=c): each value (every channel independently) is hit with
-    probability c, and a hit value becomes 1 or 0 with equal odds."""
-    u = rng.uniform(tuple(x.shape[1:]), 0.0, 1.0)  # u < c: hit; and within a hit, u < c/2: salt (odds 1:1)
-    v = unit(x)
-    v = torch.where(u < c, (u < c / 2).to(v.dtype), v)
-    return unit_to_uint8(v)
+    probability c, and a hit value becomes 1 or 0 with equal odds. Untouched values come back unchanged
+    (uint8(v / 255 * 255) = v for all 256 levels), so the whole corruption stays in uint8."""
+    # u = b / 2^24 for 24 random bits b: u < c  <=>  b < c * 2^24 (the float32 c, as a float tensor compares)
+    b = rng.bits(x[0].numel(), 24).reshape(x.shape)
+    hit = float(np.float32(c)) * 2.0**24
+    salt = float(np.float32(c / 2)) * 2.0**24
+    return torch.where(b < hit, (b < salt).to(torch.uint8) * 255, x)
 
 
 @register

@@ -24,10 +24,14 @@ def image_seed(seed: int, name: str, severity: int, index: int, stream: str) -> 
 class ImageStreams:
     """The random streams of the images `start_index .. start_index + n - 1` for one (corruption, severity)."""
 
-    def __init__(self, seed: int, name: str, severity: int, start_index: int, n: int, device: torch.device):
+    def __init__(self, seed: int, name: str, severity: int, start_index: int, n: int, device: torch.device,
+                 indices=None):
+        """`indices` (n global image indices, any order) replaces the run start_index .. start_index + n - 1."""
         self.device = torch.device(device)
         self.key = (seed, name, severity)
-        self.indices = range(start_index, start_index + n)
+        self.indices = range(start_index, start_index + n) if indices is None else [int(i) for i in indices]
+        if len(self.indices) != n:
+            raise ValueError(f"{len(self.indices)} image indices for {n} images")
         self._field: list[torch.Generator] | None = None
         self._scalar: list[torch.Generator] | None = None
 
@@ -73,6 +77,8 @@ class ImageStreams:
         per = 31 // width
         words = self._fill(((count + 2 * per - 1) // (2 * per),), torch.int64, lambda o, g: o.random_(generator=g))
         halves = words.view(torch.int32)  # bits 0..30 of both halves are random (the top bit of the word is 0)
+        if per == 1:
+            return (halves & ((1 << width) - 1))[:, :count]
         shifts = torch.arange(per, device=words.device, dtype=torch.int32) * width
         return ((halves[..., None] >> shifts) & ((1 << width) - 1)).reshape(len(self), -1)[:, :count]
 
@@ -87,7 +93,8 @@ class ImageStreams:
         span, count = high - low, math.prod(shape)
         width = max(1, (span - 1).bit_length())
         if span == 1 << width:
-            return (self.bits(count, width) + low).reshape(len(self), *shape)
+            b = self.bits(count, width)
+            return (b + low if low else b).reshape(len(self), *shape)
         return self._fill(shape, torch.int32, lambda o, g: o.random_(low, high, generator=g))
 
     def scalar_uniform(self, low: float, high: float, k: int = 1) -> torch.Tensor:

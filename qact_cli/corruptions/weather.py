@@ -10,12 +10,34 @@ import numpy as np
 import torch
 
 from . import imgproc
-from .base import gray, register, to_uint8, unit, unit_to_uint8
-from .filters import clipped_zoom, gaussian_filter, motion_blur
+from .base import gray, register, to_uint8, truncate_u8, unit, unit_to_uint8
+from .filters import _zoom_axis, _zoom_taps, gaussian_filter, motion_blur
 from .rng import ImageStreams
 
 FROST_FILES = ("frost1.png", "frost2.png", "frost3.png", "frost4.jpg", "frost5.jpg", "frost6.jpg")
 FROST_USED = 5  # the reference draws np.random.randint(5): frost6.jpg is never used
+
+
+@lru_cache(maxsize=16)
+def _zoom_lerp(n: int, zoom: float) -> tuple[int, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """One axis of clipped_zoom read from its centre crop: the crop size, and for every kept output pixel the
+    two crop indices and their float32 weights."""
+    size, start, _, _ = _zoom_axis(n, zoom)
+    i0, i1, frac = _zoom_taps(n, zoom)
+    return size, i0 - start, i1 - start, (1.0 - frac).astype(np.float32), frac.astype(np.float32)
+
+
+def _zoom_crop(crop: torch.Tensor, h: int, w: int, zoom: float) -> torch.Tensor:
+    """The reference clipped_zoom (scipy.ndimage.zoom, order 1: output o reads crop coordinate o*(ch-1)/(out-1))
+    of an (H, W) field, from its centre crop (N, ch, cw) alone: linear interpolation along rows, then along
+    columns. Plain elementwise products and sums, so no image's values depend on its batch. Each pass reads
+    along dim 1 (a row gather is a fast slice copy, a column gather is not) and hands on its transpose."""
+    out, dev = crop, crop.device
+    for n in (h, w):
+        i0, i1, w0, w1 = (torch.as_tensor(v, device=dev) for v in _zoom_lerp(n, float(zoom))[1:])
+        out = out.index_select(1, i0).mul_(w0[:, None]).add_(out.index_select(1, i1).mul_(w1[:, None]))
+        out = out.transpose(1, 2)
+    return out
 
 
 @register
@@ -24,15 +46,19 @@ def snow(x: torch.Tensor, c, rng: ImageStreams) -> torch.Tensor:
     added twice (as is and rotated 180 degrees) to the image brightened toward its grey level."""
     loc, scale, zoom, threshold, radius, sigma, blend = c
     n, _, h, w = x.shape
-    layer = clipped_zoom(rng.normal((h, w), mean=loc, std=scale), zoom)
-    layer = torch.where(layer < threshold, 0.0, layer)
+    # clipped_zoom reads only the centre crop of the (H, W) normal field: draw just that crop (the same i.i.d.
+    # values where they are used; 16x fewer draws at zoom 4)
+    ch, cw = _zoom_lerp(h, float(zoom))[0], _zoom_lerp(w, float(zoom))[0]
+    layer = _zoom_crop(rng.normal((ch, cw), mean=loc, std=scale), h, w, zoom)
     # the reference hands ImageMagick an 8-bit PNG (truncated) and reads an 8-bit PNG back (rounded)
-    layer8 = (layer.clamp(0.0, 1.0) * 255.0).to(torch.uint8).to(torch.float32)
+    layer8 = layer.masked_fill_(layer < threshold, 0.0).clamp_(0.0, 1.0).mul_(255.0).floor_()
     angle = rng.scalar_uniform(-135.0, -45.0)[:, 0]
-    layer = torch.floor(motion_blur(layer8[:, None], int(radius), float(sigma), angle) + 0.5).clamp_(0, 255) / 255.0
+    layer = motion_blur(layer8[:, None], int(radius), float(sigma), angle).add_(0.5).floor_().clamp_(0, 255).div_(255.0)
     v = unit(x)
-    v = blend * v + (1 - blend) * torch.maximum(v, gray(v) * 1.5 + 0.5)
-    return unit_to_uint8(v + layer + torch.flip(layer, dims=(-2, -1)))
+    bright = torch.maximum(v, gray(v).mul_(1.5).add_(0.5)).mul_(1 - blend)
+    v.mul_(blend).add_(bright)  # blend * v + (1 - blend) * max(v, 1.5 gray + 0.5), in place
+    v.add_(layer).add_(torch.flip(layer, dims=(-2, -1)))
+    return truncate_u8(v.clamp_(0.0, 1.0).mul_(255.0))  # unit_to_uint8 in place: fresh buffers cost page faults
 
 
 def _resize_linear(img: np.ndarray, out_h: int, out_w: int) -> np.ndarray:
@@ -66,11 +92,10 @@ def frost_images() -> tuple[np.ndarray, ...]:
 
 
 @lru_cache(maxsize=16)
-def _frost_bank(scale: float, h: int, w: int):
-    """The five used textures resized by the profile's scale (as the reference's cv2.resize(fx=fy=scale)),
-    enlarged further only if the image would not fit with room for a random crop; packed flat so that every
-    image's crop is one gather. Returns (flat (3, L) uint8, bases, heights, widths)."""
-    chunks, bases, hs, ws, offset = [], [], [], [], 0
+def _frost_bank(scale: float, h: int, w: int) -> tuple[torch.Tensor, ...]:
+    """The five used textures as (3, th, tw) uint8 tensors, resized by the profile's scale (as the reference's
+    cv2.resize(fx=fy=scale)) and enlarged further only if the image would not fit with room for a random crop."""
+    out = []
     for img in frost_images()[:FROST_USED]:
         fh, fw = img.shape[:2]
         th, tw = int(round(fh * scale)), int(round(fw * scale))
@@ -79,12 +104,8 @@ def _frost_bank(scale: float, h: int, w: int):
             th, tw = max(int(math.ceil(fh * s)), h + 1), max(int(math.ceil(fw * s)), w + 1)
         if (th, tw) != (fh, fw):
             img = _resize_linear(img, th, tw)
-        chunks.append(torch.from_numpy(np.ascontiguousarray(img.transpose(2, 0, 1).reshape(3, -1))))
-        bases.append(offset)
-        hs.append(th)
-        ws.append(tw)
-        offset += th * tw
-    return torch.cat(chunks, 1), torch.tensor(bases), torch.tensor(hs), torch.tensor(ws)
+        out.append(torch.from_numpy(np.ascontiguousarray(img.transpose(2, 0, 1))))
+    return tuple(out)
 
 
 @register
@@ -93,15 +114,13 @@ def frost(x: torch.Tensor, c, rng: ImageStreams) -> torch.Tensor:
     profile's texture scale)."""
     a, b, scale = c
     n, _, h, w = x.shape
-    flat, bases, hs, ws = _frost_bank(float(scale), h, w)
-    k = rng.scalar_randint(FROST_USED)
-    top = rng.scalar_randint(hs[k] - h)
-    left = rng.scalar_randint(ws[k] - w)
-    dev = x.device
-    rows = (top[:, None] + torch.arange(h)[None, :]) * ws[k][:, None]
-    idx = bases[k][:, None, None] + rows[:, :, None] + (left[:, None] + torch.arange(w)[None, :])[:, None, :]
-    crop = flat.to(dev)[:, idx.to(dev)].permute(1, 0, 2, 3).to(torch.float32)  # (n, 3, h, w)
-    return to_uint8(a * x.to(torch.float32) + b * crop)
+    bank = _frost_bank(float(scale), h, w)
+    k = rng.scalar_randint(FROST_USED).tolist()
+    top = rng.scalar_randint(torch.tensor([bank[i].shape[1] - h for i in k])).tolist()
+    left = rng.scalar_randint(torch.tensor([bank[i].shape[2] - w for i in k])).tolist()
+    # one rectangular slice per image: row copies, several times cheaper than a per-pixel gather
+    crops = torch.stack([bank[i][:, t:t + h, l:l + w] for i, t, l in zip(k, top, left)]).to(x.device)
+    return to_uint8(x.to(torch.float32).mul_(a).add_(crops.to(torch.float32).mul_(b)))
 
 
 def plasma_fractal(rng: ImageStreams, mapsize: int, wibbledecay: float) -> torch.Tensor:
@@ -160,10 +179,16 @@ def brightness(x: torch.Tensor, c: float, rng: ImageStreams) -> torch.Tensor:
     return unit_to_uint8(out)
 
 
-def _liquid_u8(liquid: torch.Tensor) -> torch.Tensor:
-    """(liquid * 255).astype(np.uint8) without a clip: truncation, and values past 255 wrap like numpy's
-    float->uint8 cast on x86 (rare: only where the smoothed noise exceeds 1)."""
-    return torch.remainder(torch.trunc(liquid * 255.0).to(torch.int32), 256)
+def _liquid_u8(liquid: torch.Tensor, threshold: float) -> torch.Tensor:
+    """(where(liquid < threshold, 0, liquid) * 255).astype(np.uint8): truncation without a clip, and values past
+    255 wrap like numpy's float->uint8 cast on x86 (rare: only where the smoothed noise exceeds 1). The threshold
+    test is an integer mask from the sign of a float32 difference: a bool comparison and a select cost ~10x
+    these integer ops on the CPU."""
+    # keep where liquid >= threshold (float32), i.e. liquid > the float32 just below it: the sign bit of the
+    # exactly signed difference, as -1/0
+    below = float(np.nextafter(np.float32(threshold), np.float32(0)))
+    keep = (below - liquid).view(torch.int32).clamp_(-1, 0)
+    return ((liquid * 255.0).to(torch.int32) & keep).to(torch.uint8)  # the uint8 cast wraps like numpy's
 
 
 @register
@@ -173,23 +198,17 @@ def spatter(x: torch.Tensor, c, rng: ImageStreams) -> torch.Tensor:
     loc, scale, sigma, threshold, intensity, mode = c
     n, _, h, w = x.shape
     liquid = gaussian_filter(rng.normal((h, w), mean=loc, std=scale), float(sigma), "nearest")
-    liquid = torch.where(liquid < threshold, 0.0, liquid)
     v = unit(x)
     if mode == 0:
-        l8 = _liquid_u8(liquid)
-        edges = imgproc.canny(l8, 50, 150)
-        dist = imgproc.chamfer_distance(edges).clamp_(max=20.0)  # THRESH_TRUNC at 20
-        # float blur: sums x (1/9) in double, stored as float32, then .astype(np.uint8) truncates
-        dist = (imgproc.box3_sum(dist).double() * (1.0 / 9.0)).to(torch.float32).to(torch.int64)
-        dist = imgproc.emboss(imgproc.equalize_hist(dist))
-        dist = torch.round(imgproc.box3_sum(dist) * (1.0 / 9.0))  # the 8-bit blur rounds
-        m = l8.to(torch.float32) * dist
+        l8 = _liquid_u8(liquid, threshold)
+        m = imgproc.water_mask(l8).mul_(l8)  # float32: the liquid layer times the mask
         peak = m.amax((1, 2), keepdim=True)
         # the reference divides 0 by 0 when no liquid survives (NaN -> black); here the image stays clean
-        m = torch.where(peak > 0, m / peak.clamp_min(1e-30), 0.0) * intensity
+        # (m >= 0, so a zero peak means m == 0 everywhere and m / 1e-30 stays 0)
+        m.div_(peak.clamp_min(1e-30)).mul_(intensity)
         color = torch.tensor([175 / 255.0, 238 / 255.0, 238 / 255.0], device=x.device).view(1, 3, 1, 1)
-        return unit_to_uint8(v + m[:, None] * color)
-    m = (liquid > threshold).to(torch.float32)
+        return truncate_u8(v.add_(m[:, None] * color).clamp_(0.0, 1.0).mul_(255.0))  # unit_to_uint8, in place
+    m = (liquid > threshold).to(torch.float32)  # thresholding to 0 first changes nothing here (threshold > 0)
     m = gaussian_filter(m, float(intensity), "nearest")
     m = torch.where(m < 0.8, 0.0, m)[:, None]
     color = torch.tensor([63 / 255.0, 42 / 255.0, 20 / 255.0], device=x.device).view(1, 3, 1, 1)

@@ -225,9 +225,11 @@ def _class_folders(y: np.ndarray, class_names: Sequence[str] | None, labels_path
 def write_corrupted(images, labels, out_dir, corruptions: Sequence[str], severities: Sequence[int],
                     profile: str = "auto", fmt: str = "npy", seed: int = 0, batch_size: int = 256,
                     device: str | torch.device = "cpu", class_names: Sequence[str] | None = None,
-                    progress: Callable[[int], None] | None = None, images_path=None, labels_path=None) -> dict:
+                    progress: Callable[[int], None] | None = None, images_path=None, labels_path=None,
+                    dataset: str | None = None) -> dict:
     """Corrupt `images` (uint8 (N, H, W, 3) / (N, H, W) array-like, read slice by slice) with every corruption
-    at every severity and write them under `out_dir` in `fmt`; returns the manifest. Reruns resume."""
+    at every severity and write them under `out_dir` in `fmt`; returns the manifest. Reruns resume.
+    `dataset` names where the images come from (e.g. "cifar10 (test)"), recorded in the manifest."""
     names, sev = _check_request(corruptions, severities, fmt, profile)
     n, h, w = _check_images(images, images_path)
     y = _check_labels(labels, n, labels_path)
@@ -253,7 +255,8 @@ def write_corrupted(images, labels, out_dir, corruptions: Sequence[str], severit
         "channels": 3,
         "jpeg_quality": JPEG_QUALITY if fmt == "jpeg" else None,
         "classes": list(folders) if folders is not None else None,
-        "source": {"images": str(images_path) if images_path else None, "labels": str(labels_path) if labels_path else None},
+        "source": {"dataset": dataset, "images": str(images_path) if images_path else None,
+                   "labels": str(labels_path) if labels_path else None},
         "versions": {"qact": __version__, "torch": torch.__version__, "numpy": np.__version__},
         "device_type": device.type,
         "completed": sorted(done),

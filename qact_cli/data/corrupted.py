@@ -15,7 +15,6 @@ import warnings
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from ..errors import InputError, UsageError
 from . import DATASETS, PREFIXED, get_dataset
@@ -370,11 +369,8 @@ class GeneratedSource(WrappedSource):
 
         idx = np.asarray(indices, dtype=np.int64)
         x, y = self.base.__getitems__(idx)
-        # per-image randomness comes from (seed, corruption, severity, index): contiguous runs share one call
-        breaks = np.flatnonzero(np.diff(idx) != 1) + 1
-        parts = [corrupt(x[a:b], self.corruption, self.severity, profile=self.profile, seed=self.seed, start_index=int(idx[a]))
-                 for a, b in zip(np.r_[0, breaks], np.r_[breaks, len(idx)])]
-        return torch.cat(parts), y
+        # per-image randomness comes from (seed, corruption, severity, dataset index), whatever the batch
+        return corrupt(x, self.corruption, self.severity, profile=self.profile, seed=self.seed, indices=idx), y
 
 
 class Generated(CorruptedDataset):
