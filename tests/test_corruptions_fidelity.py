@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 
 import numpy as np
+import torch
 import pytest
 from PIL import Image
 from scipy import ndimage
@@ -100,3 +101,17 @@ def test_matches_reference(name, profile, size, severity, count):
     assert (diff == 0).mean() >= 0.75  # a systematic one-level shift would fail here
     if name in ("pixelate", "jpeg_compression", "contrast"):
         assert diff.max() == 0  # integer pipelines (or plain float math): bit-exact
+
+
+@pytest.mark.parametrize("size,c", [(32, 0.6), (64, 0.25), (224, 0.4), (37, 0.75)])
+def test_box_resize_emulation_is_pillow(size, c):
+    """pixelate's path for non-CPU devices (Pillow's BOX resampling in integer torch ops) is bit-exact."""
+    from qact_cli.corruptions.filters import pil_box_resize
+
+    x = natural((size, size + 3), 2, seed=1)
+    t = torch.from_numpy(x).permute(0, 3, 1, 2).to(torch.int32)
+    sh, sw = int(size * c), int((size + 3) * c)
+    out = pil_box_resize(pil_box_resize(t, sh, sw), size, size + 3).to(torch.uint8).permute(0, 2, 3, 1).numpy()
+    ref = np.stack([np.asarray(Image.fromarray(img).resize((sw, sh), Image.BOX).resize((size + 3, size), Image.BOX))
+                    for img in x])
+    assert np.array_equal(out, ref)

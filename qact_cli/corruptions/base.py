@@ -36,14 +36,18 @@ def truncate_u8(v: torch.Tensor) -> torch.Tensor:
     return v.to(torch.uint8)
 
 
+# The corruptions work batch by batch on temporaries of a few MB, more than the L2 cache: every fresh
+# tensor is memory traffic, so the chains below and in the corruptions run in place where they can.
+
+
 def unit_to_uint8(v: torch.Tensor) -> torch.Tensor:
-    """np.uint8(np.clip(v, 0, 1) * 255): clip, scale, truncate."""
-    return truncate_u8(torch.clamp(v, 0.0, 1.0).mul_(255.0))
+    """np.uint8(np.clip(v, 0, 1) * 255): clip, scale, truncate. Consumes v (a temporary): it is overwritten."""
+    return truncate_u8(v.clamp_(0.0, 1.0).mul_(255.0))
 
 
 def to_uint8(v: torch.Tensor) -> torch.Tensor:
-    """np.uint8(np.clip(v, 0, 255)) for values already on the 0..255 scale (truncation)."""
-    return truncate_u8(torch.clamp(v, 0.0, 255.0))
+    """np.uint8(np.clip(v, 0, 255)) for values already on the 0..255 scale (truncation). Consumes v."""
+    return truncate_u8(v.clamp_(0.0, 255.0))
 
 
 def to_hwc(x: torch.Tensor) -> np.ndarray:

@@ -165,7 +165,7 @@ def fog(x: torch.Tensor, c, rng: ImageStreams) -> torch.Tensor:
     v = unit(x)
     peak = v.amax((1, 2, 3), keepdim=True)
     v = v + c[0] * plasma_fractal(rng, mapsize, float(c[1]))[:, None, :h, :w]
-    return unit_to_uint8(v * peak / (peak + c[0]))
+    return unit_to_uint8(v.mul_(peak).div_(peak + c[0]))
 
 
 @register
@@ -175,8 +175,9 @@ def brightness(x: torch.Tensor, c: float, rng: ImageStreams) -> torch.Tensor:
     v = unit(x)
     val = v.amax(1, keepdim=True)
     new = (val + c).clamp_(0.0, 1.0)
-    out = torch.where(val > 0, v * (new / val.clamp_min(1e-12)), new)
-    return unit_to_uint8(out)
+    # black pixels (V = 0) scale to 0 (finite: new / 1e-12) and get V' added; the others get + 0 (exact)
+    v.mul_(new / val.clamp_min(1e-12)).add_(new * (val <= 0))
+    return unit_to_uint8(v)
 
 
 def _liquid_u8(liquid: torch.Tensor, threshold: float) -> torch.Tensor:
