@@ -93,11 +93,12 @@ def impulse_noise(x: torch.Tensor, c: float, rng: ImageStreams) -> torch.Tensor:
     """skimage random_noise(mode='s&p', amount=c): each value (every channel independently) is hit with
     probability c, and a hit value becomes 1 or 0 with equal odds. Untouched values come back unchanged
     (uint8(v / 255 * 255) = v for all 256 levels), so the whole corruption stays in uint8."""
-    # u = b / 2^24 for 24 random bits b: u < c  <=>  b < c * 2^24 (the float32 c, as a float tensor compares)
+    # u = b / 2^24 for 24 random bits b: u < c  <=>  b < ceil(c * 2^24) (c in float32, as a float tensor
+    # compares it); integer thresholds keep the comparisons in int32
     b = rng.bits(x[0].numel(), 24).reshape(x.shape)
-    hit = float(np.float32(c)) * 2.0**24
-    salt = float(np.float32(c / 2)) * 2.0**24
-    return torch.where(b < hit, (b < salt).to(torch.uint8) * 255, x)
+    hit = math.ceil(float(np.float32(c)) * 2.0**24)
+    salt = math.ceil(float(np.float32(c / 2)) * 2.0**24)
+    return torch.where(b < hit, (b < salt).to(torch.uint8).mul_(255), x)
 
 
 @register
