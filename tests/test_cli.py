@@ -146,3 +146,15 @@ def test_qact_debug_shows_traceback(digits_ckpt, tmp_path):
     r = subprocess.run([sys.executable, "-m", "qact_cli", "eval", str(tmp_path / "none.pt"), "--dataset", "digits"],
                        capture_output=True, text=True, env=env)
     assert r.returncode != 0 and "Traceback" in r.stderr
+
+
+def test_tune_allocator_applies_on_glibc_and_can_be_declined(monkeypatch):
+    import platform
+
+    from qact_cli.utils import tune_allocator
+
+    monkeypatch.setenv("QACT_MALLOC", "default")
+    assert tune_allocator() is False
+    monkeypatch.delenv("QACT_MALLOC")
+    if platform.system() == "Linux" and platform.libc_ver()[0] == "glibc":
+        assert tune_allocator() is True
