@@ -206,8 +206,8 @@ def loader_workers(source: ImageSource, workers: int | None) -> int:
     the processes), none on in-memory arrays."""
     if workers is not None:
         return workers
-    folder = isinstance(source, FolderSource) or (isinstance(source, Subset) and isinstance(source.base, FolderSource))
-    return min(4, max(1, (torch.get_num_threads() or 1))) if folder else 0
+    files = isinstance(source, FolderSource) or (isinstance(source, Subset) and isinstance(source.base, FolderSource))
+    return min(4, max(1, torch.get_num_threads())) if files else 0
 
 
 def make_loader(

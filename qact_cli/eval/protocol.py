@@ -21,7 +21,7 @@ from torch import nn
 
 from .. import __version__, distributed
 from ..data import Cell, Dataset, ImageSource, make_loader
-from ..data.base import FolderSource, Subset
+from ..data.base import loader_workers
 from ..data.transforms import to_model_input
 from ..errors import InputError, UsageError
 from ..utils import environment, sha256_file
@@ -102,16 +102,12 @@ def limited(source: ImageSource, limit: int | None) -> ImageSource:
     return source if idx is None else source.subset(idx)
 
 
-def _is_folder(source: ImageSource) -> bool:
-    return isinstance(source, FolderSource) or (isinstance(source, Subset) and isinstance(source.base, FolderSource))
-
-
 def cell_batches(source: ImageSource, batch_size: int, workers: int | None = None) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """(uint8 images, labels) batches of one cell in file order. Image files are decoded in
     DataLoader workers (`workers`, default: up to 4 when the cell has more than two batches);
     arrays are read in this process, one contiguous slice per batch."""
     if workers is None:
-        workers = min(4, max(1, torch.get_num_threads())) if _is_folder(source) and len(source) > 2 * batch_size else 0
+        workers = loader_workers(source, None) if len(source) > 2 * batch_size else 0
     if workers > 0:
         yield from make_loader(source, batch_size, workers=workers)
         return
