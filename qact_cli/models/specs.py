@@ -11,6 +11,7 @@ from __future__ import annotations
 import difflib
 import importlib
 import importlib.util
+import inspect
 import os
 import re
 import sys
@@ -179,8 +180,18 @@ def callable_model(spec: str, values: dict) -> tuple[nn.Module, dict]:
     if not isinstance(model, nn.Module):
         raise InputError(f"{spec} returned {type(model).__name__}, not a torch.nn.Module")
     kw = values.get("model_kwargs", {})
-    k = values.get("num_classes") or kw.get("num_classes") or len(values.get("class_names") or []) or None
+    k = values.get("num_classes") or kw.get("num_classes") or len(values.get("class_names") or []) or _default_k(obj)
     return model, {"num_classes": k}
+
+
+def _default_k(obj) -> int | None:
+    """The default of the callable's own `num_classes` parameter, when it declares one."""
+    try:
+        param = inspect.signature(obj).parameters.get("num_classes")
+    except (TypeError, ValueError):
+        return None
+    default = param.default if param is not None else None
+    return default if isinstance(default, int) and not isinstance(default, bool) and default > 0 else None
 
 
 def _import(head: str):
@@ -204,7 +215,7 @@ def _import(head: str):
     except ModuleNotFoundError as e:
         top = head.split(".")[0]
         if e.name == top:
-            raise UsageError(f"unknown model spec {head}:...: {top!r} is neither torchvision, timm nor an importable module"
+            raise UsageError(f"unknown model spec prefix {top!r} (not torchvision, timm or an importable module)"
                              f"{did_you_mean(top, PREFIXES)}") from None
         raise InputError(f"cannot import {head}: {one_line(e)}") from None
     except Exception as e:  # the user's module
