@@ -15,6 +15,7 @@ import inspect
 import os
 import re
 import sys
+import warnings
 from pathlib import Path
 
 import torch
@@ -231,7 +232,9 @@ def archive_model(path: Path, kind: str, trust: bool, device) -> tuple[nn.Module
                          "only with --trust-model-file (trust_model_file=True); pass it if you trust the file")
     try:
         if kind == "torchscript":
-            model = torch.jit.load(str(path), map_location=device)
+            with warnings.catch_warnings():  # torch deprecates TorchScript; the archive is still the user's
+                warnings.simplefilter("ignore", FutureWarning)
+                model = torch.jit.load(str(path), map_location=device)
         else:
             model = torch.export.load(str(path)).module()
     except Exception as e:  # loading these formats runs arbitrary stored code: report any failure in one line
