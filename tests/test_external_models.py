@@ -110,6 +110,13 @@ def test_nn_module(net, expected):
     assert meta["path"] is None and meta["model"]["spec"] == "module" and meta["model"]["class_source"] == "argument"
     with pytest.raises(UsageError, match="num_classes"):
         load_model(net)
+    # a Python card may carry the module; CLI-style strings are parsed
+    model, meta = load_model({"model": net, "num_classes": 10, "input_size": "32,48", "mean": "0.1,0.2,0.3",
+                              "features": "layer4"})
+    assert model is net and meta["model"]["input_size"] == [32, 48] and meta["model"]["mean"] == [0.1, 0.2, 0.3]
+    assert meta["model"]["features"] == "layer4" and meta["model"]["card"] == "dict"
+    with pytest.raises(UsageError, match="unknown argument.*wieghts"):
+        load_model(net, wieghts="x")
 
 
 def test_refusals(files, net, tmp_path, in_repo):
@@ -267,3 +274,7 @@ def test_checkpoint_refuses_model_options(digits_ckpt):
     assert meta["model"]["classes"] == [str(i) for i in range(10)] and meta["model"]["class_source"] == "checkpoint"
     with pytest.raises(UsageError, match="qact checkpoint.*drop weights"):
         resolve_model(str(digits_ckpt), ModelOptions(weights="w.safetensors"))
+    _, meta = load_model(str(digits_ckpt), features="body")  # a probe's feature module may name a checkpoint's
+    assert meta["model"]["features"] == "body" and meta["path"] == str(digits_ckpt)
+    with pytest.raises(InputError, match="features 'bdy' is not a module.*did you mean body"):
+        load_model(str(digits_ckpt), features="bdy")

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
+from torch import nn
 
 from ..errors import InputError, UsageError
 from .classnames import dataset_class_names, known_datasets
@@ -54,6 +55,8 @@ def read_card(source) -> Card:
     if unknown:
         raise UsageError(f"{where}: unknown key(s) {', '.join(unknown)}; valid keys: {', '.join(CARD_KEYS)}")
     model = data.pop("model", None)
+    if isinstance(model, nn.Module) and path is None:  # a Python card may carry the module itself
+        return Card(model, check_values(data, base, where), None)
     if not isinstance(model, (str, Path)) or not str(model).strip():
         raise UsageError(f"{where} has no `model:` (a checkpoint, torchvision:NAME, timm:NAME or module:callable)")
     model = str(model).strip()
@@ -80,6 +83,9 @@ def check_values(values: dict, base: Path | None = None, where: str = "model opt
         out["num_classes"] = _positive_int(out["num_classes"], "num_classes", where)
     if "input_size" in out:
         size = out["input_size"]
+        if isinstance(size, str):  # the CLI's H or H,W
+            size = [int(p) if p.strip().isdigit() else p for p in size.split(",")]
+            size = size * 2 if len(size) == 1 else size
         size = [size, size] if isinstance(size, int) and not isinstance(size, bool) else size
         if not isinstance(size, (list, tuple)) or len(size) != 2:
             raise UsageError(f"{where}: input_size must be one integer or [H, W], got {out['input_size']!r}")

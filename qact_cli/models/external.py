@@ -44,6 +44,7 @@ class ModelOptions:
     std: list[float] | None = None
     class_names: list[str] | str | None = None
     trust_model_file: bool = False
+    features: str | None = None  # a card key: the module whose output is the penultimate feature
 
 
 SPEC_HELP = "give a qact checkpoint, a model card (.yaml) or a spec (torchvision:NAME, timm:NAME, package.module:callable)"
@@ -63,7 +64,7 @@ def resolve_model(model, options: ModelOptions | None = None, device: str | torc
         sources = {k: "argument" if k in explicit else "card" for k in values}
     else:
         values, sources = explicit, {k: "argument" for k in explicit}
-    if isinstance(model, nn.Module):
+    if isinstance(model, nn.Module):  # also a card dict's `model:` in Python
         return _finish(model, {}, values, sources, device, spec="module", source="module", path=None, card=card)
     text = str(model)
     path = Path(text)
@@ -108,14 +109,9 @@ def load_model(spec_or_path, device: str | torch.device = "cpu", download: bool 
     """`qact_cli.load_model("torchvision:resnet18", weights="w.safetensors", num_classes=10)`: any MODEL
     (checkpoint, spec, card path or dict, nn.Module) with card keys as keyword arguments."""
     fields = set(ModelOptions.__dataclass_fields__) - {"trust_model_file"}
-    extra = card_keys.pop("features", None)
     unknown = sorted(set(card_keys) - fields)
     if unknown:
-        raise UsageError(f"load_model: unknown argument(s) {', '.join(unknown)}; valid: {', '.join(sorted(fields | {'features'}))}")
-    if extra is not None:  # `features` is a card key, not a flag: carry it in a card around the spec
-        if is_card(spec_or_path) or isinstance(spec_or_path, nn.Module):
-            raise UsageError("load_model: give features inside the card (or a spec string), not as an argument here")
-        spec_or_path = {"model": str(spec_or_path), "features": extra}
+        raise UsageError(f"load_model: unknown argument(s) {', '.join(unknown)}; valid: {', '.join(sorted(fields))}")
     options = ModelOptions(trust_model_file=trust_model_file, **card_keys)
     return resolve_model(spec_or_path, options, device=device, download=download, backbone_weights=backbone_weights)
 
@@ -123,6 +119,7 @@ def load_model(spec_or_path, device: str | torch.device = "cpu", download: bool 
 def _qact_checkpoint(path: Path, values: dict, device, download, backbone_weights, card) -> tuple[nn.Module, dict]:
     from ..checkpoint import load_model as load_checkpoint
 
+    features = values.pop("features", None)
     if values:
         raise UsageError(f"{path} is a qact checkpoint, which carries its own weights, classes and preprocessing; "
                          f"drop {', '.join(sorted(values))}")
@@ -131,6 +128,9 @@ def _qact_checkpoint(path: Path, values: dict, device, download, backbone_weight
     info.setdefault("resize", None)
     info.setdefault("classes", None)
     info.setdefault("class_source", "checkpoint" if info.get("classes") else None)
+    if features is not None:
+        _check_features(net, features, str(path))
+        info["features"] = features
     meta["name"] = str(card.path if card and card.path else path)
     if card:
         info["card"] = str(card.path) if card.path else None
@@ -152,11 +152,9 @@ def _finish(net: nn.Module, defaults: dict, values: dict, sources: dict, device,
     chosen["std"] = chosen["std"] or list(IMAGENET_STD)
     if chosen["resize"] and not chosen["input_size"]:
         raise UsageError(f"{spec}: resize {chosen['resize']} needs an input size; give input_size (--input-size H[,W])")
-    prep = [sources[key] for key in ("input_size", "mean", "std") if key in sources]
     features = values.get("features")
-    if features is not None and features not in dict(net.named_modules()):
-        names = [n for n, _ in net.named_modules() if n]
-        raise InputError(f"{spec}: features {features!r} is not a module of the model{specs.did_you_mean(features, names)}")
+    if features is not None:
+        _check_features(net, features, spec)
     if values.get("class_names") is not None:
         class_source = sources.get("class_names")
     else:
@@ -167,7 +165,7 @@ def _finish(net: nn.Module, defaults: dict, values: dict, sources: dict, device,
         "classes": list(classes) if classes is not None else None, "class_source": class_source,
         "spec": spec, "source": source,
         "weights": defaults.get("weights"), "weights_sha256": defaults.get("weights_sha256"),
-        "preprocess_source": prep[0] if prep else defaults.get("preprocess_source", "default"),
+        "preprocess_source": sources.get("mean") or sources.get("std") or defaults.get("preprocess_source", "default"),
         "model_kwargs": values.get("model_kwargs"), "features": features,
         "card": str(card.path) if card and card.path else ("dict" if card else None),
     }
@@ -180,3 +178,9 @@ def _finish(net: nn.Module, defaults: dict, values: dict, sources: dict, device,
         pass
     name = str(card.path) if card and card.path else spec
     return net, {"model": info, "path": str(path) if path else None, "name": name}
+
+
+def _check_features(net: nn.Module, features: str, where: str) -> None:
+    names = [n for n, _ in net.named_modules() if n]
+    if features not in names:
+        raise InputError(f"{where}: features {features!r} is not a module of the model{specs.did_you_mean(features, names)}")
