@@ -244,6 +244,20 @@ def test_torchvision_weights_name_offline(tmp_path, monkeypatch):
         resolve_model("torchvision:resnet18", ModelOptions(weights="IMAGENET1K_V9"))
     with pytest.raises(UsageError, match="1000 classes, not num_classes 10"):
         resolve_model("torchvision:resnet18", ModelOptions(weights="DEFAULT", num_classes=10))
+    marker = tmp_path / "ran"
+    torch.save({**ref.state_dict(), "x": _Payload(str(marker))}, hub)  # a poisoned cache file never runs
+    with pytest.raises(InputError, match="refusing to load"):
+        resolve_model("torchvision:resnet18", ModelOptions(weights="DEFAULT"))
+    assert not marker.exists()
+
+
+def test_model_kwargs_reach_the_builder(files):
+    with pytest.raises(UsageError, match="torchvision:resnet18 does not take these arguments.*--model-kwargs"):
+        resolve_model("torchvision:resnet18", ModelOptions(weights=str(files / "r18.safetensors"), num_classes=10,
+                                                           model_kwargs={"no_such_arg": 1}))
+    model, _ = resolve_model("torchvision:resnet18", ModelOptions(weights=str(files / "r18.safetensors"), num_classes=10,
+                                                                  model_kwargs={"zero_init_residual": True}))
+    assert model.fc.out_features == 10
 
 
 def test_timm(tmp_path):

@@ -23,7 +23,7 @@ from torch import nn
 
 from ..errors import InputError, UsageError
 from ..utils import sha256_file
-from .weights import fit_weights, read_state_dict
+from .weights import read_state_dict
 
 PREFIXES = ("torchvision", "timm")
 _CALLABLE = re.compile(r"[A-Za-z_][\w.]*")
@@ -60,8 +60,18 @@ def torchvision_model(name: str, values: dict, download: bool) -> tuple[nn.Modul
                          "or a torchvision weights name such as DEFAULT or IMAGENET1K_V1")
     if Path(weights).is_file() or not _looks_like_enum(weights):
         k = values.get("num_classes") or len(values.get("class_names") or []) or 1000
-        return tvm.get_model(name, weights=None, num_classes=k), {"num_classes": k}
+        return _build(lambda: tvm.get_model(name, weights=None, num_classes=k, **values.get("model_kwargs", {})),
+                      f"torchvision:{name}"), {"num_classes": k}
     return _torchvision_pretrained(name, weights, values, download)
+
+
+def _build(make, what: str) -> nn.Module:
+    try:
+        return make()
+    except TypeError as e:
+        raise UsageError(f"{what} does not take these arguments ({one_line(e)}); check --model-kwargs") from None
+    except (ValueError, RuntimeError) as e:
+        raise InputError(f"cannot build {what} ({one_line(e)})") from None
 
 
 def _looks_like_enum(weights: str) -> bool:
@@ -84,11 +94,14 @@ def _torchvision_pretrained(name: str, weights: str, values: dict, download: boo
         raise UsageError(f"torchvision weights {w} have {k} classes, not num_classes {values['num_classes']}; "
                          "drop --num-classes or give a weights file")
     path = hub_file(w.url, f"torchvision:{name} --weights {weights}", download)
-    model = tvm.get_model(name, weights=None, num_classes=k)
-    sd = read_state_dict(path)
-    if name.startswith("densenet"):
-        sd = _densenet_keys(sd)
-    fit_weights(model, sd, path, f"torchvision:{name}")
+    # Proven plain tensors first (weights_only=True refuses any pickled object), then built by torchvision's
+    # own builder, which also applies what the weights need (input transforms, renamed keys, aux heads).
+    read_state_dict(path)
+    try:
+        model = tvm.get_model(name, weights=w, progress=False, **values.get("model_kwargs", {}))
+    except (RuntimeError, ValueError, TypeError, KeyError) as e:
+        raise InputError(f"{path}: torchvision cannot load these weights into {name} ({one_line(e)}); "
+                         "delete the file and fetch it again with --download") from None
     defaults = {"num_classes": k, "weights": str(w), "weights_path": str(path),
                 "classes": categories or None, "class_source": "weights" if categories else None}
     try:
@@ -121,13 +134,6 @@ def hub_file(url: str, what: str, download: bool) -> Path:
     return path
 
 
-def _densenet_keys(sd: dict) -> dict:
-    """torchvision's published DenseNet files name layers `norm.1`; the modules are `norm1` (the same
-    renaming torchvision's own densenet loader applies)."""
-    pattern = re.compile(r"(denselayer\d+\.(?:norm|relu|conv))\.([12])\.")
-    return {pattern.sub(r"\1\2.", k): v for k, v in sd.items()}
-
-
 # timm ----------------------------------------------------------------------------------------------
 
 def timm_model(name: str, values: dict) -> tuple[nn.Module, dict]:
@@ -141,10 +147,8 @@ def timm_model(name: str, values: dict) -> tuple[nn.Module, dict]:
     if values.get("weights") is None:
         raise UsageError(f"timm:{name} needs --weights FILE (.safetensors or a state dict); qact never fetches timm weights")
     k = values.get("num_classes") or len(values.get("class_names") or [])
-    try:
-        model = timm.create_model(name, pretrained=False, **({"num_classes": k} if k else {}))
-    except (TypeError, ValueError, RuntimeError) as e:
-        raise InputError(f"timm cannot build {name} ({one_line(e)})") from None
+    model = _build(lambda: timm.create_model(name, pretrained=False, **({"num_classes": k} if k else {}),
+                                             **values.get("model_kwargs", {})), f"timm:{name}")
     cfg = dict(getattr(model, "pretrained_cfg", None) or {})
     defaults = {"num_classes": k or int(getattr(model, "num_classes", 0) or cfg.get("num_classes") or 0) or None}
     if cfg.get("input_size"):
