@@ -22,7 +22,7 @@ CARD_KEYS = ("model", "weights", "model_kwargs", "num_classes", "input_size", "r
 RESIZE_MODES = ("bilinear", "bicubic")
 CARD_SUFFIXES = (".yaml", ".yml")
 # a torchvision weights name (DEFAULT, IMAGENET1K_V1, ResNet18_Weights.IMAGENET1K_V1), not a file name
-_ENUM = re.compile(r"(\w+\.)?[A-Z][A-Z0-9_]*")
+WEIGHTS_NAME = re.compile(r"(\w+\.)?[A-Z][A-Z0-9_]*")
 
 
 @dataclass
@@ -108,7 +108,7 @@ def check_values(values: dict, base: Path | None = None, where: str = "model opt
     if "weights" in out:
         w = str(out["weights"])
         local = _local(w, base)
-        out["weights"] = w if (_ENUM.fullmatch(w) and not local.is_file()) else str(local)
+        out["weights"] = w if (WEIGHTS_NAME.fullmatch(w) and not local.is_file()) else str(local)
     if "class_names" in out:
         out["class_names"] = class_names(out["class_names"], base, where)
     if "features" in out and (not isinstance(out["features"], str) or not out["features"].strip()):

@@ -147,8 +147,7 @@ def _finish(net: nn.Module, defaults: dict, values: dict, sources: dict, device,
     if classes is not None and len(classes) != k:
         raise UsageError(f"{spec}: {len(classes)} class names for a {k}-class model; give one name per output")
     chosen = {key: values.get(key, defaults.get(key)) for key in ("input_size", "resize", "mean", "std")}
-    if chosen["mean"] is None:
-        chosen["mean"], chosen["std"] = list(IMAGENET_MEAN), chosen["std"] or list(IMAGENET_STD)
+    chosen["mean"] = chosen["mean"] or list(IMAGENET_MEAN)  # torchvision's and timm's usual default
     chosen["std"] = chosen["std"] or list(IMAGENET_STD)
     if chosen["resize"] and not chosen["input_size"]:
         raise UsageError(f"{spec}: resize {chosen['resize']} needs an input size; give input_size (--input-size H[,W])")
@@ -171,10 +170,10 @@ def _finish(net: nn.Module, defaults: dict, values: dict, sources: dict, device,
     }
     if weights_path is not None and str(weights_path) != str(info["weights"]):
         info["weights_file"] = str(weights_path)
+    net = net.to(device)
     try:
-        net = net.to(device)
         net.eval()
-    except (NotImplementedError, RuntimeError):  # torch.export modules refuse .eval(); they run as exported
+    except NotImplementedError:  # torch.export modules refuse .eval(); they run as exported
         pass
     name = str(card.path) if card and card.path else spec
     return net, {"model": info, "path": str(path) if path else None, "name": name}

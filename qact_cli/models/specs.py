@@ -75,9 +75,9 @@ def _build(make, what: str) -> nn.Module:
 
 
 def _looks_like_enum(weights: str) -> bool:
-    from .cards import _ENUM
+    from .cards import WEIGHTS_NAME
 
-    return bool(_ENUM.fullmatch(weights))
+    return bool(WEIGHTS_NAME.fullmatch(weights))
 
 
 def _torchvision_pretrained(name: str, weights: str, values: dict, download: bool) -> tuple[nn.Module, dict]:
