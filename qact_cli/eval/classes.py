@@ -3,18 +3,51 @@ index (docs/reference.md, "Classes").
 
 `label_map(...)` returns None when dataset label i is model output i, else an int64 array `m` with
 `m[dataset_label] = model_output`; the evaluation scores `softmax(model(x))` against `m[y]`.
+
+ImageNet-C and Tiny-ImageNet folders are named by WordNet ids, listed in sorted order, which is the
+standard ImageNet index order; a model whose names are words (torchvision's categories) is then
+matched by index, as those datasets are published.
 """
 
 from __future__ import annotations
+
+import re
 
 import numpy as np
 
 from ..errors import InputError
 
+_WNID = re.compile(r"n\d{8}")
+SHOWN = 5
+
+
+def _wnids(names) -> bool:
+    return bool(names) and all(_WNID.fullmatch(str(n)) for n in names)
+
 
 def label_map(model_info: dict, dataset, path: str) -> np.ndarray | None:
     k = int(model_info["num_classes"])
+    model_names = model_info.get("classes")
+    data_names = getattr(dataset, "classes", None)
+    if model_names and data_names and not (_wnids(data_names) and not _wnids(model_names)):
+        return _by_name([str(n) for n in model_names], [str(n) for n in data_names], dataset, path)
     if dataset.num_classes != k and (dataset.num_classes > k or dataset.exact_classes):
         raise InputError(f"{path} is a {k}-class model but dataset {dataset.name} has {dataset.num_classes} classes; "
                          "evaluate it on a dataset with the same classes")
     return None
+
+
+def _by_name(model_names: list[str], data_names: list[str], dataset, path: str) -> np.ndarray | None:
+    index = {n: i for i, n in enumerate(model_names)}
+    unknown = [n for n in data_names if n not in index]
+    if unknown:
+        raise InputError(f"dataset {dataset.name} has classes the model {path} does not know: {_few(unknown)} "
+                         f"(dataset classes: {_few(data_names)}; model classes: {_few(model_names)}); "
+                         "evaluate on a dataset with the model's classes, or give the model's class names")
+    m = np.array([index[n] for n in data_names], dtype=np.int64)
+    return None if np.array_equal(m, np.arange(len(m))) else m
+
+
+def _few(names: list[str]) -> str:
+    more = f", ... ({len(names)} in all)" if len(names) > SHOWN else ""
+    return ", ".join(names[:SHOWN]) + more
