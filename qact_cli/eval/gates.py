@@ -20,10 +20,10 @@ _EPS = 1e-9  # a change of exactly the tolerance passes, whatever the float roun
 
 def check_options(tolerance: float, fail_under: float | None) -> None:
     """Both are fractions in [0, 1] (a 1 for "one percentage point" would pass everything)."""
-    if not 0 <= tolerance <= 1:
-        raise UsageError(f"--tolerance {tolerance}: expected an absolute fraction in [0, 1], e.g. 0.01 for one point")
-    if fail_under is not None and not 0 <= fail_under <= 1:
-        raise UsageError(f"--fail-under {fail_under}: expected an accuracy fraction in [0, 1], e.g. 0.7")
+    from .options import check_value
+
+    check_value("tolerance", tolerance)
+    check_value("fail_under", fail_under)
 
 
 def load_result(path: str | Path) -> list[dict]:
