@@ -111,8 +111,10 @@ def load(job: EvalJob, device, download: bool = False, backbone_weights: str | N
         model = card.pop("model")
         options = model_options(**card)
     model, meta = resolve_model(model, options, device, download=download, backbone_weights=backbone_weights)
-    if job.name:
-        meta["name"] = job.name
+    name = job.name or meta.get("name")
+    if name and Path(str(name)).is_file():  # a result names a model file by its stem, as `qact train` names runs
+        name = Path(str(name)).stem
+    meta["name"] = name
     return model, meta
 
 
