@@ -90,10 +90,15 @@ def run_compare(ctx: typer.Context, params: dict) -> None:
     opts = EvalOptions.from_values({k: params.get(k) for k in EVAL_FIELDS}, where or "the command line")
     model_flags = {k: params.get(k) for k in MODEL_FIELDS}
 
+    from .. import distributed
+
+    distributed.setup(opts.device)  # under torchrun: every rank evaluates its share; rank 0 alone prints and writes
+    main = distributed.is_main()
     err = stderr_console()
+    err.quiet = not main
     t0 = time.time()
     entries = []
-    with progress(err, "info") as bar:
+    with progress(err, "info") as bar, distributed.guard("comparison"):
         task = bar.add_task("", total=None, info="", visible=False)
 
         def log(line: str) -> None:
@@ -131,6 +136,8 @@ def run_compare(ctx: typer.Context, params: dict) -> None:
     tbl.unique_names(entries)
     tbl.check_protocols(entries, allow_mixed=bool(params.get("allow_mixed")))
     cmp = tbl.build(entries)
+    if not main:
+        return
     tbl.print_comparison(cmp, to_stderr="-" in (json_out, markdown))
     written = []
     if json_out:
