@@ -205,3 +205,20 @@ def test_single_model_flags_apply_to_one_external_model(digits_ckpt):
     assert jobs[0].model_options is None and jobs[1].model_options.weights == "w.safetensors"
     assert backbone == "w.safetensors"  # a qact DINOv2 probe's backbone file, as before
     assert plan(["torchvision:resnet18"], weights="w.safetensors")[1] is None
+
+
+def test_baseline_of_other_weights_is_comparable_but_other_classes_are_not(tmp_path):
+    import copy
+
+    from qact_cli.eval.gates import check_gates
+
+    base = qact_cli.evaluate(resnet18(0), num_classes=10, mean=MEAN, std=STD, **DATA)
+    path = tmp_path / "base.json"
+    path.write_text(json.dumps(base))
+    # other weights and other preprocessing of the same architecture: a regression check, not an error
+    new = qact_cli.evaluate(resnet18(1), num_classes=10, input_size=40, resize="bicubic", **DATA)
+    assert check_gates([new], path, tolerance=1.0) == []
+    other = copy.deepcopy(new)
+    other["model"]["num_classes"] = 12
+    with pytest.raises(InputError, match="model classes 12 vs 10"):
+        check_gates([other], path, tolerance=1.0)
