@@ -229,6 +229,15 @@ def _worker(r, port, tmp, dataset, reference):
     doc = json.loads((tmp / "dist.json").read_text())
     assert json.dumps(doc["cells"]) == json.dumps(reference["cells"])
     assert doc["environment"]["distributed"] == {"world_size": 2, "backend": "gloo"}
+    # compare with a checkpoint item runs the same sharded evaluation; rank 0 alone prints and writes
+    args = ["compare", str(tmp / "a.pt"), str(tmp / "dist.json"), "--dataset", f"gen:{dataset}", "--json",
+            str(tmp / "cmp.json")] + [f"--{k.replace('_', '-')}={v}" for k, v in EVAL.items()]
+    out = CliRunner().invoke(app, args)
+    assert out.exit_code == 0, out.output
+    assert (out.stdout != "") == (r == 0)
+    D.barrier()
+    cmp = json.loads((tmp / "cmp.json").read_text())["results"]
+    assert json.dumps(cmp[0]["cells"]) == json.dumps(reference["cells"]) == json.dumps(cmp[1]["cells"])
 
     # --resume of a single-process run's state under two processes
     info = train(_train_cfg(dataset, tmp / "a.pt", 2, resume=True))
