@@ -30,7 +30,7 @@ from typing import NamedTuple
 import torch
 from torch import Tensor, nn
 
-from ..distributed import sync_context
+from .sync import sync_context
 
 CONTEXTS = ("batch", "stored")
 OUTPUTS = ("interp", "step")
@@ -402,6 +402,9 @@ class QAct(nn.Module):
         self.context_momentum = context_momentum
         self.table_size = table_size
         self.inplace = inplace
+        # Under a process group in training: pool the context over every rank (the global batch), as
+        # SyncBatchNorm pools statistics; set by set_context_sync (qact_cli.nn.sync does the gather).
+        self.sync_context = False
         self.bn_in = nn.BatchNorm1d(num_features) if wrap_bn else None
         self.bn_out = nn.BatchNorm1d(num_features) if wrap_bn else None
         reservoir = context_size or _STORED_WHEN_ALL
@@ -506,7 +509,7 @@ class QAct(nn.Module):
     def _forward_train(self, x3: Tensor) -> Tensor:
         z3 = self._bn(self.bn_in, x3)
         sample = sample_context(z3, self.context_size)
-        sample = sync_context(self, sample)  # under torchrun: every rank's sample, the global batch (distributed.py)
+        sample = sync_context(self, sample)  # with self.sync_context under torchrun: every rank's sample
         grad = torch.is_grad_enabled() and z3.requires_grad
         table = self._table(sample, grad, x3.shape[0] * x3.shape[2])  # raises on NaN (a NaN input spreads via BN)
         self._remember(sample)
@@ -555,3 +558,11 @@ def set_context(model: nn.Module, mode: str) -> int:
             m.context = mode
             count += 1
     return count
+
+
+def set_context_sync(model: nn.Module, enabled: bool) -> int:
+    """Mark every QAct layer of `model` to pool (or not) its training context over ranks. Returns their count."""
+    layers = [m for m in model.modules() if isinstance(m, QAct)]
+    for m in layers:
+        m.sync_context = bool(enabled)
+    return len(layers)
