@@ -1,4 +1,5 @@
-"""Noise family: gaussian_noise, shot_noise, impulse_noise, speckle_noise (corruptions.md §1.1)."""
+"""Noise family: gaussian_noise, shot_noise, impulse_noise, speckle_noise (Hendrycks' make_imagenet_c.py /
+make_cifar_c.py, functions of the same names; docs/corruptions.md, "Per corruption")."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""Weather family: snow, frost, fog, brightness, spatter (corruptions.md §1.1)."""
+"""Weather family: snow, frost, fog, brightness, spatter (Hendrycks' make_imagenet_c.py / make_cifar_c.py,
+functions of the same names; docs/corruptions.md, "Per corruption")."""
 
 from __future__ import annotations
 
