@@ -155,7 +155,7 @@ def eval_cmd(
     from . import distributed
     from .errors import UsageError
     from .eval.gates import check_baseline_protocol, check_gates, check_options
-    from .eval.report import grid_table, print_table, summary_table
+    from .eval.report import grid_table, named_root, print_table, summary_table
     from .eval.run import result_json, run_eval, write_json
     from .ui import progress, stderr_console, stdout_console
 
@@ -190,9 +190,9 @@ def eval_cmd(
     for r in results:
         if distributed.active():  # the numbers are those of one process; the run's shape is recorded beside them
             r["environment"]["distributed"] = {"world_size": distributed.world_size(), "backend": distributed.backend()}
-        print_table(out, summary_table(r))
+        print_table(out, summary_table(r, named_root(data_root)))
         if per_corruption:
-            print_table(out, grid_table(r))
+            print_table(out, grid_table(r, named_root(data_root)))
     if json_out and main:
         write_json(result_json(results), json_out)
     failures = check_gates(results, baseline, tolerance, fail_under) if (baseline or fail_under is not None) else []
@@ -261,6 +261,7 @@ def compare(
     json: Annotated[Optional[str], typer.Option("--json", help="Write the combined document (qact.eval-multi/1 with a 'comparison' key; - for stdout).")] = None,
     markdown: Annotated[Optional[str], typer.Option("--markdown", help="Write a GitHub-flavoured table (- for stdout).")] = None,
     plot: Annotated[Optional[str], typer.Option("--plot", help="Write accuracy/ECE-vs-severity curves (PNG; the folder is created).")] = None,
+    metrics: Annotated[Optional[str], typer.Option("--metrics", help="Metrics to show: acc,ece,ce,nll,brier (ce: Kumar et al.'s marginal calibration error, the paper's). Default: acc,ece.")] = None,
     allow_mixed: Annotated[bool, typer.Option("--allow-mixed", help="Compare results from different protocols (marked †).")] = False,
     out_dir: Annotated[Optional[str], typer.Option("--out-dir", help="Experiment folder: checkpoints/, results/, compare.{json,md,png} (quickstart: ./qact-quickstart).")] = None,
     data_root: DataRootOpt = None,
@@ -279,7 +280,7 @@ def compare(
 
     run_compare(ctx, dict(items=items, dataset=dataset, corruptions=corruptions, severities=severities,
                           batch_size=batch_size, context=context, adapt=adapt, limit=limit, json=json,
-                          markdown=markdown, plot=plot, allow_mixed=allow_mixed, out_dir=out_dir, data_root=data_root,
+                          markdown=markdown, plot=plot, metrics=metrics, allow_mixed=allow_mixed, out_dir=out_dir, data_root=data_root,
                           download=download, workers=workers, device=device, seed=seed, config=config))
 
 

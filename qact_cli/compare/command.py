@@ -65,6 +65,7 @@ def _check_outputs(json_out: str | None, markdown: str | None, plot: str | None)
 
 
 def run_compare(ctx: typer.Context, params: dict) -> None:
+    from ..eval.report import named_root
     from ..ui import progress, stderr_console
     from . import table as tbl
     from .experiment import Experiment, Hooks, QUICKSTART_OUT, parse_experiment, quickstart_path, run_experiment
@@ -92,6 +93,7 @@ def run_compare(ctx: typer.Context, params: dict) -> None:
         markdown = markdown or str(out_dir / "compare.md")
         plot = plot or str(out_dir / "compare.png")
     _check_outputs(json_out, markdown, plot)
+    metrics = tbl.parse_metrics(params.get("metrics"))
     opts = EvalOptions(**{k: params.get(k) for k in EVAL_FIELDS if params.get(k) is not None})
 
     err = stderr_console()
@@ -134,7 +136,7 @@ def run_compare(ctx: typer.Context, params: dict) -> None:
 
     tbl.unique_names(entries)
     tbl.check_protocols(entries, allow_mixed=bool(params.get("allow_mixed")))
-    cmp = tbl.build(entries)
+    cmp = tbl.build(entries, metrics, data_root=named_root(params.get("data_root")))
     tbl.print_comparison(cmp, to_stderr="-" in (json_out, markdown))
     written = []
     if json_out:

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from ..errors import InputError, UsageError
+from ..suggest import unknown
 from . import blur, digital, noise, weather  # noqa: F401  (they register the corruptions)
 from .base import REGISTRY, truncate_u8
 from .profiles import FROST_SCALE, PROFILES, params, resolve_profile
@@ -39,7 +40,7 @@ __all__ = ["corrupt", "CORRUPTIONS", "COMMON", "EXTRA", "DETERMINISTIC", "PROFIL
 
 def check_name(name: str) -> str:
     if name not in REGISTRY:
-        raise UsageError(f"unknown corruption {name!r}; valid: {', '.join(CORRUPTIONS)}")
+        raise UsageError(unknown("corruption", name, CORRUPTIONS))
     return name
 
 
@@ -54,7 +55,7 @@ def _check_profile(profile: str, h: int, w: int) -> str:
     if profile == "auto":
         return resolve_profile(h, w)
     if profile not in PROFILES:
-        raise UsageError(f"unknown profile {profile!r}; choose auto, {', '.join(PROFILES)}")
+        raise UsageError(unknown("profile", profile, ("auto", *PROFILES)))
     return profile
 
 

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import InputError, UsageError
+from ..suggest import unknown
 
 
 class SourceArray:
@@ -72,11 +73,11 @@ def run_corrupt(out: str, dataset: str | None, split: str, input, labels, corrup
     if not out:
         raise UsageError("missing --out DIR; see `qact corrupt --help`")
     if fmt not in ("npy", "jpeg", "png"):
-        raise UsageError(f"unknown --format {fmt!r}; choose npy, jpeg or png")
+        raise UsageError(unknown("--format", fmt, ("npy", "jpeg", "png")))
     if profile not in ("auto", "cifar", "tiny", "imagenet"):
-        raise UsageError(f"unknown --profile {profile!r}; choose auto, cifar, tiny or imagenet")
+        raise UsageError(unknown("--profile", profile, ("auto", "cifar", "tiny", "imagenet")))
     if split not in ("test", "train"):
-        raise UsageError(f"unknown --split {split!r}; choose test or train")
+        raise UsageError(unknown("--split", split, ("test", "train")))
     names = parse_corruptions(corruptions)
     sev = parse_severities(severities, lo=1, hi=5)
     dev = select_device(device)

@@ -24,6 +24,7 @@ from ..data import Cell, Dataset, ImageSource, make_loader
 from ..data.base import loader_workers
 from ..data.transforms import to_model_input
 from ..errors import InputError, UsageError
+from ..suggest import unknown
 from ..utils import environment, sha256_file
 from .metrics import METRIC_NAMES, cell_metrics, summarize
 
@@ -50,9 +51,9 @@ class Protocol:
 
     def check(self) -> None:
         if self.context not in ("batch", "stored"):
-            raise UsageError(f"unknown --context {self.context!r}; choose batch or stored")
+            raise UsageError(unknown("--context", self.context, ("batch", "stored")))
         if self.adapt not in ("none", "bn"):
-            raise UsageError(f"unknown --adapt {self.adapt!r}; choose none or bn")
+            raise UsageError(unknown("--adapt", self.adapt, ("none", "bn")))
         if self.batch_size < 1:
             raise UsageError("--batch-size must be ≥ 1")
         if self.limit is not None and self.limit < 1:
