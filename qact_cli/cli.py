@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import os
+import sys
 import warnings
 from pathlib import Path
 from typing import Annotated, Optional
@@ -14,7 +15,30 @@ from .config import config_callback
 from .errors import CheckFailed, QactError
 
 app = typer.Typer(no_args_is_help=True, pretty_exceptions_show_locals=False, add_completion=False, rich_markup_mode=None,
+                  context_settings={"help_option_names": ["-h", "--help"]},  # subcommands inherit -h
                   help="Robustness evaluation of image classifiers under distribution shift (Quantile Activation).")
+
+
+def _version(value: bool) -> None:
+    if not value:
+        return
+    import torch
+    import torchvision
+
+    from . import __version__
+    from .utils import select_device
+
+    typer.echo(f"qact {__version__} (torch {torch.__version__}, torchvision {torchvision.__version__}, "
+               f"device auto = {select_device('auto')})")
+    raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
+                                          help="Print the qact, torch and torchvision versions and the auto device.")] = False,
+):
+    """Robustness evaluation of image classifiers under distribution shift (Quantile Activation)."""
 
 # Options every command takes (interface §1)
 ConfigOpt = Annotated[Optional[Path], typer.Option("--config", callback=config_callback, is_eager=True, exists=True,
@@ -66,7 +90,7 @@ def cli_errors(fn):
 
 
 # ----------------------------------------------------------------------------------------------- train
-@app.command()
+@app.command(short_help="Train a model; keep its best checkpoint on validation.")
 @cli_errors
 def train(
     dataset: Annotated[str, typer.Option("--dataset", help="digits, cifar10, cifar100, tinyimagenet, npy:DIR, folder:DIR.")] = "",
@@ -127,11 +151,11 @@ def train(
 
 
 # ----------------------------------------------------------------------------------------------- eval
-@app.command("eval")
+@app.command("eval", short_help="Accuracy and calibration on clean and corrupted data.")
 @cli_errors
 def eval_cmd(
     checkpoints: Annotated[Optional[list[str]], typer.Argument(help="One or more checkpoints.", show_default=False)] = None,
-    dataset: Annotated[str, typer.Option("--dataset", help="digits, cifar10c, cifar100c, tinyimagenetc, imagenetc, mnistc, gen:NAME, npy:DIR, ...")] = "",
+    dataset: Annotated[str, typer.Option("--dataset", help="digits, cifar10, cifar100, tinyimagenet (clean); cifar10c, cifar100c, tinyimagenetc, imagenetc, mnistc (published -C sets); npy:DIR, folder:DIR (your own arrays / ImageFolder tree); gen:NAME (corruptions generated from NAME's test split).")] = "",
     corruptions: Annotated[str, typer.Option("--corruptions", help="common|extra|all|NAME,NAME...")] = "common",
     severities: Annotated[Optional[str], typer.Option("--severities", help="0-5 or 0,1,3 (0 = clean test split). Default: 0-5, or 0 on a clean dataset.")] = None,
     batch_size: Annotated[int, typer.Option("--batch-size")] = 256,
@@ -206,7 +230,7 @@ def eval_cmd(
 
 
 # ----------------------------------------------------------------------------------------------- corrupt
-@app.command()
+@app.command(short_help="Write corrupted copies of a dataset (the -C layouts).")
 @cli_errors
 def corrupt(
     out: Annotated[str, typer.Option("--out", help="Output folder.")] = "",
@@ -246,7 +270,7 @@ def _register_compare_keys() -> None:
 _register_compare_keys()
 
 
-@app.command()
+@app.command(short_help="Put models side by side (no items: the quickstart).")
 @cli_errors
 def compare(
     ctx: typer.Context,
@@ -284,11 +308,52 @@ def compare(
                           download=download, workers=workers, device=device, seed=seed, config=config))
 
 
+def _click_exceptions():
+    """Click's exception classes: Typer >= 0.2x vendors Click as typer._click, older Typer uses Click."""
+    try:
+        from typer._click import exceptions
+    except ImportError:
+        from click import exceptions
+    return exceptions
+
+
+def _usage_line(e) -> str:
+    """Click's boxed usage error as one line: the message, then where to read more."""
+    msg = " ".join(line.strip() for line in e.format_message().splitlines() if line.strip())
+    msg = msg[0].lower() + msg[1:] if msg[:1].isupper() and not msg[1:2].isupper() else msg
+    if e.ctx is not None:
+        where = e.ctx.command_path
+    else:  # an option that failed to parse has no context yet: name the command from the command line
+        names = {c.name for c in app.registered_commands} | {c.callback.__name__ for c in app.registered_commands}
+        sub = next((a for a in sys.argv[1:] if not a.startswith("-")), "")
+        where = f"qact {sub}" if sub in names else "qact"
+    return f"{msg.rstrip('.')} (see `{where} --help`)"
+
+
 def main() -> None:
+    """The console script: run the app with Click's standalone handling off, so that every error is
+    one `qact: ...` line on stderr with the documented exit code (2 usage, 130 interrupted)."""
     from .utils import tune_allocator
 
     tune_allocator()
-    app(prog_name="qact")
+    errors = _click_exceptions()
+    try:
+        code = app(prog_name="qact", standalone_mode=False)
+    except getattr(errors, "NoArgsIsHelpError", ()) as e:  # bare `qact`: the help, as --help shows it
+        typer.echo(e.ctx.get_help())
+        code = 0
+    except errors.UsageError as e:  # BadParameter, NoSuchOption, MissingParameter, no such command...
+        _err(_usage_line(e))
+        code = e.exit_code
+    except typer.Exit as e:
+        code = e.exit_code
+    except (typer.Abort, KeyboardInterrupt):
+        _err("interrupted")
+        code = 130
+    except errors.ClickException as e:
+        _err(e.format_message())
+        code = e.exit_code
+    sys.exit(code if isinstance(code, int) else 0)
 
 
 if __name__ == "__main__":

@@ -108,7 +108,7 @@ def _grid(result: dict, keys: tuple[str, ...], data_root: str | None) -> Table:
     what = " / ".join("accuracy" if k == "acc" else "ECE" for k in keys)
     root = f" ({data_root})" if data_root else ""
     t = Table(title=f"{_model_name(result)}{root}: {what} per cell", title_justify="left",
-              box=box.SIMPLE_HEAD if len(keys) == 1 else box.HEAVY_HEAD)
+              box=box.SIMPLE_HEAD if len(keys) == 1 else box.HEAVY_HEAD, show_edge=len(keys) > 1)
     t.add_column("corruption", no_wrap=True)
     for s in severities:
         t.add_column(f"s{s}", justify="right", no_wrap=True)
