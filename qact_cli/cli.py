@@ -244,6 +244,7 @@ def corrupt(
     format: Annotated[str, typer.Option("--format", help="npy (CIFAR-10-C layout) | jpeg | png (ImageNet-C layout).")] = "npy",
     preview: Annotated[Optional[str], typer.Option("--preview", help="Write a grid PNG (corruptions x severities).")] = None,
     batch_size: Annotated[int, typer.Option("--batch-size")] = 256,
+    limit: Annotated[Optional[int], typer.Option("--limit", help="Corrupt N evenly spaced images of the input, in file order (as eval --limit); recorded in manifest.json.")] = None,
     data_root: DataRootOpt = None,
     download: DownloadOpt = False,
     device: DeviceOpt = "auto",
@@ -255,7 +256,7 @@ def corrupt(
 
     run_corrupt(out=out, dataset=dataset, split=split, input=input, labels=labels, corruptions=corruptions,
                 severities=severities, profile=profile, fmt=format, preview=preview, batch_size=batch_size,
-                data_root=data_root, download=download, device=device, seed=seed)
+                data_root=data_root, download=download, device=device, seed=seed, limit=limit)
 
 
 # ----------------------------------------------------------------------------------------------- compare
