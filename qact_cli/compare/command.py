@@ -59,6 +59,7 @@ def _check_outputs(json_out: str | None, markdown: str | None, plot: str | None)
 
 
 def run_compare(ctx: typer.Context, params: dict) -> None:
+    from ..eval.report import named_root
     from ..ui import progress, stderr_console
     from . import table as tbl
     from ..eval.run import Hooks as EvalHooks
@@ -89,6 +90,7 @@ def run_compare(ctx: typer.Context, params: dict) -> None:
     _check_outputs(json_out, markdown, plot)
     opts = EvalOptions.from_values({k: params.get(k) for k in EVAL_FIELDS}, where or "the command line")
     model_flags = {k: params.get(k) for k in MODEL_FIELDS}
+    metrics = tbl.parse_metrics(params.get("metrics"))
 
     from .. import distributed
 
@@ -135,7 +137,7 @@ def run_compare(ctx: typer.Context, params: dict) -> None:
 
     tbl.unique_names(entries)
     tbl.check_protocols(entries, allow_mixed=bool(params.get("allow_mixed")))
-    cmp = tbl.build(entries)
+    cmp = tbl.build(entries, metrics, data_root=named_root(params.get("data_root")))
     if not main:
         return
     tbl.print_comparison(cmp, to_stderr="-" in (json_out, markdown))

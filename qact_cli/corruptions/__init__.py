@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from ..errors import InputError, UsageError
+from ..suggest import unknown
 # The families register their corruptions as they are imported (@register in base.py). Import order, then
 # order of definition, is the benchmark's listing order: noise, blur, weather, digital, as in Hendrycks' tables.
 from . import noise, blur, weather, digital  # noqa: F401,I001
@@ -38,7 +39,7 @@ def get_corruption(name) -> CorruptionSpec:
     either); a UsageError names the valid ones."""
     spec = lookup(name)
     if spec is None:
-        raise UsageError(f"unknown corruption {getattr(name, '__name__', name)!r}; valid: {', '.join(CORRUPTIONS)}")
+        raise UsageError(unknown("corruption", getattr(name, "__name__", name), CORRUPTIONS))
     return spec
 
 
@@ -58,7 +59,7 @@ def _check_profile(profile: str, h: int, w: int) -> str:
     if profile == "auto":
         return resolve_profile(h, w)
     if profile not in PROFILES:
-        raise UsageError(f"unknown profile {profile!r}; choose auto, {', '.join(PROFILES)}")
+        raise UsageError(unknown("profile", profile, ("auto", *PROFILES)))
     return profile
 
 
