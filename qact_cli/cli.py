@@ -8,6 +8,7 @@ import warnings
 from pathlib import Path
 from typing import Annotated, Optional
 
+import click
 import typer
 
 from .config import config_callback
@@ -37,6 +38,10 @@ def cli_errors(fn):
     def wrapper(*args, **kwargs):
         debug = os.environ.get("QACT_DEBUG") == "1"
         try:
+            if "seed" in kwargs:  # one line before any work, not an OverflowError deep in torch
+                from .utils import check_seed
+
+                check_seed(kwargs["seed"])
             with warnings.catch_warnings():
                 warnings.simplefilter("default")
                 warnings.showwarning = lambda msg, *a, **k: _err(f"warning: {msg}")
@@ -61,6 +66,14 @@ def cli_errors(fn):
                 raise
             _err(f"{e.strerror or e}: {e.filename or ''}; check the path and its permissions")
             raise typer.Exit(3) from None
+        except (click.exceptions.ClickException, click.exceptions.Abort, click.exceptions.Exit):
+            raise  # Click's own usage errors keep exit 2
+        except Exception as e:  # last resort: one line, never a raw traceback
+            if debug:
+                raise
+            msg = " ".join(str(e).split())
+            _err(f"internal error: {type(e).__name__}: {msg[:300]} (run with QACT_DEBUG=1 for the traceback, and report it)")
+            raise typer.Exit(1) from None
 
     return wrapper
 

@@ -8,6 +8,20 @@ the CLI prints the line on stderr and exits with `exit_code`, without a tracebac
 class QactError(Exception):
     exit_code = 3
 
+    def __init__(self, *args, message: str | None = None):
+        # A DataLoader worker's error is re-raised in the main process as `type(message=<worker traceback>)`:
+        # keep only the original one-line message (its traceback's last line), so the CLI prints one line.
+        if message is not None:
+            args = (_last_line(message),)
+        super().__init__(*args)
+
+
+def _last_line(traceback_text: str) -> str:
+    lines = [line for line in traceback_text.strip().splitlines() if line.strip()]
+    last = lines[-1] if lines else traceback_text
+    head, sep, rest = last.partition(": ")
+    return rest if sep and head.split(".")[-1].endswith("Error") else last
+
 
 class InputError(QactError):
     """Missing, truncated, corrupt or incompatible checkpoint, dataset or result file (exit 3)."""
