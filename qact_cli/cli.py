@@ -227,6 +227,7 @@ def corrupt(
     split: Annotated[str, typer.Option("--split", help="test|train.")] = "test",
     input: Annotated[Optional[Path], typer.Option("--input", help="uint8 images (N, H, W, 3) or (N, H, W) in a .npy file.")] = None,
     labels: Annotated[Optional[Path], typer.Option("--labels", help="(N,) integer labels .npy for --input.")] = None,
+    no_labels: Annotated[bool, typer.Option("--no-labels", help="--input without labels: the folder is marked unlabelled (eval then refuses to score accuracy on it).")] = False,
     corruptions: Annotated[str, typer.Option("--corruptions", help="common|extra|all|NAME,NAME...")] = "common",
     severities: Annotated[str, typer.Option("--severities", help="1-5 or 1,3,5.")] = "1-5",
     profile: Annotated[str, typer.Option("--profile", help="auto|cifar|tiny|imagenet (auto: by image size).")] = "auto",
@@ -244,7 +245,7 @@ def corrupt(
 
     run_corrupt(out=out, dataset=dataset, split=split, input=input, labels=labels, corruptions=corruptions,
                 severities=severities, profile=profile, fmt=format, preview=preview, batch_size=batch_size,
-                data_root=data_root, download=download, device=device, seed=seed)
+                data_root=data_root, download=download, device=device, seed=seed, no_labels=no_labels)
 
 
 # ----------------------------------------------------------------------------------------------- compare
