@@ -8,7 +8,6 @@ import warnings
 from pathlib import Path
 from typing import Annotated, Optional
 
-import click
 import typer
 
 from .config import config_callback
@@ -29,6 +28,10 @@ WorkersOpt = Annotated[Optional[int], typer.Option("--workers", help="DataLoader
 
 def _err(message: str) -> None:
     typer.echo(f"qact: {message}", err=True)
+
+
+# Click's own exception base, whichever click typer uses (recent typer vendors its own)
+_CLICK_ERRORS = tuple(c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException")
 
 
 def cli_errors(fn):
@@ -66,7 +69,7 @@ def cli_errors(fn):
                 raise
             _err(f"{e.strerror or e}: {e.filename or ''}; check the path and its permissions")
             raise typer.Exit(3) from None
-        except (click.exceptions.ClickException, click.exceptions.Abort, click.exceptions.Exit):
+        except (*_CLICK_ERRORS, typer.Abort, typer.Exit):
             raise  # Click's own usage errors keep exit 2
         except Exception as e:  # last resort: one line, never a raw traceback
             if debug:
@@ -115,7 +118,10 @@ def train(
     for flag, value in (("--dataset", dataset), ("--arch", arch), ("--out", out)):
         if not value:
             raise UsageError(f"missing {flag}; see `qact train --help`")
-    qact_opts = {"context_size": context_size} if context_size else {}
+    qact_opts = {"context_size": context_size} if context_size is not None else {}
+    from .utils import check_output_file
+
+    check_output_file(out, "--out")  # before any training
     cfg = TrainConfig(dataset=dataset, arch=arch, out=out, data_root=data_root, download=download, act=act, loss=loss,
                       head=head, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, device=device, resume=resume,
                       augment=augment, placement=placement, early_stop=early_stop, workers=workers, weights=weights, probe_res=probe_res,
