@@ -162,6 +162,7 @@ def eval_cmd(
     baseline: Annotated[Optional[str], typer.Option("--baseline", help="Earlier result JSON: exit 1 on a regression.")] = None,
     tolerance: Annotated[float, typer.Option("--tolerance", help="Allowed drop in accuracy / rise in ECE per severity.")] = 0.01,
     fail_under: Annotated[Optional[float], typer.Option("--fail-under", help="Exit 1 if the mean corruption accuracy is below F.")] = None,
+    allow_data_change: Annotated[bool, typer.Option("--allow-data-change", help="--baseline: accept a baseline scored on other data (a new dataset version).")] = False,
     data_root: DataRootOpt = None,
     download: DownloadOpt = False,
     workers: Annotated[Optional[int], typer.Option("--workers", help="DataLoader workers decoding image files (default: up to 4 for large cells; 0: none).")] = None,
@@ -185,6 +186,13 @@ def eval_cmd(
     if workers is not None and workers < 0:
         raise UsageError("--workers must be ≥ 0")
     check_options(tolerance, fail_under)
+    from .utils import check_output_file
+
+    check_output_file(json_out, "--json")  # before any work
+    if baseline:
+        from .eval.gates import load_result
+
+        load_result(baseline)  # a damaged baseline fails now, not after the evaluation
 
     def before(name, protocol):  # a baseline from another protocol fails before any image is read
         if baseline:
@@ -214,7 +222,8 @@ def eval_cmd(
             print_table(out, grid_table(r))
     if json_out and main:
         write_json(result_json(results), json_out)
-    failures = check_gates(results, baseline, tolerance, fail_under) if (baseline or fail_under is not None) else []
+    failures = (check_gates(results, baseline, tolerance, fail_under, allow_data_change)
+                if (baseline or fail_under is not None) else [])
     if failures and not main:
         raise typer.Exit(CheckFailed.exit_code)  # same exit code on every rank, the message once
     if failures:

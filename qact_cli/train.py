@@ -72,6 +72,13 @@ def validate_config(cfg: TrainConfig) -> None:
         raise UsageError("--epochs and --batch-size must be ≥ 1 and --lr > 0")
     if cfg.act == "qact" and cfg.batch_size < 2:
         raise UsageError("--act qact needs --batch-size ≥ 2: the batch is the activation's context")
+    if not cfg.arch.startswith("dinov2"):  # names checked up front: an experiment checks every model before training one
+        from .models import HEADS, MODELS
+        from .nn.activations import ACTIVATIONS
+
+        for flag, value, valid in (("--arch", cfg.arch, MODELS), ("--act", cfg.act, ACTIVATIONS), ("--head", cfg.head, HEADS)):
+            if value not in valid:
+                raise UsageError(f"unknown {flag} {value!r}; choose one of {', '.join(valid)}")
     size = (cfg.qact or {}).get("context_size")
     if size is not None and (isinstance(size, bool) or not isinstance(size, int) or size < 1):
         raise UsageError(f"--context-size {size!r}: expected a positive number of context samples per channel")
