@@ -8,11 +8,12 @@ the CLI prints the line on stderr and exits with `exit_code`, without a tracebac
 class QactError(Exception):
     exit_code = 3
 
-    def __init__(self, *args, message: str | None = None):
-        # A DataLoader worker's error is re-raised in the main process as `type(message=<worker traceback>)`:
-        # keep only the original one-line message (its traceback's last line), so the CLI prints one line.
-        if message is not None:
-            args = (_last_line(message),)
+    def __init__(self, *args):
+        # A DataLoader worker's error is re-raised in the main process as `type("Caught ... in DataLoader worker
+        # process N. Original Traceback ...")`: keep only the original one-line message (the traceback's last line).
+        if len(args) == 1 and isinstance(args[0], str) and args[0].startswith("Caught ") \
+                and "DataLoader worker" in args[0].split("\n", 1)[0]:
+            args = (_last_line(args[0]),)
         super().__init__(*args)
 
 
