@@ -59,14 +59,14 @@ def _check_outputs(json_out: str | None, markdown: str | None, plot: str | None)
         raise UsageError("--json - and --markdown - both want stdout; write one of them to a file")
     if plot == "-":
         raise UsageError("--plot needs a file path (PNG), not -")
-    if plot:
-        from .plot import plot_format
-
-        plot_format(plot)
     from ..utils import check_output_file
 
     for flag, path in (("--json", json_out), ("--markdown", markdown), ("--plot", plot)):
         check_output_file(path, flag)  # before any evaluation or training
+    if plot:
+        from .plot import plot_format
+
+        plot_format(plot)
 
 
 def run_compare(ctx: typer.Context, params: dict) -> None:
