@@ -73,6 +73,10 @@ def _err(message: str) -> None:
     typer.echo(f"qact: {message}", err=True)
 
 
+# Click's own exception base, whichever click typer uses (recent typer vendors its own)
+_CLICK_ERRORS = tuple(c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException")
+
+
 def cli_errors(fn):
     """Turn library errors into one stderr line and the contract's exit code (interface §6)."""
 
@@ -80,6 +84,10 @@ def cli_errors(fn):
     def wrapper(*args, **kwargs):
         debug = os.environ.get("QACT_DEBUG") == "1"
         try:
+            if "seed" in kwargs:  # one line before any work, not an OverflowError deep in torch
+                from .utils import check_seed
+
+                check_seed(kwargs["seed"])
             with warnings.catch_warnings():
                 warnings.simplefilter("default")
                 warnings.showwarning = lambda msg, *a, **k: _err(f"warning: {msg}")
@@ -104,6 +112,14 @@ def cli_errors(fn):
                 raise
             _err(f"{e.strerror or e}: {e.filename or ''}; check the path and its permissions")
             raise typer.Exit(3) from None
+        except (*_CLICK_ERRORS, typer.Abort, typer.Exit):
+            raise  # Click's own usage errors keep exit 2
+        except Exception as e:  # last resort: one line, never a raw traceback
+            if debug:
+                raise
+            msg = " ".join(str(e).split())
+            _err(f"internal error: {type(e).__name__}: {msg[:300]} (run with QACT_DEBUG=1 for the traceback, and report it)")
+            raise typer.Exit(1) from None
 
     return wrapper
 
@@ -145,7 +161,10 @@ def train(
     for flag, value in (("--dataset", dataset), ("--arch", arch), ("--out", out)):
         if not value:
             raise UsageError(f"missing {flag}; see `qact train --help`")
-    qact_opts = {"context_size": context_size} if context_size else {}
+    qact_opts = {"context_size": context_size} if context_size is not None else {}
+    from .utils import check_output_file
+
+    check_output_file(out, "--out")  # before any training
     cfg = TrainConfig(dataset=dataset, arch=arch, out=out, data_root=data_root, download=download, act=act, loss=loss,
                       head=head, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, device=device, resume=resume,
                       augment=augment, placement=placement, early_stop=early_stop, workers=workers, weights=weights, probe_res=probe_res,
@@ -195,6 +214,7 @@ def eval_cmd(
     std: StdOpt = None,
     class_names: ClassNamesOpt = None,
     trust_model_file: TrustOpt = False,
+    allow_data_change: Annotated[bool, typer.Option("--allow-data-change", help="--baseline: accept a baseline scored on other data (a new dataset version).")] = False,
     data_root: DataRootOpt = None,
     download: DownloadOpt = False,
     workers: WorkersOpt = None,
@@ -222,6 +242,13 @@ def eval_cmd(
     jobs, backbone = plan(models, weights=weights, model_kwargs=model_kwargs, num_classes=num_classes,
                           input_size=input_size, resize=resize, mean=mean, std=std, class_names=class_names,
                           trust_model_file=trust_model_file)
+    from .utils import check_output_file
+
+    check_output_file(json_out, "--json")  # before any work
+    if baseline:
+        from .eval.gates import load_result
+
+        load_result(baseline)  # a damaged baseline fails now, not after the evaluation
 
     def before(name, protocol):  # a baseline from another protocol fails before any image is read
         if baseline:
@@ -248,7 +275,8 @@ def eval_cmd(
             print_table(out, grid_table(r, named_root(data_root)))
     if json_out and main:
         write_json(result_json(results), json_out)
-    failures = check_gates(results, baseline, tolerance, fail_under) if (baseline or fail_under is not None) else []
+    failures = (check_gates(results, baseline, tolerance, fail_under, allow_data_change)
+                if (baseline or fail_under is not None) else [])
     if failures and not main:
         raise typer.Exit(CheckFailed.exit_code)  # same exit code on every rank, the message once
     if failures:
@@ -267,6 +295,7 @@ def corrupt(
     split: Annotated[str, typer.Option("--split", help="test|train.")] = "test",
     input: Annotated[Optional[Path], typer.Option("--input", help="uint8 images (N, H, W, 3) or (N, H, W) in a .npy file.")] = None,
     labels: Annotated[Optional[Path], typer.Option("--labels", help="(N,) integer labels .npy for --input.")] = None,
+    no_labels: Annotated[bool, typer.Option("--no-labels", help="--input without labels: the folder is marked unlabelled (eval then refuses to score accuracy on it).")] = False,
     corruptions: Annotated[str, typer.Option("--corruptions", help="common|extra|all|NAME,NAME...")] = "common",
     severities: Annotated[str, typer.Option("--severities", help="1-5 or 1,3,5.")] = "1-5",
     profile: Annotated[str, typer.Option("--profile", help="auto|cifar|tiny|imagenet (auto: by image size).")] = "auto",
@@ -285,7 +314,7 @@ def corrupt(
 
     run_corrupt(out=out, dataset=dataset, split=split, input=input, labels=labels, corruptions=corruptions,
                 severities=severities, profile=profile, fmt=format, preview=preview, batch_size=batch_size,
-                data_root=data_root, download=download, device=device, seed=seed, limit=limit)
+                data_root=data_root, download=download, device=device, seed=seed, limit=limit, no_labels=no_labels)
 
 
 # ----------------------------------------------------------------------------------------------- compare

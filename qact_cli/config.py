@@ -20,9 +20,11 @@ EXTRA_KEYS: dict[str, set[str]] = {}
 
 def read_yaml(path: Path) -> dict:
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     except OSError as e:
         raise typer.BadParameter(f"cannot read {path}: {e.strerror}") from None
+    except UnicodeDecodeError as e:
+        raise typer.BadParameter(f"{path} is not UTF-8 text (byte {e.start}); save it as UTF-8") from None
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark else ""
@@ -58,6 +60,10 @@ def config_callback(ctx: typer.Context, param: typer.CallbackParam, value: Path 
             if multiple:
                 defaults[name] = list(val) if isinstance(val, (list, tuple)) else [val]
             else:
+                if isinstance(val, bool) and not getattr(p, "is_flag", False):
+                    # YAML `limit: true` would become 1 through int(True): a bool is not a number
+                    raise typer.BadParameter(f"{key}: {val!r} in {value} is not a valid value for --{p.name.replace('_', '-')} "
+                                             "(expected a number or text, not true/false)")
                 defaults[name] = _coerce(val)
         elif name in extra:
             extras[name] = val

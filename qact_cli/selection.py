@@ -19,6 +19,9 @@ def parse_severities(text: str | int | list, lo: int = 0, hi: int = 5, flag: str
                 continue
             if "-" in part[1:]:
                 a, b = part.split("-", 1)
+                if int(a) > int(b):
+                    raise UsageError(f"{flag} {text!r}: the range {a}-{b} is reversed; write {b}-{a} "
+                                     f"(or a list like {a},{b} for that order)")
                 out += list(range(int(a), int(b) + 1))
             else:
                 out.append(int(part))

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import typer
 
-from ..errors import InputError, UsageError
+from ..errors import UsageError
 from ..eval.options import MODEL_FIELDS, EvalOptions
 from .keys import EXPERIMENT_KEYS
 
@@ -53,9 +53,14 @@ def _check_outputs(json_out: str | None, markdown: str | None, plot: str | None)
         raise UsageError("--json - and --markdown - both want stdout; write one of them to a file")
     if plot == "-":
         raise UsageError("--plot needs a file path (PNG), not -")
+    from ..utils import check_output_file
+
     for flag, path in (("--json", json_out), ("--markdown", markdown), ("--plot", plot)):
-        if path and path != "-" and Path(path).is_dir():
-            raise InputError(f"{flag} {path} is a folder; give a file path")
+        check_output_file(path, flag)  # before any evaluation or training
+    if plot:
+        from .plot import plot_format
+
+        plot_format(plot)
 
 
 def run_compare(ctx: typer.Context, params: dict) -> None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+from ..errors import UsageError
 from ..utils import atomic_path
 from .table import METRICS, Comparison, MEAN_ROW, column_label, title
 
@@ -76,6 +77,19 @@ def plot_curves(cmp: Comparison, path: str | Path) -> Path:
         fig.text(0.01, 0.01, "\n".join(footer), fontsize=8, va="bottom", ha="left", color="0.3")
     fig.tight_layout(rect=(0, min(0.3, 0.035 * len(footer)), 1, 0.95))
     path = Path(path)
-    with atomic_path(path, ".png") as tmp:
-        fig.savefig(tmp, format="png", dpi=DPI)
+    fmt = plot_format(path)
+    with atomic_path(path, f".{fmt}") as tmp:
+        fig.savefig(tmp, format=fmt, dpi=DPI)
     return path
+
+
+PLOT_FORMATS = ("png", "pdf", "svg")
+
+
+def plot_format(path) -> str:
+    """The image format named by the file's extension (png, pdf or svg); anything else is a usage error."""
+    ext = Path(path).suffix.lower().lstrip(".")
+    if ext not in PLOT_FORMATS:
+        raise UsageError(f"--plot {path}: unknown image type {('.' + ext) if ext else '(no extension)'}; "
+                         "end the name with .png, .pdf or .svg")
+    return ext

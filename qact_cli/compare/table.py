@@ -118,8 +118,13 @@ def protocol_diffs(ref: Entry, other: Entry) -> list[str]:
     `adapt` and `context` are part of the model's label (how it is evaluated), never a difference."""
     a, b = _protocol_view(ref.result), _protocol_view(other.result)
     on_purpose = set(ref.declared) | set(other.declared)
-    return [f"{k} {a.get(k)} vs {b.get(k)}" for k in dict.fromkeys([*a, *b])
-            if k not in on_purpose and a.get(k) != b.get(k)]
+    diffs = [f"{k} {a.get(k)} vs {b.get(k)}" for k in dict.fromkeys([*a, *b])
+             if k not in on_purpose and a.get(k) != b.get(k)]
+    # the images scored (content fingerprint); results written before qact recorded it are taken as they are
+    da, db = (e.result["protocol"].get("data") or {} for e in (ref, other))
+    if da.get("fingerprint") and db.get("fingerprint") and da["fingerprint"] != db["fingerprint"]:
+        diffs.append(f"data {da['fingerprint']} vs {db['fingerprint']}")
+    return diffs
 
 
 def check_protocols(entries: list[Entry], allow_mixed: bool = False) -> None:

@@ -79,12 +79,15 @@ def resume_state(out: Path, fmt: str, names: list[str], sev: list[int]) -> tuple
     return sum(w in done for w in wanted), len(wanted)
 
 
-def load_input(input: Path | None, labels: Path | None, dataset: str | None, split: str, data_root, download):
+def load_input(input: Path | None, labels: Path | None, dataset: str | None, split: str, data_root, download,
+               no_labels: bool = False, fmt: str = "npy"):
     """Returns (images array-like, labels, class names or None, description, images path or None)."""
     from ..data.arrays import load_npy
 
     if (input is None) == (dataset is None):
         raise UsageError("give exactly one of --dataset NAME or --input IMAGES.npy")
+    if no_labels and (labels is not None or input is None):
+        raise UsageError("--no-labels goes with --input alone (not with --labels or --dataset)")
     if input is not None:
         images = load_npy(Path(input), "input images")
         if images.dtype != np.uint8 or images.ndim not in (3, 4) or (images.ndim == 4 and images.shape[-1] not in (1, 3)):
@@ -94,8 +97,13 @@ def load_input(input: Path | None, labels: Path | None, dataset: str | None, spl
             y = np.asarray(load_npy(Path(labels), "labels"))
             if y.ndim != 1 or len(y) != len(images):
                 raise InputError(f"{labels}: {y.shape} labels for {len(images)} images; need one integer per image")
+        elif no_labels:  # placeholders (-1: no class), and the manifest says the folder is unlabelled
+            if fmt != "npy":
+                return images, np.zeros(len(images), np.int64), ["unlabelled"], str(input), input
+            y = np.full(len(images), -1, np.int64)
         else:
-            y = np.zeros(len(images), np.int64)
+            raise UsageError(f"--input {input} without --labels: give --labels LABELS.npy (one integer per image), "
+                             "or --no-labels to corrupt unlabelled images (accuracy cannot be scored on them then)")
         return images, y, None, str(input), input
     from ..data import get_dataset
 
@@ -107,10 +115,10 @@ def load_input(input: Path | None, labels: Path | None, dataset: str | None, spl
 
 def run_corrupt(out: str, dataset: str | None, split: str, input, labels, corruptions: str, severities: str, profile: str,
                 fmt: str, preview: str | None, batch_size: int, data_root, download: bool, device: str, seed: int,
-                limit: int | None = None) -> dict:
+                limit: int | None = None, no_labels: bool = False) -> dict:
     from ..selection import parse_corruptions, parse_severities
     from ..ui import progress, stderr_console
-    from ..utils import select_device
+    from ..utils import check_output_dir, check_output_file, select_device
     from . import resolve_profile
     from .writer import write_corrupted, write_preview
 
@@ -126,8 +134,10 @@ def run_corrupt(out: str, dataset: str | None, split: str, input, labels, corrup
         raise UsageError(f"--limit {limit}: give a number of images ≥ 1")
     names = parse_corruptions(corruptions)
     sev = parse_severities(severities, lo=1, hi=5)
+    check_output_dir(out, "--out")  # before any work: an existing file or an unwritable place fails now
+    check_output_file(preview, "--preview")
     dev = select_device(device)
-    images, y, classes, what, path = load_input(input, labels, dataset, split, data_root, download)
+    images, y, classes, what, path = load_input(input, labels, dataset, split, data_root, download, no_labels, fmt)
     used = resolve_profile(images.shape[1], images.shape[2]) if profile == "auto" else profile
     err = stderr_console()
     selection = None
@@ -146,7 +156,8 @@ def run_corrupt(out: str, dataset: str | None, split: str, input, labels, corrup
         task = bar.add_task("corrupt", total=total)
         manifest = write_corrupted(images, y, out, names, sev, profile=used, fmt=fmt, seed=seed, batch_size=batch_size,
                                    device=dev, class_names=classes, progress=lambda n: bar.advance(task, n),
-                                   images_path=path, labels_path=labels, dataset=f"{dataset} ({split})" if dataset else None)
+                                   images_path=path, labels_path=labels, dataset=f"{dataset} ({split})" if dataset else None,
+                                   labelled=not no_labels)
     if selection is not None:  # recorded beside the source: which rows of the input were corrupted
         import json
 

@@ -20,7 +20,27 @@ import torch
 from torch import Tensor, nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
+from ..errors import InputError
 from .qact import QAct
+
+
+def _at_least_two(batches: Iterable[Tensor]) -> Iterator[Tensor]:
+    """The batches, with any 1-image batch (a cell's last, e.g. --limit 257 at batch size 256) joined to its
+    neighbour: BatchNorm in train mode needs more than one value per channel. Only this statistics pass
+    is affected; the scoring pass keeps the protocol's batches."""
+    held = None
+    for x in batches:
+        if held is not None and (len(x) == 1 or len(held) == 1):
+            held = torch.cat([held, x])
+            continue
+        if held is not None:
+            yield held
+        held = x
+    if held is not None:
+        if len(held) == 1:
+            raise InputError("--adapt bn needs at least 2 images in a cell to re-estimate its statistics, this cell "
+                             "has 1; raise --limit or use --adapt none")
+        yield held
 
 
 @contextmanager
@@ -44,7 +64,7 @@ def adapted(model: nn.Module, batches: Iterable[Tensor]) -> Iterator[nn.Module]:
             m.train()
         seen = 0
         with torch.no_grad():
-            for x in batches:
+            for x in _at_least_two(batches):
                 model(x)
                 seen += 1
         if seen == 0:
