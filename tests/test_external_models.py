@@ -208,6 +208,7 @@ def test_pickle_payload_never_runs(net, tmp_path):
     assert not marker.exists()
 
 
+@pytest.mark.filterwarnings("ignore::FutureWarning")  # torch deprecates jit.trace/save; users still ship .ts files
 def test_archives_need_trust(tmp_path):
     torch.manual_seed(0)
     small = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 32 * 32, 4)).eval()
