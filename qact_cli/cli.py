@@ -25,6 +25,25 @@ DataRootOpt = Annotated[Optional[str], typer.Option("--data-root", help="Data fo
 DownloadOpt = Annotated[bool, typer.Option("--download", help="Fetch a missing published dataset (md5-verified, resumable).")]
 WorkersOpt = Annotated[Optional[int], typer.Option("--workers", help="DataLoader worker processes (default: up to 4 for image folders, none for arrays; 0: load in the main process).")]
 
+# The evaluation options of `eval` and `compare` (declared once: qact_cli/eval/options.py validates them)
+EvalDatasetOpt = Annotated[Optional[str], typer.Option("--dataset", help="digits, cifar10c, cifar100c, tinyimagenetc, imagenetc, mnistc, gen:NAME, npy:DIR, ...")]
+CorruptionsOpt = Annotated[str, typer.Option("--corruptions", help="common|extra|all|NAME,NAME...")]
+SeveritiesOpt = Annotated[Optional[str], typer.Option("--severities", help="0-5 or 0,1,3 (0 = clean test split). Default: 0-5, or 0 on a clean dataset.")]
+EvalBatchOpt = Annotated[int, typer.Option("--batch-size")]
+ContextOpt = Annotated[str, typer.Option("--context", help="QAct context: batch (the eval batch) or stored (kept from training).")]
+AdaptOpt = Annotated[str, typer.Option("--adapt", help="none|bn: re-estimate normalisation statistics on each cell first.")]
+LimitOpt = Annotated[Optional[int], typer.Option("--limit", help="N evenly spaced images of each cell, in file order (the same for every model).")]
+# single-model flags: they describe the one non-checkpoint MODEL given (a spec like torchvision:resnet18)
+WeightsOpt = Annotated[Optional[str], typer.Option("--weights", help="The model's weights (.safetensors or a state dict; torchvision: also DEFAULT, IMAGENET1K_V1...). For qact DINOv2 probes: the backbone's weights file.")]
+ModelKwargsOpt = Annotated[Optional[str], typer.Option("--model-kwargs", help="JSON or YAML mapping of keyword arguments for the model's builder.")]
+NumClassesOpt = Annotated[Optional[int], typer.Option("--num-classes", help="The model's number of outputs (classes).")]
+InputSizeOpt = Annotated[Optional[str], typer.Option("--input-size", help="H[,W]: the image size the model expects.")]
+ResizeOpt = Annotated[Optional[str], typer.Option("--resize", help="bilinear|bicubic: resize images to --input-size on the device (default: they must have it).")]
+MeanOpt = Annotated[Optional[str], typer.Option("--mean", help="R,G,B normalisation mean on the 0..1 scale (default: ImageNet's, or the weights').")]
+StdOpt = Annotated[Optional[str], typer.Option("--std", help="R,G,B normalisation std on the 0..1 scale.")]
+ClassNamesOpt = Annotated[Optional[str], typer.Option("--class-names", help="FILE (one name a line) or a,b,c: the model's classes, matched by name to the dataset's.")]
+TrustOpt = Annotated[bool, typer.Option("--trust-model-file", help="Allow TorchScript (.ts) and torch.export (.pt2) files, which can run code while loading.")]
+
 
 def _err(message: str) -> None:
     typer.echo(f"qact: {message}", err=True)
@@ -130,42 +149,55 @@ def train(
 @app.command("eval")
 @cli_errors
 def eval_cmd(
-    checkpoints: Annotated[Optional[list[str]], typer.Argument(help="One or more checkpoints.", show_default=False)] = None,
-    dataset: Annotated[str, typer.Option("--dataset", help="digits, cifar10c, cifar100c, tinyimagenetc, imagenetc, mnistc, gen:NAME, npy:DIR, ...")] = "",
-    corruptions: Annotated[str, typer.Option("--corruptions", help="common|extra|all|NAME,NAME...")] = "common",
-    severities: Annotated[Optional[str], typer.Option("--severities", help="0-5 or 0,1,3 (0 = clean test split). Default: 0-5, or 0 on a clean dataset.")] = None,
-    batch_size: Annotated[int, typer.Option("--batch-size")] = 256,
-    context: Annotated[str, typer.Option("--context", help="QAct context: batch (the eval batch) or stored (kept from training).")] = "batch",
-    adapt: Annotated[str, typer.Option("--adapt", help="none|bn: re-estimate normalisation statistics on each cell first.")] = "none",
-    limit: Annotated[Optional[int], typer.Option("--limit", help="N evenly spaced images of each cell, in file order.")] = None,
+    models: Annotated[Optional[list[str]], typer.Argument(metavar="MODEL...", help="qact checkpoints, specs (torchvision:resnet18, timm:NAME, pkg.module:callable), model cards (.yaml).", show_default=False)] = None,
+    dataset: EvalDatasetOpt = None,
+    corruptions: CorruptionsOpt = "common",
+    severities: SeveritiesOpt = None,
+    batch_size: EvalBatchOpt = 256,
+    context: ContextOpt = "batch",
+    adapt: AdaptOpt = "none",
+    limit: LimitOpt = None,
     json_out: Annotated[Optional[str], typer.Option("--json", help="Write the result JSON to PATH (- for stdout).")] = None,
     per_corruption: Annotated[bool, typer.Option("--per-corruption", help="Also print every (corruption, severity) cell.")] = False,
     baseline: Annotated[Optional[str], typer.Option("--baseline", help="Earlier result JSON: exit 1 on a regression.")] = None,
     tolerance: Annotated[float, typer.Option("--tolerance", help="Allowed drop in accuracy / rise in ECE per severity.")] = 0.01,
     fail_under: Annotated[Optional[float], typer.Option("--fail-under", help="Exit 1 if the mean corruption accuracy is below F.")] = None,
+    weights: WeightsOpt = None,
+    model_kwargs: ModelKwargsOpt = None,
+    num_classes: NumClassesOpt = None,
+    input_size: InputSizeOpt = None,
+    resize: ResizeOpt = None,
+    mean: MeanOpt = None,
+    std: StdOpt = None,
+    class_names: ClassNamesOpt = None,
+    trust_model_file: TrustOpt = False,
     data_root: DataRootOpt = None,
     download: DownloadOpt = False,
-    workers: Annotated[Optional[int], typer.Option("--workers", help="DataLoader workers decoding image files (default: up to 4 for large cells; 0: none).")] = None,
-    weights: Annotated[Optional[str], typer.Option("--weights", help="DINOv2 probes: the backbone's weights file (default: the torch hub cache, then the file used in training).")] = None,
+    workers: WorkersOpt = None,
     device: DeviceOpt = "auto",
     seed: SeedOpt = 0,
     config: ConfigOpt = None,
 ):
-    """Evaluate checkpoints on clean and corrupted data: accuracy and calibration per severity."""
+    """Evaluate models on clean and corrupted data: accuracy and calibration per severity."""
     from . import distributed
     from .errors import UsageError
-    from .eval.gates import check_baseline_protocol, check_gates, check_options
+    from .eval.gates import check_baseline_protocol, check_gates
+    from .eval.options import EvalOptions
     from .eval.report import grid_table, print_table, summary_table
-    from .eval.run import result_json, run_eval, write_json
+    from .eval.run import Hooks, plan, result_json, run_jobs, write_json
     from .ui import progress, stderr_console, stdout_console
 
-    if not checkpoints:
-        raise UsageError("no checkpoint given; usage: qact eval CKPT [CKPT...] --dataset NAME")
+    if not models:
+        raise UsageError("no model given; usage: qact eval MODEL [MODEL...] --dataset NAME")
     if not dataset:
         raise UsageError("missing --dataset; see `qact eval --help`")
-    if workers is not None and workers < 0:
-        raise UsageError("--workers must be ≥ 0")
-    check_options(tolerance, fail_under)
+    opts = EvalOptions.from_values(dict(dataset=dataset, data_root=data_root, download=download, corruptions=corruptions,
+                                        severities=severities, batch_size=batch_size, context=context, adapt=adapt,
+                                        limit=limit, seed=seed, device=device, workers=workers, tolerance=tolerance,
+                                        fail_under=fail_under), "the command line")
+    jobs, backbone = plan(models, weights=weights, model_kwargs=model_kwargs, num_classes=num_classes,
+                          input_size=input_size, resize=resize, mean=mean, std=std, class_names=class_names,
+                          trust_model_file=trust_model_file)
 
     def before(name, protocol):  # a baseline from another protocol fails before any image is read
         if baseline:
@@ -178,18 +210,15 @@ def eval_cmd(
     with progress(err) as bar, distributed.guard("evaluation"):
         task = bar.add_task("eval", total=None)
 
-        def on_start(path, n):
-            bar.reset(task, total=n, description=Path(path).name)
+        def on_start(name, n):
+            bar.reset(task, total=n, description=Path(name).name)
 
-        results = run_eval(checkpoints, dataset, data_root, download, corruptions, severities, batch_size, context, adapt,
-                           limit, seed, device, workers, on_start=on_start, on_cell=lambda row: bar.advance(task),
-                           before=before, weights=weights)
+        results = run_jobs(jobs, opts, Hooks(on_start=on_start, on_cell=lambda row: bar.advance(task), before=before),
+                           backbone_weights=backbone)
     # tables and JSON come first: a CI job that fails a gate still has them
     out = err if json_out == "-" else stdout_console()
     out.quiet = not main
     for r in results:
-        if distributed.active():  # the numbers are those of one process; the run's shape is recorded beside them
-            r["environment"]["distributed"] = {"world_size": distributed.world_size(), "backend": distributed.backend()}
         print_table(out, summary_table(r))
         if per_corruption:
             print_table(out, grid_table(r))
@@ -250,19 +279,28 @@ _register_compare_keys()
 @cli_errors
 def compare(
     ctx: typer.Context,
-    items: Annotated[Optional[list[str]], typer.Argument(help="Result JSONs or checkpoints (checkpoints are evaluated first).", show_default=False)] = None,
-    dataset: Annotated[Optional[str], typer.Option("--dataset", help="Dataset for checkpoint items and experiments (e.g. gen:digits, cifar10c).")] = None,
-    corruptions: Annotated[str, typer.Option("--corruptions", help="common|extra|all|NAME,NAME...")] = "common",
-    severities: Annotated[Optional[str], typer.Option("--severities", help="0-5 or 0,1,3 (0 = clean test split).")] = None,
-    batch_size: Annotated[int, typer.Option("--batch-size")] = 256,
-    context: Annotated[str, typer.Option("--context", help="QAct context: batch or stored.")] = "batch",
-    adapt: Annotated[str, typer.Option("--adapt", help="none|bn: re-estimate normalisation statistics on each cell first.")] = "none",
-    limit: Annotated[Optional[int], typer.Option("--limit", help="N images of each cell (a fixed subset, the same for every model).")] = None,
+    items: Annotated[Optional[list[str]], typer.Argument(metavar="ITEM...", help="Result JSONs or models (checkpoints, specs, cards: evaluated first).", show_default=False)] = None,
+    dataset: EvalDatasetOpt = None,
+    corruptions: CorruptionsOpt = "common",
+    severities: SeveritiesOpt = None,
+    batch_size: EvalBatchOpt = 256,
+    context: ContextOpt = "batch",
+    adapt: AdaptOpt = "none",
+    limit: LimitOpt = None,
     json: Annotated[Optional[str], typer.Option("--json", help="Write the combined document (qact.eval-multi/1 with a 'comparison' key; - for stdout).")] = None,
     markdown: Annotated[Optional[str], typer.Option("--markdown", help="Write a GitHub-flavoured table (- for stdout).")] = None,
     plot: Annotated[Optional[str], typer.Option("--plot", help="Write accuracy/ECE-vs-severity curves (PNG; the folder is created).")] = None,
     allow_mixed: Annotated[bool, typer.Option("--allow-mixed", help="Compare results from different protocols (marked †).")] = False,
     out_dir: Annotated[Optional[str], typer.Option("--out-dir", help="Experiment folder: checkpoints/, results/, compare.{json,md,png} (quickstart: ./qact-quickstart).")] = None,
+    weights: WeightsOpt = None,
+    model_kwargs: ModelKwargsOpt = None,
+    num_classes: NumClassesOpt = None,
+    input_size: InputSizeOpt = None,
+    resize: ResizeOpt = None,
+    mean: MeanOpt = None,
+    std: StdOpt = None,
+    class_names: ClassNamesOpt = None,
+    trust_model_file: TrustOpt = False,
     data_root: DataRootOpt = None,
     download: DownloadOpt = False,
     workers: WorkersOpt = None,
@@ -272,15 +310,19 @@ def compare(
 ):
     """Put models side by side; with no items, run the bundled quickstart experiment.
 
-    ITEMs are result JSONs or checkpoints. A --config file may also list models to train first
-    (see sample_configs/quickstart.yaml); existing checkpoints and results in --out-dir are reused.
+    ITEMs are result JSONs or models (checkpoints, specs, cards). A --config file may also list models
+    to train first (see sample_configs/quickstart.yaml); existing checkpoints and results in --out-dir
+    are reused.
     """
     from .compare.command import run_compare
 
     run_compare(ctx, dict(items=items, dataset=dataset, corruptions=corruptions, severities=severities,
                           batch_size=batch_size, context=context, adapt=adapt, limit=limit, json=json,
-                          markdown=markdown, plot=plot, allow_mixed=allow_mixed, out_dir=out_dir, data_root=data_root,
-                          download=download, workers=workers, device=device, seed=seed, config=config))
+                          markdown=markdown, plot=plot, allow_mixed=allow_mixed, out_dir=out_dir, weights=weights,
+                          model_kwargs=model_kwargs, num_classes=num_classes, input_size=input_size, resize=resize,
+                          mean=mean, std=std, class_names=class_names, trust_model_file=trust_model_file,
+                          data_root=data_root, download=download, workers=workers, device=device, seed=seed,
+                          config=config))
 
 
 def main() -> None:
