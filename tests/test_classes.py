@@ -44,15 +44,27 @@ def test_unknown_class_names_both_lists(tmp_path):
         label_map(_model(["cat", "dog"]), ds, "m")
 
 
-def test_wnid_datasets_map_by_index_for_word_names():
-    wnids = [f"n{i:08d}" for i in range(1000)]
-    ds = SimpleNamespace(name="imagenetc", classes=wnids, num_classes=1000, exact_classes=True)
-    words = [f"word{i}" for i in range(1000)]
-    assert label_map(_model(words), ds, "m") is None
+def test_wnid_folders_against_an_imagenet_model():
+    from qact_cli.models.classnames import dataset_class_names, imagenet_wnids
+
+    wnids = list(imagenet_wnids())
+    assert len(wnids) == 1000 and wnids == sorted(wnids) and wnids[0] == "n01440764"
+    full = SimpleNamespace(name="imagenetc", classes=wnids, num_classes=1000, exact_classes=True)
+    words = dataset_class_names("imagenet")  # torchvision's categories
+    assert label_map(_model(words), full, "m") is None and label_map(_model(None, 1000), full, "m") is None
+    # a tree with only some classes: each wnid goes to its ImageNet index, named or not
+    part = SimpleNamespace(name="imagenetc", classes=[wnids[1], wnids[7], wnids[999]], num_classes=3, exact_classes=False)
+    assert label_map(_model(words), part, "m").tolist() == [1, 7, 999]
+    assert label_map(_model(None, 1000), part, "m").tolist() == [1, 7, 999]
+    odd = SimpleNamespace(name="imagenetc", classes=[wnids[1], "n99999999"], num_classes=2, exact_classes=False)
+    with pytest.raises(InputError, match="does not know: n99999999"):
+        label_map(_model(words), odd, "m")
     with pytest.raises(InputError, match="10-class model but dataset imagenetc has 1000 classes"):
-        label_map(_model(words[:10]), ds, "m")
-    shuffled = wnids[::-1]  # a model that knows wnids is matched by name
-    assert label_map(_model(shuffled), ds, "m").tolist() == list(range(999, -1, -1))
+        label_map(_model(words[:10]), full, "m")
+    shuffled = wnids[::-1]  # a model that names its classes by wnid is matched by name
+    assert label_map(_model(shuffled), full, "m").tolist() == list(range(999, -1, -1))
+    tiny = SimpleNamespace(name="tinyimagenetc", classes=wnids[:200], num_classes=200, exact_classes=True)
+    assert label_map(_model([f"w{i}" for i in range(200)]), tiny, "m") is None  # by index, equal counts
 
 
 def test_by_index_without_names():

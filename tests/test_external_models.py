@@ -87,6 +87,11 @@ def test_card_file_and_dict(files, expected, tmp_path):
     _, meta = resolve_model(str(card), ModelOptions(mean=[0.1, 0.2, 0.3], class_names="cifar10"))
     assert meta["model"]["mean"] == [0.1, 0.2, 0.3] and meta["model"]["classes"][0] == "airplane"
     assert meta["model"]["class_source"] == "argument"
+    # a file.py:callable next to the card, found from the card's folder whatever the working directory
+    (card.parent / "builders.py").write_text((REPO / "tests" / "ext_model_builders.py").read_text())
+    (card.parent / "code.yml").write_text("model: builders.py:build\nmodel_kwargs: {num_classes: 10, seed: 0}\n")
+    model, meta = resolve_model(card.parent / "code.yml")
+    assert torch.equal(_out(model), expected) and meta["model"]["spec"] == f"{card.parent / 'builders.py'}:build"
     model, meta = load_model({"model": "torchvision:resnet18", "weights": str(files / "r18.safetensors"),
                               "num_classes": 10, "class_names": "digits"})
     assert torch.equal(_out(model), expected) and meta["model"]["classes"] == [str(i) for i in range(10)]
@@ -203,6 +208,7 @@ def test_pickle_payload_never_runs(net, tmp_path):
     assert not marker.exists()
 
 
+@pytest.mark.filterwarnings("ignore::FutureWarning")  # torch deprecates jit.trace/save; users still ship .ts files
 def test_archives_need_trust(tmp_path):
     torch.manual_seed(0)
     small = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 32 * 32, 4)).eval()

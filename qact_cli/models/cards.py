@@ -45,7 +45,7 @@ def read_card(source) -> Card:
             raise InputError(f"model card not found: {path}; check the path")
         try:
             data = yaml.safe_load(path.read_text())
-        except (yaml.YAMLError, UnicodeDecodeError) as e:
+        except (yaml.YAMLError, UnicodeDecodeError, OSError) as e:
             first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             raise InputError(f"cannot read model card {path}: not valid YAML ({first[:120]}); fix the file") from None
         base, where = path.resolve().parent, f"model card {path}"

@@ -3,9 +3,13 @@
 
 CIFAR-10 / CIFAR-100 names are the `label_names` / `fine_label_names` of the published batches.meta
 files (in label order); ImageNet's are the categories torchvision's weights carry (index order).
+`imagenet_wnids.txt` lists the 1000 ILSVRC-2012 WordNet ids in the standard class-index order (sorted).
 """
 
 from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
 
 CIFAR10 = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 
@@ -43,3 +47,8 @@ def dataset_class_names(name: str) -> list[str] | None:
     name = name.split(":", 1)[1] if name.startswith("gen:") else name
     make = _NAMES.get(name)
     return list(make()) if make else None
+
+
+@lru_cache(maxsize=1)
+def imagenet_wnids() -> tuple[str, ...]:
+    return tuple((Path(__file__).with_name("imagenet_wnids.txt")).read_text().split())
