@@ -130,6 +130,7 @@ def cli_errors(fn):
 def train(
     dataset: Annotated[str, typer.Option("--dataset", help="digits, cifar10, cifar100, tinyimagenet, npy:DIR, folder:DIR.")] = "",
     arch: Annotated[str, typer.Option("--arch", help="lenet, resnet18, vgg11, densenet, dinov2_vits14.")] = "",
+    backbone: Annotated[Optional[str], typer.Option("--backbone", help="Fit a probe (--head) on this frozen backbone: a qact checkpoint, dinov2_vits14|vitb14|vitl14, a spec (torchvision:NAME, ...) or a model card.")] = None,
     out: Annotated[str, typer.Option("--out", help="Checkpoint to write (the best on validation).")] = "",
     act: Annotated[str, typer.Option("--act", help="relu|qact|prelu|selu.")] = "relu",
     loss: Annotated[str, typer.Option("--loss", help="ce|watershed (watershed adds the paper's loss on the embedding).")] = "ce",
@@ -137,7 +138,7 @@ def train(
     epochs: Annotated[int, typer.Option("--epochs")] = 30,
     batch_size: Annotated[int, typer.Option("--batch-size")] = 128,
     lr: Annotated[float, typer.Option("--lr")] = 1e-3,
-    weights: Annotated[Optional[str], typer.Option("--weights", help="PATH|random: frozen backbone weights (dinov2_* only).")] = None,
+    weights: Annotated[Optional[str], typer.Option("--weights", help="Frozen backbone weights: PATH|random for dinov2_*, the weights file of a --backbone spec.")] = None,
     probe_res: Annotated[int, typer.Option("--probe-res", help="dinov2_* only: input resolution, a multiple of 14 (112 is ~4x faster on CPU).")] = 224,
     resume: Annotated[bool, typer.Option("--resume", help="Continue an interrupted run from its last epoch.")] = False,
     placement: Annotated[str, typer.Option("--placement", help="QAct placement in resnet18: all|official.")] = "all",
@@ -158,7 +159,7 @@ def train(
     from .train import TrainConfig, train as run_train
     from .ui import progress, stderr_console
 
-    for flag, value in (("--dataset", dataset), ("--arch", arch), ("--out", out)):
+    for flag, value in (("--dataset", dataset), ("--arch (or --backbone)", arch or backbone), ("--out", out)):
         if not value:
             raise UsageError(f"missing {flag}; see `qact train --help`")
     qact_opts = {"context_size": context_size} if context_size is not None else {}
@@ -168,11 +169,13 @@ def train(
     cfg = TrainConfig(dataset=dataset, arch=arch, out=out, data_root=data_root, download=download, act=act, loss=loss,
                       head=head, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, device=device, resume=resume,
                       augment=augment, placement=placement, early_stop=early_stop, workers=workers, weights=weights, probe_res=probe_res,
+                      backbone=backbone,
                       qact=qact_opts, sync_context=sync_context)
     distributed.setup(device)  # under torchrun: join the process group; rank 0 alone prints
     console = stderr_console()
     console.quiet = not distributed.is_main()
     with progress(console, "loss") as bar, distributed.guard("training"):
+        arch = arch or f"probe on {backbone}"
         task = bar.add_task(f"{arch}/{act} epoch 1", total=None, loss="")
 
         def on_step(step, steps, value):

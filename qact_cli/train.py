@@ -53,6 +53,7 @@ class TrainConfig:
     early_stop: int = 10  # epochs without a 0.001 gain in validation accuracy
     lr_patience: int = 50
     workers: int | None = None  # None: make_loader's default (up to 4 for image folders)
+    backbone: str | None = None  # a probe on this frozen backbone (training/probe.py); dinov2_* arch is an alias
     weights: str | None = None  # frozen backbones only
     probe_res: int = 224  # frozen backbones only: input resolution (multiple of 14)
     sync_context: bool = True  # under torchrun: QAct context and BatchNorm statistics over the global batch
@@ -67,6 +68,10 @@ def split_train_val(n: int, seed: int = SPLIT_SEED) -> tuple[np.ndarray, np.ndar
 
 
 def validate_config(cfg: TrainConfig) -> None:
+    if cfg.backbone or cfg.arch.startswith("dinov2"):  # a probe on a frozen backbone
+        from .training.probe import check_config
+
+        return check_config(cfg)
     if cfg.loss not in ("ce", "watershed"):
         raise UsageError(unknown("--loss", cfg.loss, ("ce", "watershed")))
     if cfg.epochs < 1 or cfg.batch_size < 1 or not cfg.lr > 0:
@@ -127,14 +132,15 @@ def train(cfg: TrainConfig, on_epoch: Callable[[dict], None] | None = None,
           on_step: Callable[[int, int, float], None] | None = None, log: Callable[[str], None] = lambda s: None) -> dict:
     """Train and write the best checkpoint to `cfg.out`. Returns the checkpoint's `train` section."""
     validate_config(cfg)
-    if cfg.arch.startswith("dinov2") and distributed.launched():
-        raise UsageError("a frozen-backbone probe (dinov2_*) trains in one process; run it without torchrun")
-    if cfg.arch.startswith("dinov2"):
-        from .models.probe import train_probe
+    probe = bool(cfg.backbone) or cfg.arch.startswith("dinov2")
+    if probe and distributed.launched():
+        raise UsageError("a frozen-backbone probe (--backbone, dinov2_*) trains in one process; run it without torchrun")
+    if probe:
+        from .training.probe import train_probe
 
         return train_probe(cfg, log=log)
     if cfg.weights:
-        raise UsageError("--weights is only for frozen backbones (--arch dinov2_vits14)")
+        raise UsageError("--weights is only for frozen backbones (--backbone SPEC, --arch dinov2_vits14)")
     device = distributed.setup(cfg.device)  # under torchrun: this rank's device, process group joined
     if distributed.active():
         # per-rank BatchNorm/QAct statistics (--no-sync-context) need two samples on every rank

@@ -1,0 +1,1 @@
+"""Training: the end-to-end loop and the probes fitted on frozen backbones (probe.py)."""
