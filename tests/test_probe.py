@@ -17,12 +17,13 @@ from qact_cli.data import get_dataset
 from qact_cli.data.transforms import to_model_input
 from qact_cli.errors import InputError
 from qact_cli.models import dinov2, probe
+from qact_cli.training import probe as fitting
 from qact_cli.models.dinov2 import load_backbone, sha256_file
 from qact_cli.models.vit import DinoVisionTransformer
 from qact_cli.train import TrainConfig, split_train_val, train
 
 TINY = "dinov2_tiny"
-COARSE, REFINE, MAX_ITER = probe.C_COARSE, probe.C_REFINE, probe.LOGREG_MAX_ITER
+COARSE, REFINE, MAX_ITER = fitting.C_COARSE, fitting.C_REFINE, fitting.LOGREG_MAX_ITER
 
 
 @pytest.fixture(autouse=True)
@@ -32,9 +33,9 @@ def env(monkeypatch, tmp_path):
     monkeypatch.setenv("QACT_CACHE", str(tmp_path / "cache"))
     monkeypatch.delenv("QACT_FEATURE_CACHE", raising=False)
     # a short C sweep keeps the pipeline tests fast; test_c_sweep_* runs the real one
-    monkeypatch.setattr(probe, "C_COARSE", [1e-2, 1.0])
-    monkeypatch.setattr(probe, "C_REFINE", (0.5,))
-    monkeypatch.setattr(probe, "LOGREG_MAX_ITER", 100)
+    monkeypatch.setattr(fitting, "C_COARSE", [1e-2, 1.0])
+    monkeypatch.setattr(fitting, "C_REFINE", (0.5,))
+    monkeypatch.setattr(fitting, "LOGREG_MAX_ITER", 100)
 
 
 @pytest.fixture
@@ -125,28 +126,33 @@ def test_quantile_probe_folds_its_standardisation(small_digits, tmp_path, cli):
     x = torch.randn(7, 5) * 40 + 3
     mu, sd = x.mean(0), x.std(0)
     expected = fc((x - mu) / sd)
-    probe._fold_standardisation(fc, mu, sd)
+    fitting._fold_standardisation(fc, mu, sd)
     torch.testing.assert_close(fc(x), expected, rtol=1e-4, atol=1e-4)
 
 
 def test_c_sweep_walks_dinov2_grid_and_prefers_the_smaller_c(monkeypatch):
-    monkeypatch.setattr(probe, "C_COARSE", COARSE)
-    monkeypatch.setattr(probe, "C_REFINE", REFINE)
-    monkeypatch.setattr(probe, "LOGREG_MAX_ITER", MAX_ITER)
+    monkeypatch.setattr(fitting, "C_COARSE", COARSE)
+    monkeypatch.setattr(fitting, "C_REFINE", REFINE)
+    monkeypatch.setattr(fitting, "LOGREG_MAX_ITER", MAX_ITER)
     g = np.random.default_rng(1)
     y = g.integers(0, 3, 150)
     x = g.normal(size=(150, 4)) + 1.5 * np.eye(4)[y]  # overlapping blobs: accuracy peaks at a finite C
-    head, rec = probe.fit_linear(torch.as_tensor(x[:120]), y[:120], torch.as_tensor(x[120:]), y[120:], 3)
+    head, rec = fitting.fit_linear(torch.as_tensor(x[:120]), y[:120], torch.as_tensor(x[120:]), y[120:], 3, select="acc")
     grid = 10.0 ** np.linspace(-6, 5, 45)  # dinov2/eval/log_regression.py: C_POWER_RANGE
     tried = np.array([s["C"] for s in rec["sweep"]])
     assert np.isclose(tried[:, None], grid[None], rtol=1e-9).any(1).all() and len(tried) <= 18
     decades = [c for c in tried if np.isclose(np.log10(c), np.round(np.log10(c)))]
     best_decade = max(decades, key=lambda c: ([s["val_acc"] for s in rec["sweep"] if s["C"] == c][0], -c))
-    assert decades[0] == 1e-6 and sum(c > best_decade for c in decades) <= probe.C_PATIENCE
+    assert decades[0] == 1e-6 and sum(c > best_decade for c in decades) <= fitting.C_PATIENCE
     best = max(s["val_acc"] for s in rec["sweep"])
     assert rec["val_acc"] == best and rec["C"] == min(s["C"] for s in rec["sweep"] if s["val_acc"] == best)
     pred = head(torch.as_tensor(x[120:], dtype=torch.float32)).argmax(1).numpy()
     assert (pred == y[120:]).mean() == pytest.approx(rec["val_acc"])
+    # the default: C by validation log-loss, which the head's probabilities reproduce
+    head, rec = fitting.fit_linear(torch.as_tensor(x[:120]), y[:120], torch.as_tensor(x[120:]), y[120:], 3)
+    assert rec["select"] == "nll" and rec["val_nll"] == min(s["val_nll"] for s in rec["sweep"])
+    logp = torch.log_softmax(head(torch.as_tensor(x[120:], dtype=torch.float32)), 1).detach().numpy()
+    assert -logp[np.arange(30), y[120:]].mean() == pytest.approx(rec["val_nll"], rel=1e-4)
 
 
 def test_forward_on_model_input_gives_the_cached_training_features():
@@ -166,8 +172,8 @@ def test_linear_head_reproduces_sklearn_probabilities(classes):
     g = np.random.default_rng(0)
     x = g.normal(size=(60, 6))
     y = np.array(classes)[g.integers(0, len(classes), 60)]
-    clf = probe._logreg(1.0, x, y)
-    head = probe._linear_head_from(clf, 6, 4)
+    clf = fitting._logreg(1.0, x, y)
+    head = fitting._linear_head_from(clf, 6, 4)
     p = torch.softmax(head(torch.as_tensor(x, dtype=torch.float32)), 1).detach().numpy()
     np.testing.assert_allclose(p[:, clf.classes_], clf.predict_proba(x), atol=1e-5)
     assert np.all(np.delete(p, clf.classes_, axis=1) < 1e-6)  # a class never seen is never predicted

@@ -21,6 +21,9 @@ A compare config holds `qact compare`'s own options (the eval dataset and protoc
         model: torchvision:resnet18 # the same, with a card's keys beside it: weights, model_kwargs,
         weights: r18.safetensors    #   num_classes, input_size, resize, mean, std, class_names,
         num_classes: 10             #   trust_model_file
+      - name: lenet-relu-lr
+        backbone: lenet-relu        # a probe (head: linear|quantile) fitted on a frozen backbone: a model
+        head: linear                #   listed before it, a qact checkpoint, a spec or card, or dinov2_vits14
       - name: dino
         arch: dinov2_vits14         # a frozen-backbone probe: skipped (saying why) when its weights are absent
         needs_gpu: true             # skipped (saying why) when the run is on a CPU
@@ -35,7 +38,7 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from importlib import resources
 from pathlib import Path
 from typing import Callable
@@ -113,14 +116,15 @@ def parse_experiment(extra: dict, where: str) -> Experiment:
             raise UsageError(f"two models are named {name!r} in {where}; names must be unique")
         ev = _mapping(m.get("eval"), f"eval of {what}", where)
         _check_keys(ev, EVAL_OVERRIDE_KEYS, f"eval of {what}", where)
-        ways = [key for key in ("arch", "checkpoint", "model", "from") if m.get(key)]
+        ways = [key for key in ("arch", "backbone", "checkpoint", "model", "from") if m.get(key)]
         if len(ways) != 1:
-            raise UsageError(f"{what} in {where} needs exactly one of arch (train it), checkpoint or model (an "
-                             f"existing model) or from (another model's checkpoint); it has {', '.join(ways) or 'none'}")
+            raise UsageError(f"{what} in {where} needs exactly one of arch (train it), backbone (fit a probe on it), "
+                             "checkpoint or model (an existing model) or from (another model's checkpoint); it has "
+                             f"{', '.join(ways) or 'none'}")
         card = {key: m[key] for key in MODEL_FIELDS if key in m} if ways[0] in ("checkpoint", "model") else {}
         own_train = {key: m[key] for key in TRAIN_KEYS if key in m and key not in card}
         spec = ModelSpec(name, eval=ev, needs_gpu=bool(m.get("needs_gpu", False)))
-        if m.get("arch"):
+        if m.get("arch") or m.get("backbone"):
             spec.train = {**shared, **own_train}
         else:
             if own_train:
@@ -155,6 +159,8 @@ def train_config(spec: ModelSpec, opts: EvalOptions, ckpt: Path):
     from ..train import TrainConfig
 
     t = dict(spec.train)
+    if t.get("backbone"):
+        t.setdefault("arch", "")  # a probe: the backbone is the architecture
     context_size = t.pop("context_size", None)
     t["dataset"] = train_dataset(spec, opts.dataset)
     t.setdefault("seed", opts.seed)
@@ -212,7 +218,7 @@ def _same_run(saved, cfg) -> bool:
 
 def unavailable(spec: ModelSpec, opts: EvalOptions) -> str | None:
     """Why a model cannot run here (frozen-backbone weights absent; a GPU-only model on a CPU), else None."""
-    arch = str(spec.train.get("arch", ""))
+    arch = str(spec.train.get("backbone") or spec.train.get("arch", ""))
     if arch.startswith("dinov2") and not opts.download:
         from ..models.probe import dinov2_weights_available  # the probe's own resolution: path, else the hub cache
 
@@ -262,14 +268,19 @@ def prepare_checkpoints(exp: Experiment, opts: EvalOptions, out_dir: Path, hooks
                 skipped[spec.name] = skipped[spec.source]
             else:
                 ckpts[spec.name] = ckpts[spec.source]
+        elif spec.train.get("backbone") in skipped:
+            skipped[spec.name] = skipped[spec.train["backbone"]]
         elif reason := unavailable(spec, opts):
             skipped[spec.name] = reason
             hooks.log(f"{spec.name}: {reason}")
         else:
+            if spec.train.get("backbone") in ckpts:  # a probe on a model of this experiment: its checkpoint
+                spec = replace(spec, train={**spec.train, "backbone": ckpts[spec.train["backbone"]]})
             path = out_dir / "checkpoints" / f"{spec.name}.pt"
             ckpts[spec.name] = str(path)
             plan.append((spec, path, train_config(spec, opts, path)))
     from ..train import validate_config
+    from ..training.probe import backbone_unchanged
 
     for spec, _, cfg in plan:  # a typo in the last model fails now, not after the others trained
         try:
@@ -282,10 +293,11 @@ def prepare_checkpoints(exp: Experiment, opts: EvalOptions, out_dir: Path, hooks
             cfg.resume = _resumable(state, cfg)
             if not cfg.resume:
                 state.unlink()  # left by a run with other settings: start over
-        elif checkpoint_matches(path, cfg):
+        elif checkpoint_matches(path, cfg) and (not cfg.backbone or backbone_unchanged(path)):
             hooks.log(f"[{n}/{len(plan)}] {spec.name}: reusing {path}")
             continue
-        what = (f"{cfg.arch}, {cfg.act}, {cfg.loss} loss, {cfg.head} head, up to {cfg.epochs} epoch"
+        what = (f"{cfg.head} probe on {cfg.backbone}, {cfg.dataset}" if cfg.backbone else
+                f"{cfg.arch}, {cfg.act}, {cfg.loss} loss, {cfg.head} head, up to {cfg.epochs} epoch"
                 f"{'s' if cfg.epochs != 1 else ''} on {cfg.dataset}")
         verb = "resuming" if cfg.resume else "training"
         hooks.log(f"[{n}/{len(plan)}] {spec.name}: {verb} ({what}) -> {path}")

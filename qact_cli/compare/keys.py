@@ -7,7 +7,7 @@ EXPERIMENT_KEYS = {"models", "train", "title", "description"}
 
 # what a model entry (and the shared `train:` block) may set for training
 TRAIN_KEYS = {"dataset", "arch", "act", "loss", "head", "epochs", "batch_size", "lr", "augment", "placement",
-              "early_stop", "context_size", "weights", "probe_res", "seed"}
+              "early_stop", "context_size", "weights", "probe_res", "seed", "backbone"}
 # a model card's keys (an entry with `checkpoint:` or `model:` other than a qact checkpoint)
 CARD_KEYS = set(MODEL_FIELDS)
 # a model entry: its name, training settings, an existing model (checkpoint / model, with card keys) or

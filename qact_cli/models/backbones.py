@@ -184,6 +184,7 @@ def resolve_backbone(spec: str, weights: str | None = None, download: bool = Fal
                          f"choose one of {', '.join(dinov2.ARCHS)}")
     if not Path(spec).is_file() and ":" not in spec:
         raise InputError(f"backbone not found: {spec}; {BACKBONE_HELP}")
+    _refuse_probe(spec)
     opts = dict(options or {})
     if weights is not None:
         opts["weights"] = weights
@@ -191,13 +192,27 @@ def resolve_backbone(spec: str, weights: str | None = None, download: bool = Fal
     return _wrap(net, meta, spec, opts)
 
 
+def _refuse_probe(spec: str) -> None:
+    """A probe checkpoint as a backbone: refused before its own backbone is looked for."""
+    from ..checkpoint import read_checkpoint
+    from ..eval.run import is_checkpoint
+
+    if is_checkpoint(spec) and not spec.endswith((".safetensors",)):
+        try:
+            rec = read_checkpoint(spec)["model"].get("backbone")
+        except InputError:
+            return  # not a qact checkpoint: resolve_model says what it is
+        if rec:
+            raise InputError(f"{spec} is itself a probe; give the backbone it was fitted on "
+                             f"({rec.get('path') or rec.get('spec') or rec.get('name')})")
+
+
 def _wrap(net: nn.Module, meta: dict, spec: str, opts: dict) -> NetBackbone:
     info = meta["model"]
     where_text = str(meta.get("name") or spec)
     if meta.get("format") == "qact-checkpoint":  # a qact network: head(features(x))
         if info.get("backbone"):
-            raise InputError(f"{spec} is itself a probe; give the backbone it was fitted on "
-                             f"({info['backbone'].get('path') or info['backbone'].get('spec') or info['backbone'].get('name')})")
+            _refuse_probe(str(meta["path"]))
         path = Path(meta["path"]).resolve()
         where = None if not info.get("features") else (info["features"], "output")
         if where is None and not callable(getattr(net, "features", None)):
@@ -246,6 +261,7 @@ def from_record(record: dict, weights: str | None = None, download: bool = False
             raise InputError(_other(opts.get("weights") or record["spec"], got, want))
     else:
         raise InputError(f"probe backbone implementation {impl!r} is unknown to this qact; fit the probe again")
+    bb.dim = bb.dim or int(record.get("embed_dim") or 0)  # a hooked backbone's size is known from its fit
     if record.get("embed_dim") and bb.dim != record["embed_dim"]:
         raise InputError(f"the probe expects {record['embed_dim']}-d features but {bb.name} gives {bb.dim}")
     return bb
