@@ -22,3 +22,8 @@ def not_a_module(**kwargs):
 
 def raises(**kwargs):
     raise ValueError("no such variant")
+
+
+def conv_only(num_classes=10):
+    """A classifier with no nn.Linear (a 1x1 conv and global pooling): its features must be named in a card."""
+    return torch.nn.Sequential(torch.nn.Conv2d(3, num_classes, 1), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten())

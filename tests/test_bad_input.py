@@ -131,6 +131,12 @@ def work(tmp_path_factory):
     (w / "exp_arch.yaml").write_text("dataset: gen:digits\nout_dir: expout\nmodels:\n"
                                      "  - {name: a, arch: lenet, epochs: 1}\n  - {name: b, arch: lenett, epochs: 1}\n")
     (w / "afile").write_text("a regular file\n")
+    # a linear probe fitted on m.pt, another backbone, a card naming a module the model lacks
+    from qact_cli.train import TrainConfig, train
+
+    random_checkpoint(w / "m2.pt", 10, 32, seed=1)
+    train(TrainConfig(dataset="digits", arch="", backbone=str(ckpt), out=str(w / "probe.pt"), device="cpu"))
+    (w / "badfeat.yaml").write_text("model: ext_model_builders:conv_only\nfeatures: nope\n")
     (w / "Dlocked").mkdir()
     (w / "Dlocked" / ".lock").touch()
     # a resume state saved with --act relu
@@ -313,6 +319,17 @@ ROWS = [
     Row("train-batch-size-1-qact", T + ["--act", "qact", "--batch-size", "1", "--out", "t.pt"], 2, "--batch-size ≥ 2"),
     Row("train-resume-other-act", T + ["--act", "qact", "--resume", "--out", "R.pt"], 3, "--act", post=_state_kept),
     Row("train-unknown-arch", ["train", "--dataset", "digits", "--arch", "lenett", "--out", "t.pt"], 2, "unknown --arch"),
+    Row("train-backbone-not-found", ["train", "--dataset", "digits", "--backbone", "nope.pt", "--out", "t.pt"], 3,
+        "`features: MODULE`"),
+    Row("train-backbone-no-features", ["train", "--dataset", "digits", "--backbone", "ext_model_builders:conv_only",
+                                       "--out", "t.pt"], 3, "`features: MODULE` in a model card"),
+    Row("train-backbone-card-bad-features", ["train", "--dataset", "digits", "--backbone", "badfeat.yaml", "--out",
+                                             "t.pt"], 3, "features 'nope' is not a module"),
+    Row("train-backbone-is-a-probe", ["train", "--dataset", "digits", "--backbone", "probe.pt", "--out", "t.pt"], 3,
+        "itself a probe"),
+    Row("eval-probe-other-backbone", ["eval", "probe.pt", "--dataset", "digits", "--limit", "10", "--weights", "m2.pt"],
+        3, "not the backbone this probe was fitted on"),
+    Row("eval-probe-own-backbone", ["eval", "probe.pt", "--dataset", "digits", "--limit", "10"], 0, ""),
     # --- files
     Row("eval-json-dev-full", E + ["--json", "/dev/full"], 3, "No space left", post=_dev_full_intact),
     Row("eval-json-symlink", _symlink, 0, "", outputs=("target.json",)),
