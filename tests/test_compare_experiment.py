@@ -135,7 +135,7 @@ def test_sample_configs_hold_only_known_keys():
     from qact_cli.compare.keys import EXPERIMENT_KEYS
 
     compare_keys = command_params("compare") | EXPERIMENT_KEYS
-    for name in ("quickstart.yaml", "paper_cifar10c.yaml", "claim_digits.yaml"):
+    for name in ("quickstart.yaml", "paper_cifar10c.yaml", "claim_digits.yaml", "paper_protocol_digits.yaml"):
         data = yaml.safe_load((ROOT / "sample_configs" / name).read_text())
         assert {k.replace("-", "_") for k in data} <= compare_keys, name
         exp = parse_experiment({k: v for k, v in data.items() if k in EXPERIMENT_KEYS}, name)
