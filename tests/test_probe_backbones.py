@@ -237,3 +237,14 @@ def test_experiment_fits_a_probe_on_a_model_it_trains(small_digits, tmp_path):
     probe_ckpt = read_checkpoint(tmp_path / "run" / "checkpoints" / "net+LR.pt")
     assert probe_ckpt["model"]["backbone"]["sha256"] == sha256_file(tmp_path / "run" / "checkpoints" / "net.pt")
     assert [e.name for e in entries] == ["net", "net+LR"] and all(e.result for e in entries)
+
+
+def test_experiment_backbone_must_be_listed_before_its_probe():
+    from qact_cli.compare.experiment import parse_experiment
+    from qact_cli.errors import UsageError
+
+    with pytest.raises(UsageError, match="listed before it"):
+        parse_experiment({"models": [{"name": "p", "backbone": "net", "head": "linear"},
+                                     {"name": "net", "arch": "lenet"}]}, "exp.yaml")
+    with pytest.raises(UsageError, match="exactly one of"):
+        parse_experiment({"models": [{"name": "p", "backbone": "net", "arch": "lenet"}]}, "exp.yaml")

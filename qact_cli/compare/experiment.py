@@ -140,6 +140,11 @@ def parse_experiment(extra: dict, where: str) -> Experiment:
         specs.append(spec)
     if not specs:
         raise UsageError(f"{where} lists no models; add a `models:` list, or pass result JSONs / checkpoints")
+    names = [s.name for s in specs]
+    for k, s in enumerate(specs):  # a probe's backbone named in the list must be trained before it
+        if s.train.get("backbone") in names[k:]:
+            raise UsageError(f"model {s.name!r} in {where} is fitted on {s.train['backbone']!r}, which is not a model "
+                             "listed before it; list the backbone first")
     return Experiment(specs, extra.get("title"), extra.get("description"), where)
 
 
