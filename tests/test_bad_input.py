@@ -136,6 +136,10 @@ def work(tmp_path_factory):
 
     random_checkpoint(w / "m2.pt", 10, 32, seed=1)
     train(TrainConfig(dataset="digits", arch="", backbone=str(ckpt), out=str(w / "probe.pt"), device="cpu"))
+    from safetensors.torch import save_file
+    from ext_model_builders import build
+
+    save_file(build(num_classes=10).state_dict(), str(w / "r18.safetensors"))
     (w / "badfeat.yaml").write_text("model: ext_model_builders:conv_only\nfeatures: nope\n")
     (w / "Dlocked").mkdir()
     (w / "Dlocked" / ".lock").touch()
@@ -325,6 +329,8 @@ ROWS = [
                                        "--out", "t.pt"], 3, "`features: MODULE` in a model card"),
     Row("train-backbone-card-bad-features", ["train", "--dataset", "digits", "--backbone", "badfeat.yaml", "--out",
                                              "t.pt"], 3, "features 'nope' is not a module"),
+    Row("train-backbone-weights-other-classes", ["train", "--dataset", "digits", "--backbone", "torchvision:resnet18",
+                                                 "--weights", "r18.safetensors", "--out", "t.pt"], 3, "num_classes: K"),
     Row("train-backbone-is-a-probe", ["train", "--dataset", "digits", "--backbone", "probe.pt", "--out", "t.pt"], 3,
         "itself a probe"),
     Row("eval-probe-other-backbone", ["eval", "probe.pt", "--dataset", "digits", "--limit", "10", "--weights", "m2.pt"],

@@ -188,7 +188,14 @@ def resolve_backbone(spec: str, weights: str | None = None, download: bool = Fal
     opts = dict(options or {})
     if weights is not None:
         opts["weights"] = weights
-    net, meta = resolve_model(spec, ModelOptions(**opts), device=device, download=download)
+    try:
+        net, meta = resolve_model(spec, ModelOptions(**opts), device=device, download=download)
+    except InputError as e:  # `qact train` has no --num-classes: a card says it
+        hint = "(and --num-classes K when it has K outputs)"
+        if hint not in str(e):
+            raise
+        raise InputError(str(e).replace(hint, "(a backbone with K outputs: give a model card with `model: " + spec
+                                        + "`, `weights:` and `num_classes: K` as --backbone)")) from None
     return _wrap(net, meta, spec, opts)
 
 
