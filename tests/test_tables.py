@@ -240,3 +240,21 @@ def test_title_names_a_data_root_that_is_not_the_default(tmp_path):
     assert named_root(None) is None and named_root(str(tmp_path)) == str(tmp_path)
     cmp = build([Entry("a", make_result("a", 0.9, 0.03, dataset="cifar10c"))], data_root=named_root(str(tmp_path)))
     assert title(cmp).startswith(f"cifar10c ({tmp_path}):")
+
+
+def test_markdown_and_plot_follow_metrics(cli, tmp_path):
+    from PIL import Image
+
+    from qact_cli.compare.plot import plot_size
+
+    paths = four_results(tmp_path)[:2]
+    md, png = tmp_path / "c.md", tmp_path / "c.png"
+    code, out, err = cli("compare", *paths, "--metrics", "acc,ece,ce,nll,brier", "--markdown", md, "--plot", png)
+    assert code == 0, err
+    header = md.read_text().splitlines()[2]
+    assert header.startswith("| severity | lenet-relu acc | lenet-relu ECE | lenet-relu CE-L2 | lenet-relu NLL | lenet-relu Brier |")
+    assert "lenet-relu-bn-adapt +adapt bn Brier" in header
+    with Image.open(png) as im:
+        assert im.size == plot_size(5) and plot_size(5)[0] > plot_size(2)[0]
+    # piped: the wide form, one line per row, every metric's header present
+    assert "CE-L2" in out and "NLL" in out and "Brier" in out and "(-0.0050)" in out
