@@ -113,7 +113,7 @@ def _cached(job: EvalJob, dataset: str, protocol_json: dict) -> dict | None:
     except InputError:
         return None  # unreadable: evaluate again and overwrite it
     r = results[0] if len(results) == 1 else None
-    if (r is None or r["dataset"] != dataset or r["protocol"] != protocol_json
+    if (r is None or r["dataset"] != dataset or {k: v for k, v in r["protocol"].items() if k != "data"} != protocol_json
             or r["model"].get("sha256") != sha256_file(job.checkpoint) or r["model"].get("name") != job.name):
         return None
     return r
