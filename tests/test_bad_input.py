@@ -119,6 +119,9 @@ def work(tmp_path_factory):
             (w / d / str(c)).mkdir(parents=True)
             for i in range(2):
                 Image.fromarray(rng.integers(0, 255, (32, 32, 3), dtype=np.uint8)).save(w / d / str(c) / f"{i}.jpg")
+    for c in ("5", "7", "9"):  # a subset of the digits classes, for a model that does not know its class names
+        (w / "F579" / c).mkdir(parents=True)
+        Image.fromarray(rng.integers(0, 255, (32, 32, 3), dtype=np.uint8)).save(w / "F579" / c / "0.png")
     data = (w / "F/3/1.jpg").read_bytes()
     (w / "F/3/1.jpg").write_bytes(data[: len(data) // 2])
     Image.fromarray(rng.integers(0, 255, (40, 40, 3), dtype=np.uint8)).save(w / "FM/5/0.jpg")
@@ -298,6 +301,7 @@ ROWS = [
         3, "cannot read image", subprocess=True),
     Row("eval-mixed-sizes-workers", ["eval", "m.pt", "--dataset", "folder:FM", "--workers", "2", "--batch-size", "4"],
         3, "different sizes", subprocess=True),
+    Row("eval-folder-subset-unnamed-model", ["eval", "m.pt", "--dataset", "folder:F579"], 3, "10-class model"),
     Row("eval-truncated-jpeg", ["eval", "m.pt", "--dataset", "folder:F", "--workers", "0"], 3, "cannot read image"),
     Row("eval-nan-weights", ["eval", "nan.pt", "--dataset", "digits"], 3, "NaN"),
     Row("eval-model-none", ["eval", "model_none.pt", "--dataset", "digits"], 3, "'model' section"),
