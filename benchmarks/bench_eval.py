@@ -8,6 +8,9 @@ every metric, one (corruption, severity) cell per batch) against the bare forwar
 over the same images already normalised in memory, batch 256, one thread, CPU. The ratio
 eval/forward is on process CPU time (less sensitive than wall time to other processes on a shared
 machine); target <= 1.10. The data path alone (disk -> normalised batch, no model) is timed too.
+The external-model row evaluates `torchvision:resnet18` with `--weights FILE.safetensors
+--num-classes 10 --mean --std` (the spec path: build, weights read without pickles, preprocessing
+from the options) against the bare forward of the same torchvision model.
 Memory: peak RSS during the evaluation of 2,000, 20,000 and 40,000 rows (6, 61 and 123 MB of
 images), each in a fresh process, the import peak excluded (Linux only: /proc/self/status and
 clear_refs). What remains is allocator noise of a few tens of MB, flat in the number of rows.
@@ -31,6 +34,7 @@ from qact_cli.checkpoint import make_checkpoint, save_checkpoint
 from qact_cli.data import get_dataset
 from qact_cli.data.transforms import to_model_input
 from qact_cli.eval import run
+from qact_cli.eval.options import model_options
 from qact_cli.eval.protocol import cell_batches
 from qact_cli.models import build_model
 from qact_cli.utils import environment
@@ -49,6 +53,14 @@ def write_folder(d: Path, rows: int) -> Path:
 
 def model_and_meta(arch: str, path: Path) -> tuple[torch.nn.Module, dict]:
     torch.manual_seed(0)
+    if arch.startswith("torchvision:"):  # a model from elsewhere: a spec and a weights file
+        import torchvision
+        from safetensors.torch import save_file
+
+        model = torchvision.models.get_model(arch.split(":", 1)[1], num_classes=10).eval()
+        weights = path.with_suffix(".safetensors")
+        save_file(model.state_dict(), str(weights))
+        return model, {"path": arch, "options": dict(weights=str(weights), num_classes=10, mean=MEAN, std=STD)}
     model = build_model(arch, act="relu", num_classes=10, input_size=(32, 32)).eval()
     info = {"arch": arch, "act": "relu", "head": "linear", "num_classes": 10, "arch_kwargs": {"input_size": [32, 32]},
             "input_size": [32, 32], "mean": MEAN, "std": STD, "classes": None, "backbone": None}
@@ -63,8 +75,8 @@ def timed(fn) -> tuple[float, float]:
 
 
 def bench_throughput(arch: str, rows: int, repeats: int, tmp: Path) -> dict:
-    folder = write_folder(tmp / f"{arch}-{rows}", rows)
-    model, meta = model_and_meta(arch, tmp / f"{arch}.pt")
+    folder = write_folder(tmp / f"{arch.replace(':', '_')}-{rows}", rows)
+    model, meta = model_and_meta(arch, tmp / f"{arch.replace(':', '_')}.pt")
     cells = get_dataset("cifar10c", folder).cells(["fog"], [1, 2, 3, 4, 5])
     # the same images, batched as eval batches them (per cell), normalised once, in memory
     inputs = [to_model_input(xb, MEAN, STD) for c in cells for xb, _ in cell_batches(c.source, BATCH)]
@@ -80,8 +92,9 @@ def bench_throughput(arch: str, rows: int, repeats: int, tmp: Path) -> dict:
                 to_model_input(xb, MEAN, STD)
 
     def full():
+        options = model_options(**meta["options"]) if "options" in meta else None
         run.run_eval([meta["path"]], "cifar10c", folder, corruptions="fog", severities="1-5", batch_size=BATCH,
-                     device="cpu")
+                     device="cpu", model_options=options)
 
     full(), bare()  # warm-up
     runs = {"bare": [], "eval": [], "data": []}
@@ -137,6 +150,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--lenet-rows", type=int, default=10_240)
     ap.add_argument("--resnet-rows", type=int, default=640)
+    ap.add_argument("--tv-rows", type=int, default=2560, help="images for the torchvision:resnet18 row")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "bench_eval.json"))
     ap.add_argument("--one", help=argparse.SUPPRESS)  # internal: one model's throughput in this process
@@ -148,13 +162,14 @@ def main() -> None:
             print(json.dumps(bench_throughput(args.one, args.rows, args.repeats, Path(t))))
         return
     speed = [throughput_in_subprocess("lenet", args.lenet_rows, args.repeats),
-             throughput_in_subprocess("resnet18", args.resnet_rows, max(1, args.repeats - 1))]
+             throughput_in_subprocess("resnet18", args.resnet_rows, max(1, args.repeats - 1)),
+             throughput_in_subprocess("torchvision:resnet18", args.tv_rows, args.repeats)]
     with tempfile.TemporaryDirectory() as t:
         memory = bench_memory(Path(t))
-    print(f"{'model':<10}{'images':>7}{'bare img/s':>11}{'eval img/s':>11}{'data img/s':>11}"
+    print(f"{'model':<22}{'images':>7}{'bare img/s':>11}{'eval img/s':>11}{'data img/s':>11}"
           f"{'eval/bare cpu':>14}{'eval/bare wall':>15}{'data share':>11}")
     for r in speed:
-        print(f"{r['arch']:<10}{r['images']:>7}{r['bare_img_s']:>11.0f}{r['eval_img_s']:>11.0f}"
+        print(f"{r['arch']:<22}{r['images']:>7}{r['bare_img_s']:>11.0f}{r['eval_img_s']:>11.0f}"
               f"{r['data_img_s']:>11.0f}{r['ratio_cpu']:>14.3f}{r['ratio_wall']:>15.3f}{r['data_share_cpu']:>11.1%}")
     print(f"\n{'rows':>8}{'file MB':>10}{'RSS at start MB':>17}{'peak RSS MB':>13}{'eval MB':>9}")
     for m in memory:

@@ -12,6 +12,8 @@ from pathlib import Path
 import typer
 import yaml
 
+from .suggest import did_you_mean
+
 # keys a command's config may hold beyond its options (e.g. compare's experiment description)
 EXTRA_KEYS: dict[str, set[str]] = {}
 
@@ -68,7 +70,7 @@ def config_callback(ctx: typer.Context, param: typer.CallbackParam, value: Path 
         else:
             known = sorted(o.lstrip("-") for p in params.values() for o in getattr(p, "opts", []) if o.startswith("--"))
             known += sorted(extra)
-            raise typer.BadParameter(f"unknown key {key!r} in {value}; valid keys: {', '.join(known)}")
+            raise typer.BadParameter(f"unknown key {key!r} in {value}{did_you_mean(key, known)}; valid keys: {', '.join(known)}")
     ctx.default_map = {**(ctx.default_map or {}), **defaults}
     ctx.meta["config_extra"] = extras
     ctx.meta["config_path"] = str(value)

@@ -24,6 +24,7 @@ from .checkpoint import make_checkpoint, read_checkpoint, save_checkpoint
 from .data import Dataset, get_dataset, make_loader
 from .data.transforms import crop_flip, to_model_input
 from .errors import InputError, UsageError
+from .suggest import unknown
 from .models import build_model
 from .utils import environment, seed_everything
 
@@ -67,7 +68,7 @@ def split_train_val(n: int, seed: int = SPLIT_SEED) -> tuple[np.ndarray, np.ndar
 
 def validate_config(cfg: TrainConfig) -> None:
     if cfg.loss not in ("ce", "watershed"):
-        raise UsageError(f"unknown --loss {cfg.loss!r}; choose ce or watershed")
+        raise UsageError(unknown("--loss", cfg.loss, ("ce", "watershed")))
     if cfg.epochs < 1 or cfg.batch_size < 1 or not cfg.lr > 0:
         raise UsageError("--epochs and --batch-size must be ≥ 1 and --lr > 0")
     if cfg.act == "qact" and cfg.batch_size < 2:

@@ -157,7 +157,7 @@ def _raising(exc):
     def call(w, cli):
         from unittest import mock
 
-        with mock.patch("qact_cli.eval.run.run_eval", side_effect=exc):
+        with mock.patch("qact_cli.eval.run.run_jobs", side_effect=exc):
             return cli(["eval", "m.pt", "--dataset", "digits"])
     return call
 

@@ -78,7 +78,7 @@ def test_tiny_experiment_end_to_end_then_reused(cli, tmp_path, monkeypatch):
     assert "reusing" in err and "training" not in err and "evaluating" not in err
     assert out2 == out
     # another training setting is another model
-    from qact_cli.compare.evaluation import EvalOptions
+    from qact_cli.eval.options import EvalOptions
     from qact_cli.compare.experiment import checkpoint_matches, parse_experiment, train_config
 
     data = yaml.safe_load(TINY)

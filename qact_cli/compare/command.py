@@ -9,7 +9,7 @@ from pathlib import Path
 import typer
 
 from ..errors import UsageError
-from .evaluation import EvalOptions
+from ..eval.options import MODEL_FIELDS, EvalOptions
 from .keys import EXPERIMENT_KEYS
 
 # parameter sources (click's ParameterSource names) that mean "the user gave this value"
@@ -18,19 +18,15 @@ EVAL_FIELDS = ("dataset", "data_root", "download", "corruptions", "severities", 
                "seed", "device", "workers")
 
 
-# compare's options that are not strings (the CLI converts flags; values from the bundled file come as YAML types)
-OPTION_TYPES = {"batch_size": int, "limit": int, "workers": int, "seed": int, "download": bool, "allow_mixed": bool}
-
-
 def _cast(name: str, value, path: Path):
-    want = OPTION_TYPES.get(name, str)
-    if value is None or isinstance(value, want) and not (want is int and isinstance(value, bool)):
-        return value
-    if want is int and isinstance(value, str) and value.strip().lstrip("-").isdigit():
-        return int(value)
-    if want is str and isinstance(value, (int, float)):
-        return str(value)
-    raise UsageError(f"{name.replace('_', '-')} in {path} must be {want.__name__}, got {value!r}")
+    """A value of the bundled file as the option's type (the CLI converts flags itself)."""
+    from ..eval.options import coerce
+
+    if name == "allow_mixed":
+        if isinstance(value, bool):
+            return value
+        raise UsageError(f"allow-mixed in {path} must be true or false, got {value!r}")
+    return coerce(name, value, str(path))
 
 
 def apply_bundled_config(ctx: typer.Context, params: dict, path: Path) -> dict:
@@ -46,9 +42,7 @@ def apply_bundled_config(ctx: typer.Context, params: dict, path: Path) -> dict:
             extra[name] = value
         elif name in by_name:
             if getattr(ctx.get_parameter_source(name), "name", None) not in EXPLICIT:
-                if isinstance(value, (list, tuple)) and name != "items":
-                    value = ",".join(str(v) for v in value)
-                params[name] = _cast(name, value, path)
+                params[name] = value if name == "items" else _cast(name, value, path)
         else:
             raise UsageError(f"unknown key {key!r} in {path}")
     return extra
@@ -70,8 +64,10 @@ def _check_outputs(json_out: str | None, markdown: str | None, plot: str | None)
 
 
 def run_compare(ctx: typer.Context, params: dict) -> None:
+    from ..eval.report import named_root
     from ..ui import progress, stderr_console
     from . import table as tbl
+    from ..eval.run import Hooks as EvalHooks
     from .experiment import Experiment, Hooks, QUICKSTART_OUT, parse_experiment, quickstart_path, run_experiment
     from .items import load_items
 
@@ -97,12 +93,19 @@ def run_compare(ctx: typer.Context, params: dict) -> None:
         markdown = markdown or str(out_dir / "compare.md")
         plot = plot or str(out_dir / "compare.png")
     _check_outputs(json_out, markdown, plot)
-    opts = EvalOptions(**{k: params.get(k) for k in EVAL_FIELDS if params.get(k) is not None})
+    opts = EvalOptions.from_values({k: params.get(k) for k in EVAL_FIELDS}, where or "the command line")
+    model_flags = {k: params.get(k) for k in MODEL_FIELDS}
+    metrics = tbl.parse_metrics(params.get("metrics"))
 
+    from .. import distributed
+
+    distributed.setup(opts.device)  # under torchrun: every rank evaluates its share; rank 0 alone prints and writes
+    main = distributed.is_main()
     err = stderr_console()
+    err.quiet = not main
     t0 = time.time()
     entries = []
-    with progress(err, "info") as bar:
+    with progress(err, "info") as bar, distributed.guard("comparison"):
         task = bar.add_task("", total=None, info="", visible=False)
 
         def log(line: str) -> None:
@@ -135,11 +138,13 @@ def run_compare(ctx: typer.Context, params: dict) -> None:
             entries += run_experiment(experiment, opts, out_dir,
                                       Hooks(log=log, train=train_with_progress, on_start=on_start, on_cell=on_cell))
         if items:
-            entries += load_items(items, opts, on_start=on_start, on_cell=on_cell)
+            entries += load_items(items, opts, model_flags, EvalHooks(on_start=on_start, on_cell=on_cell, log=log))
 
     tbl.unique_names(entries)
     tbl.check_protocols(entries, allow_mixed=bool(params.get("allow_mixed")))
-    cmp = tbl.build(entries)
+    cmp = tbl.build(entries, metrics, data_root=named_root(params.get("data_root")))
+    if not main:
+        return
     tbl.print_comparison(cmp, to_stderr="-" in (json_out, markdown))
     written = []
     if json_out:

@@ -15,7 +15,12 @@ A compare config holds `qact compare`'s own options (the eval dataset and protoc
         from: lenet-relu            # reuse another model's checkpoint ...
         eval: {adapt: bn}           # ... evaluated differently (adapt, context, batch_size)
       - name: mine
-        checkpoint: path/to/mine.pt # an existing checkpoint, not trained here
+        checkpoint: path/to/mine.pt # an existing MODEL, not trained here: a qact checkpoint, a spec
+                                    #   (torchvision:resnet18), a model card (.yaml)
+      - name: r18
+        model: torchvision:resnet18 # the same, with a card's keys beside it: weights, model_kwargs,
+        weights: r18.safetensors    #   num_classes, input_size, resize, mean, std, class_names,
+        num_classes: 10             #   trust_model_file
       - name: dino
         arch: dinov2_vits14         # a frozen-backbone probe: skipped (saying why) when its weights are absent
         needs_gpu: true             # skipped (saying why) when the run is on a CPU
@@ -36,7 +41,8 @@ from pathlib import Path
 from typing import Callable
 
 from ..errors import InputError, UsageError
-from .evaluation import EvalJob, EvalOptions, evaluate_jobs
+from ..eval.options import MODEL_FIELDS, EvalOptions, model_options
+from ..eval.run import EvalJob, Hooks as EvalHooks, is_checkpoint, load, run_jobs
 from .keys import EVAL_OVERRIDE_KEYS, EXPERIMENT_KEYS, MODEL_KEYS, TRAIN_KEYS
 from .table import Entry
 
@@ -52,7 +58,8 @@ NOT_IDENTITY = ("data_root", "download", "resume", "device", "out", "workers")
 class ModelSpec:
     name: str
     train: dict = field(default_factory=dict)  # TrainConfig fields, when trained here
-    checkpoint: str | None = None
+    checkpoint: str | None = None  # any MODEL: a qact checkpoint, a spec, a card
+    card: dict = field(default_factory=dict)  # the entry's card keys (weights, num_classes, mean, ...)
     source: str | None = None  # `from:` another model
     eval: dict = field(default_factory=dict)
     needs_gpu: bool = False
@@ -106,19 +113,22 @@ def parse_experiment(extra: dict, where: str) -> Experiment:
             raise UsageError(f"two models are named {name!r} in {where}; names must be unique")
         ev = _mapping(m.get("eval"), f"eval of {what}", where)
         _check_keys(ev, EVAL_OVERRIDE_KEYS, f"eval of {what}", where)
-        own_train = {key: m[key] for key in TRAIN_KEYS if key in m}
-        ways = [key for key in ("arch", "checkpoint", "from") if m.get(key)]
+        ways = [key for key in ("arch", "checkpoint", "model", "from") if m.get(key)]
         if len(ways) != 1:
-            raise UsageError(f"{what} in {where} needs exactly one of arch (train it), checkpoint (an existing file) "
-                             f"or from (another model's checkpoint); it has {', '.join(ways) or 'none'}")
+            raise UsageError(f"{what} in {where} needs exactly one of arch (train it), checkpoint or model (an "
+                             f"existing model) or from (another model's checkpoint); it has {', '.join(ways) or 'none'}")
+        card = {key: m[key] for key in MODEL_FIELDS if key in m} if ways[0] in ("checkpoint", "model") else {}
+        own_train = {key: m[key] for key in TRAIN_KEYS if key in m and key not in card}
         spec = ModelSpec(name, eval=ev, needs_gpu=bool(m.get("needs_gpu", False)))
         if m.get("arch"):
             spec.train = {**shared, **own_train}
         else:
             if own_train:
                 raise UsageError(f"{what} in {where} sets training keys ({', '.join(sorted(own_train))}) "
-                                 "but is not trained here (it uses checkpoint/from)")
-            spec.checkpoint = str(m["checkpoint"]) if m.get("checkpoint") else None
+                                 "but is not trained here (it uses checkpoint/model/from)")
+            given = m.get("checkpoint") or m.get("model")
+            spec.checkpoint = str(given) if given else None
+            spec.card = card
             spec.source = str(m["from"]) if m.get("from") else None
             if spec.source and not any(s.name == spec.source for s in specs):
                 raise UsageError(f"{what} in {where} takes its checkpoint from {spec.source!r}, "
@@ -243,7 +253,7 @@ def prepare_checkpoints(exp: Experiment, opts: EvalOptions, out_dir: Path, hooks
     plan = []  # every setting is checked before the first model trains
     for spec in exp.models:
         if spec.checkpoint:
-            if not Path(spec.checkpoint).is_file():
+            if not Path(spec.checkpoint).is_file() and ":" not in spec.checkpoint:  # a spec is resolved on loading
                 raise InputError(f"checkpoint of model {spec.name!r} not found: {spec.checkpoint} (in {exp.path}); "
                                  "fix the path or train it with `qact train`")
             ckpts[spec.name] = spec.checkpoint
@@ -293,29 +303,36 @@ def run_experiment(exp: Experiment, opts: EvalOptions, out_dir: str | Path, hook
         raise UsageError(f"{exp.path} has no eval dataset; add `dataset: gen:digits` (or pass --dataset)")
     ckpts, skipped = prepare_checkpoints(exp, opts, out_dir, hooks)
     specs = [s for s in exp.models if s.name in ckpts]
-    jobs = [EvalJob(ckpts[s.name], name=s.name, overrides=dict(s.eval), cache=out_dir / "results" / f"{s.name}.json")
-            for s in specs]
-    results = dict(zip([s.name for s in specs],
-                       evaluate_jobs(jobs, opts, on_start=hooks.on_start, on_cell=hooks.on_cell, log=hooks.log)))
+    cards = {s.name: s.card for s in exp.models}
+    for s in specs:  # a `from:` model is evaluated as the model it takes its checkpoint from
+        if s.source:
+            cards[s.name] = cards[s.source]
+    jobs = [EvalJob(ckpts[s.name], name=s.name, model_options=model_options(**cards[s.name]), overrides=dict(s.eval),
+                    cache=out_dir / "results" / f"{s.name}.json") for s in specs]
+    if any(is_checkpoint(j.model) and j.model_options for j in jobs):
+        raise UsageError(f"{exp.path}: card keys (weights, num_classes, mean, ...) describe a model from elsewhere; "
+                         "a qact checkpoint records them itself")
+    evaluated = run_jobs(jobs, opts, EvalHooks(on_start=hooks.on_start, on_cell=hooks.on_cell, log=hooks.log))
+    results = dict(zip([s.name for s in specs], evaluated))
+    by_name = {j.name: j for j in jobs}
     entries = []
     for s in exp.models:
         if s.name in skipped:
             entries.append(Entry(s.name, None, skipped=skipped[s.name]))
         else:
             r = results[s.name]
-            note = nothing_to_adapt(ckpts[s.name]) if r["protocol"].get("adapt") == "bn" else None
+            note = nothing_to_adapt(by_name[s.name]) if r["protocol"].get("adapt") == "bn" else None
             entries.append(Entry(s.name, r, source=ckpts[s.name], declared=dict(s.eval), note=note))
     return entries
 
 
-def nothing_to_adapt(checkpoint: str) -> str | None:
+def nothing_to_adapt(job: EvalJob) -> str | None:
     """`--adapt bn` re-estimates BatchNorm statistics and QAct contexts; say so when a model has neither."""
     from torch.nn.modules.batchnorm import _BatchNorm
 
-    from ..checkpoint import load_model
     from ..nn.qact import QAct
 
-    model, _ = load_model(checkpoint)
+    model, _ = load(job, "cpu")
     if any(isinstance(m, (_BatchNorm, QAct)) for m in model.modules()):
         return None
     return "adapt bn changes nothing here: the model has no BatchNorm or QAct layer to re-estimate"

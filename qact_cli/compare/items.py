@@ -1,33 +1,40 @@
 """Command-line items of `qact compare`: result JSONs (single, multi, or an earlier compare document)
-and checkpoints, which are evaluated first with the eval options given."""
+and MODELs (qact checkpoints, specs like torchvision:resnet18, model cards, archives), which are
+evaluated first with the eval options given."""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Callable
-
 from ..errors import InputError
 from ..eval.gates import load_result
-from .evaluation import EvalJob, EvalOptions, evaluate_jobs
+from ..eval.options import EvalOptions
+from ..eval.run import ARCHIVE_SUFFIXES, CARD_SUFFIXES, Hooks, plan, run_jobs
 from .table import Entry
 
 CHECKPOINT_SUFFIXES = (".pt", ".pth", ".ckpt")
 
 
 def item_kind(item: str) -> str:
-    """'json' or 'checkpoint', from the file's first bytes (a torch checkpoint is a zip archive)."""
+    """'json' or 'model': a result document, or anything `qact eval` takes (a qact checkpoint, a spec
+    string, a card, an archive); a checkpoint is told from JSON by its first bytes (a zip archive)."""
     path = Path(item)
     if not path.exists():
-        raise InputError(f"compare item not found: {item}; pass result JSONs (`qact eval --json`) or checkpoints")
+        if ":" in item and not item.lower().endswith(".json"):
+            return "model"  # a spec (torchvision:NAME, pkg.module:callable): resolved when it is evaluated
+        raise InputError(f"compare item not found: {item}; pass result JSONs (`qact eval --json`), checkpoints "
+                         "or model specs (torchvision:resnet18)")
     if not path.is_file():
-        raise InputError(f"compare item {item} is not a file; pass result JSONs or checkpoints")
+        raise InputError(f"compare item {item} is not a file; pass result JSONs or models")
+    suffix = path.suffix.lower()
+    if suffix in CARD_SUFFIXES + ARCHIVE_SUFFIXES:
+        return "model"
     with open(path, "rb") as f:
         head = f.read(64)
-    if head.startswith(b"PK\x03\x04") or path.suffix.lower() in CHECKPOINT_SUFFIXES:
-        return "checkpoint"
-    if head.lstrip()[:1] in (b"{", b"[") or path.suffix.lower() == ".json":
+    if head.startswith(b"PK\x03\x04") or suffix in CHECKPOINT_SUFFIXES:
+        return "model"
+    if head.lstrip()[:1] in (b"{", b"[") or suffix == ".json":
         return "json"
-    raise InputError(f"compare item {item} is neither a result JSON nor a qact checkpoint "
+    raise InputError(f"compare item {item} is neither a result JSON nor a model "
                      "(write results with `qact eval --json`, checkpoints with `qact train`)")
 
 
@@ -54,17 +61,19 @@ def _entries_from_json(item: str) -> list[Entry]:
     return entries
 
 
-def load_items(items: list[str], opts: EvalOptions, on_start: Callable[[str, int], None] | None = None,
-               on_cell: Callable[[dict], None] | None = None) -> list[Entry]:
-    """Entries in the order given; every checkpoint is evaluated on the same cells."""
+def load_items(items: list[str], opts: EvalOptions, model_flags: dict | None = None,
+               hooks: Hooks | None = None) -> list[Entry]:
+    """Entries in the order given; every model is evaluated on the same cells. `model_flags`: the
+    single-model flags (they describe the one non-checkpoint model among the items)."""
     kinds = [item_kind(it) for it in items]
-    # bad JSON items fail before any checkpoint is evaluated
+    # bad JSON items fail before any model is evaluated
     from_json = {i: _entries_from_json(it) for i, (it, k) in enumerate(zip(items, kinds)) if k == "json"}
-    ckpts = [it for it, k in zip(items, kinds) if k == "checkpoint"]
-    evaluated = iter(evaluate_jobs([EvalJob(c) for c in ckpts], opts, on_start=on_start, on_cell=on_cell))
+    models = [it for it, k in zip(items, kinds) if k == "model"]
+    jobs, backbone = plan(models, **(model_flags or {}))
+    evaluated = iter(run_jobs(jobs, opts, hooks, backbone_weights=backbone))
     entries: list[Entry] = []
     for i, (it, kind) in enumerate(zip(items, kinds)):
-        if kind == "checkpoint":
+        if kind == "model":
             r = next(evaluated)
             entries.append(Entry(r["model"].get("name") or Path(it).stem, r, source=it))
         else:

@@ -27,6 +27,7 @@ import torch
 from .. import __version__
 from ..data.identity import input_fingerprint
 from ..errors import InputError, UsageError
+from ..suggest import unknown
 from . import CORRUPTIONS, check_name, corrupt, resolve_profile
 from .profiles import PROFILES
 
@@ -82,9 +83,9 @@ def _check_request(corruptions, severities, fmt, profile) -> tuple[list[str], li
     if len(set(names)) != len(names) or len(set(sev)) != len(sev):
         raise UsageError("corruptions and severities must not repeat")
     if fmt not in FORMATS:
-        raise UsageError(f"unknown format {fmt!r}; choose npy, jpeg or png")
+        raise UsageError(unknown("format", fmt, ("npy", "jpeg", "png")))
     if profile != "auto" and profile not in PROFILES:
-        raise UsageError(f"unknown profile {profile!r}; choose auto, {', '.join(PROFILES)}")
+        raise UsageError(unknown("profile", profile, ("auto", *PROFILES)))
     return names, [int(s) for s in sev]
 
 

@@ -4,6 +4,12 @@ A regression (exit 1) is a severity whose mean accuracy fell, or whose mean ECE 
 the tolerance (absolute fractions). Results evaluated under another protocol are not comparable:
 that is an input error (exit 3), checked before the evaluation starts (`check_baseline_protocol`)
 and again on the finished results.
+
+The model itself may change: a new checkpoint, other weights of the same spec, another spec, other
+preprocessing (input size, resize, mean, std) are what a regression check compares. What is a
+protocol difference is what changes the meaning of the numbers: the data and cells, the test-time
+choices, and the model's number of classes (the probability space that ECE, NLL and Brier are
+computed over, and the chance level of the accuracy).
 """
 
 from __future__ import annotations
@@ -22,10 +28,10 @@ _EPS = 1e-9  # a change of exactly the tolerance passes, whatever the float roun
 
 def check_options(tolerance: float, fail_under: float | None) -> None:
     """Both are fractions in [0, 1] (a 1 for "one percentage point" would pass everything)."""
-    if not 0 <= tolerance <= 1:
-        raise UsageError(f"--tolerance {tolerance}: expected an absolute fraction in [0, 1], e.g. 0.01 for one point")
-    if fail_under is not None and not 0 <= fail_under <= 1:
-        raise UsageError(f"--fail-under {fail_under}: expected an accuracy fraction in [0, 1], e.g. 0.7")
+    from .options import check_value
+
+    check_value("tolerance", tolerance)
+    check_value("fail_under", fail_under)
 
 
 def load_result(path: str | Path) -> list[dict]:
@@ -105,6 +111,9 @@ def protocol_differences(a: dict, b: dict) -> list[str]:
     for k in keys:
         if a["protocol"].get(k) != b["protocol"].get(k):
             diffs.append(f"{k} {a['protocol'].get(k)} vs {b['protocol'].get(k)}")
+    ka, kb = (r.get("model", {}).get("num_classes") for r in (a, b))
+    if ka is not None and kb is not None and ka != kb:
+        diffs.append(f"model classes {ka} vs {kb}")
     return diffs
 
 

@@ -23,10 +23,11 @@ from .. import __version__, distributed
 from ..data import Cell, Dataset, ImageSource, make_loader
 from ..data.base import loader_workers
 from ..data.identity import data_identity
-from ..data.transforms import to_model_input
-from ..errors import InputError, UsageError
+from ..errors import InputError
 from ..utils import environment, sha256_file
+from .classes import label_map
 from .metrics import METRIC_NAMES, cell_metrics, summarize
+from .options import check_value
 
 SCHEMA = "qact.eval/1"
 MULTI_SCHEMA = "qact.eval-multi/1"
@@ -50,14 +51,8 @@ class Protocol:
         return d
 
     def check(self) -> None:
-        if self.context not in ("batch", "stored"):
-            raise UsageError(f"unknown --context {self.context!r}; choose batch or stored")
-        if self.adapt not in ("none", "bn"):
-            raise UsageError(f"unknown --adapt {self.adapt!r}; choose none or bn")
-        if self.batch_size < 1:
-            raise UsageError("--batch-size must be ≥ 1")
-        if self.limit is not None and self.limit < 1:
-            raise UsageError("--limit must be ≥ 1")
+        for key in ("context", "adapt", "batch_size", "limit"):
+            check_value(key, getattr(self, key))
 
 
 def has_qact(model: nn.Module) -> bool:
@@ -73,22 +68,29 @@ def _expected_size(model_info: dict) -> list[int] | None:
     return None if not size or model_info.get("backbone") else [int(v) for v in size]  # probes resize inside
 
 
-def check_compatible(model_info: dict, dataset: Dataset, cells: list[Cell], path: str) -> None:
-    """Refuse, before any forward pass, a dataset whose classes or image size do not fit the model (exit 3)."""
-    k = model_info["num_classes"]
-    if dataset.num_classes != k and (dataset.num_classes > k or dataset.exact_classes):
-        raise InputError(f"{path} is a {k}-class model but dataset {dataset.name} has {dataset.num_classes} classes; "
-                         "evaluate it on a dataset with the same classes")
-    size = _expected_size(model_info)
+def model_name(meta: dict) -> str:
+    """How messages name a model: its file, else its spec, else its class."""
+    info = meta["model"]
+    return str(meta.get("path") or info.get("spec") or meta.get("name") or info.get("arch") or "model")
+
+
+def check_compatible(model_info: dict, dataset: Dataset, cells: list[Cell], path: str) -> np.ndarray | None:
+    """Refuse, before any forward pass, a dataset whose classes or image size do not fit the model
+    (exit 3). Returns the label map (dataset label -> model output, None: the identity)."""
+    k = int(model_info["num_classes"])
+    mapping = label_map(model_info, dataset, path)
+    span = len(mapping) if mapping is not None else k
+    size = None if model_info.get("resize") else _expected_size(model_info)
     for cell in cells:
         labels = np.asarray(getattr(cell.source, "labels", []))
-        if len(labels) and (int(labels.max()) >= k or int(labels.min()) < 0):
+        if len(labels) and (int(labels.max()) >= span or int(labels.min()) < 0):
             raise InputError(f"{cell.source.name}: labels span {int(labels.min())}..{int(labels.max())} but {path} has "
                              f"{k} classes; use a dataset with the model's classes")
         got = list(cell.source.image_size) if size and len(cell.source) else size
         if got != size:
             raise InputError(f"{path} expects {size[0]}x{size[1]} images but {cell.source.name} has {got[0]}x{got[1]}; "
-                             "use a dataset of the size the model was trained on")
+                             "use a dataset of the size the model was trained on, or give --resize bilinear|bicubic")
+    return mapping
 
 
 def limit_indices(n: int, limit: int | None) -> np.ndarray | None:
@@ -117,40 +119,81 @@ def cell_batches(source: ImageSource, batch_size: int, workers: int | None = Non
 
 
 def model_record(meta: dict) -> dict:
+    """The result's `model` section: what was evaluated, for any model (a qact checkpoint, a spec, a
+    card, an in-memory module) and with the preprocessing that decides what its numbers mean."""
     info = meta["model"]
     path = meta.get("path")
     rec = {
-        "name": meta.get("name") or (Path(path).stem if path else info["arch"]),
+        "name": meta.get("name") or (Path(path).stem if path else info.get("spec") or info["arch"]),
         "checkpoint": path,
         "sha256": sha256_file(path) if path and Path(path).is_file() else None,
-        "arch": info["arch"], "act": info["act"], "head": info.get("head", "linear"), "num_classes": info["num_classes"],
+        "arch": info["arch"], "act": info.get("act"), "head": info.get("head", "linear"),
+        "num_classes": info["num_classes"],
+        "spec": info.get("spec"), "weights": info.get("weights"), "weights_sha256": info.get("weights_sha256"),
+        "input_size": _list(info.get("input_size") or info.get("arch_kwargs", {}).get("input_size")),
+        "resize": info.get("resize"),
+        "mean": _list(info.get("mean")), "std": _list(info.get("std")),
+        "class_source": info.get("class_source"),
     }
     if info.get("backbone"):
         rec["backbone"] = info["backbone"]
     return rec
 
 
-def _inputs(batches, device, mean, std, size, name) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """uint8 batches -> normalised float on the device; an image of another size is exit 3, not a crash."""
-    for xb, yb in batches:
-        if size and list(xb.shape[-2:]) != size:
-            raise InputError(f"{name}: images of {xb.shape[-2]}x{xb.shape[-1]} among the cell's, but the model expects "
-                             f"{size[0]}x{size[1]}; resize them first")
-        yield to_model_input(xb.to(device, non_blocking=True), mean, std), yb
+def _list(v):
+    return None if v is None else list(v)
+
+
+class Preprocess:
+    """uint8 (N, 3, H, W) on the device -> the model input `(resize(x) / 255 - mean) / std`.
+
+    With a resize mode the images are interpolated to `size` first (antialiased when shrinking, as
+    PIL does); the result stays float (no rounding back to uint8). Without one, an image of another
+    size than `size` is exit 3, not a crash inside the model."""
+
+    def __init__(self, mean, std, size: list[int] | None, mode: str | None, device, name: str):
+        self.mean = torch.as_tensor(mean, dtype=torch.float32, device=device).view(1, -1, 1, 1)
+        self.std = torch.as_tensor(std, dtype=torch.float32, device=device).view(1, -1, 1, 1)
+        self.size, self.mode, self.device, self.name = size, mode, device, name
+
+    def __call__(self, xb: torch.Tensor) -> torch.Tensor:
+        x = xb.to(self.device, non_blocking=True)
+        if self.size and list(x.shape[-2:]) != self.size:
+            if not self.mode:
+                raise InputError(f"{self.name}: images of {x.shape[-2]}x{x.shape[-1]} among the cell's, but the model "
+                                 f"expects {self.size[0]}x{self.size[1]}; resize them first, or give --resize bilinear")
+            shrink = x.shape[-2] > self.size[0] or x.shape[-1] > self.size[1]
+            x = torch.nn.functional.interpolate(x.float(), size=self.size, mode=self.mode, align_corners=False,
+                                                antialias=shrink)
+        return (x.float().div_(255.0) - self.mean).div_(self.std)
 
 
 @torch.inference_mode()
-def _predict(model: nn.Module, inputs: Iterable[tuple[torch.Tensor, torch.Tensor]]) -> tuple[torch.Tensor, torch.Tensor]:
+def _predict(model: nn.Module, inputs: Iterable[tuple[torch.Tensor, torch.Tensor]], k: int,
+             name: str) -> tuple[torch.Tensor, torch.Tensor]:
     probs, labels = [], []
+    finite = None
     for x, yb in inputs:
+        logits = model(x)
+        if not isinstance(logits, torch.Tensor) or logits.ndim != 2 or logits.shape[1] != k:
+            got = tuple(logits.shape) if isinstance(logits, torch.Tensor) else type(logits).__name__
+            raise InputError(f"{name} returned {got} for a batch of {len(x)} images, expected ({len(x)}, {k}) logits; "
+                             "give the model's class count (--num-classes) or make it return one logit per class")
+        ok = torch.isfinite(logits).all()  # checked once per cell: no device sync per batch
+        finite = ok if finite is None else finite & ok
         # metrics always use softmax(logits) computed here, never a library's guess (ecosystem.md §2.7)
-        probs.append(torch.softmax(model(x).float(), dim=1).cpu())
+        probs.append(torch.softmax(logits.float(), dim=1).cpu())
         labels.append(yb)
+    if finite is not None and not bool(finite):
+        raise InputError(f"{name} returned NaN or infinite logits; check its weights and its input normalisation "
+                         "(--mean, --std)")
+    if not probs:
+        return torch.zeros(0, k), torch.zeros(0, dtype=torch.long)
     return torch.cat(probs), torch.cat(labels)
 
 
-def score_cell(model: nn.Module, cell: Cell, protocol: Protocol, device, mean, std, workers: int | None = None,
-               input_size: list[int] | None = None) -> dict:
+def score_cell(model: nn.Module, cell: Cell, protocol: Protocol, prep: Preprocess, k: int, workers: int | None = None,
+               mapping: np.ndarray | None = None, name: str = "model") -> dict:
     source = limited(cell.source, protocol.limit)
     if len(source) == 0:
         raise InputError(f"{cell.source.name or cell.corruption}: cell {cell.corruption} severity {cell.severity} of "
@@ -160,10 +203,10 @@ def score_cell(model: nn.Module, cell: Cell, protocol: Protocol, device, mean, s
         batches = cell_batches(part, protocol.batch_size, workers)
         if batch_ids is not None:  # a batch's random draws (QAct's context sample) depend on its cell and place only
             batches = distributed.seed_batches(batches, (protocol.seed, cell.corruption, cell.severity), batch_ids)
-        return _inputs(batches, device, mean, std, input_size, source.name)
+        return ((prep(xb), yb) for xb, yb in batches)
 
     def predict():  # under torchrun each rank predicts its share of the batches and all get every prediction
-        return distributed.predict_sharded(lambda part, ids: _predict(model, inputs(part, ids)), source,
+        return distributed.predict_sharded(lambda part, ids: _predict(model, inputs(part, ids), k, name), source,
                                            protocol.batch_size)
 
     if protocol.adapt == "bn":
@@ -173,6 +216,8 @@ def score_cell(model: nn.Module, cell: Cell, protocol: Protocol, device, mean, s
             probs, labels = predict()
     else:
         probs, labels = predict()
+    if mapping is not None:  # the model's output index of each dataset class (classes matched by name)
+        labels = torch.from_numpy(mapping)[labels.long()]
     return {"corruption": cell.corruption, "severity": cell.severity, **cell_metrics(probs, labels)}
 
 
@@ -183,7 +228,8 @@ def evaluate(model: nn.Module, meta: dict, dataset: Dataset, protocol: Protocol,
     protocol.check()
     t0 = time.time()
     cells = cells if cells is not None else dataset.cells(protocol.corruptions, protocol.severities, seed=protocol.seed)
-    check_compatible(meta["model"], dataset, cells, meta.get("path", "model"))
+    name = model_name(meta)
+    mapping = check_compatible(meta["model"], dataset, cells, name)
     model = model.to(device).eval()
     if has_qact(model):
         from ..nn import set_context
@@ -192,11 +238,11 @@ def evaluate(model: nn.Module, meta: dict, dataset: Dataset, protocol: Protocol,
         if protocol.context == "batch" and protocol.batch_size < MIN_CONTEXT_BATCH:
             warnings.warn(f"--context batch with --batch-size {protocol.batch_size}: each QAct layer's context is only "
                           f"{protocol.batch_size} images (use ≥ {MIN_CONTEXT_BATCH}, or --context stored)", stacklevel=2)
-    mean, std = meta["model"]["mean"], meta["model"]["std"]
+    info = meta["model"]
+    prep = Preprocess(info["mean"], info["std"], _expected_size(info), info.get("resize"), device, name)
     results = []
-    size = _expected_size(meta["model"])
     for cell in cells:
-        row = score_cell(model, cell, protocol, device, mean, std, workers, size)
+        row = score_cell(model, cell, protocol, prep, int(info["num_classes"]), workers, mapping, name)
         results.append(row)
         if on_cell:
             on_cell(row)

@@ -1,12 +1,14 @@
-"""Test-time adaptation (`--adapt bn`, qact-method.md decision 4): re-estimate the normalisation
-statistics and QAct stored contexts on unlabeled batches of a test cell, evaluate, then put back.
+"""Test-time adaptation (`--adapt bn`; docs/qact-layer.md, "Context at evaluation time"): re-estimate
+the normalisation statistics and QAct stored contexts on unlabeled batches of a test cell, evaluate,
+then put back.
 
-The official code adapts by running the corrupted test split through the model in train mode
-(qact-method.md §3); this is the same idea made explicit and undoable: BatchNorm running statistics
-are re-estimated as a cumulative average over the given batches (momentum=None), QAct reservoirs as
-an equal-weight sample of them, nothing else changes (no gradient is taken), and the exact previous
-state (every buffer, the modules' train/eval flags and momenta) is restored on exit. It applies to any
-model with BatchNorm, ReLU baselines included, so comparisons stay fair.
+The official code adapts by running the corrupted split through the model in train mode before
+scoring it (adityac20/quantile_activation, src/compute_corrupted_accuracy.py, `compute_accuracy`);
+this is the same idea made explicit and undoable: BatchNorm running statistics are re-estimated as a
+cumulative average over the given batches (momentum=None), QAct reservoirs as an equal-weight sample
+of them, nothing else changes (no gradient is taken), and the exact previous state (every buffer, the
+modules' train/eval flags and momenta) is restored on exit. It applies to any model with BatchNorm,
+ReLU baselines included, so comparisons stay fair.
 """
 
 from __future__ import annotations
