@@ -423,6 +423,7 @@ def test_bad_input(row: Row, work, cli_in, capsys):
     assert code == row.code, f"exit {code}, expected {row.code}; stderr: {err}"
     errors = [line for line in err.splitlines() if line.startswith(("qact: ", "Error: "))
               and not line.startswith("qact: warning")]
+    print(f"{row.id}: exit {code}: {errors[0] if errors else '-'}")  # the table of outcomes, with pytest -rP
     if row.code != 0:
         assert len(errors) == 1, f"expected one error line, got: {err}"
         assert row.fragment in errors[0], f"{row.fragment!r} not in {errors[0]!r}"
