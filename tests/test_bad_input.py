@@ -355,7 +355,7 @@ ROWS = [
                                        "--out", "D"], 2, "nope"),
     Row("train-missing-out", ["train", "--dataset", "digits", "--arch", "lenet"], 2, "missing --out"),
     Row("compare-missing-item", ["compare", "nope.json"], 3, "nope.json"),
-    Row("eval-internal-subprocess", ["eval", "m.pt", "--dataset", "digits", "--limit", "10", "--json", "/dev/full"], 3,
+    Row("eval-json-dev-full-subprocess", ["eval", "m.pt", "--dataset", "digits", "--limit", "10", "--json", "/dev/full"], 3,
         "No space left", subprocess=True, post=_dev_full_intact),
 ]
 
