@@ -111,7 +111,7 @@ def test_corrupt_limit_records_the_rows_and_a_rerun_says_it_resumes(cli, tmp_pat
 
     images = synthetic(40, 32, seed=1)
     np.save(tmp_path / "x.npy", images)
-    args = ["corrupt", "--input", tmp_path / "x.npy", "--corruptions", "fog,contrast", "--severities", "1,2",
+    args = ["corrupt", "--input", tmp_path / "x.npy", "--no-labels", "--corruptions", "fog,contrast", "--severities", "1,2",
             "--limit", "8", "--out", tmp_path / "out"]
     code, out, err = cli(*args)
     assert code == 0, err

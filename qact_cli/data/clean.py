@@ -229,5 +229,8 @@ def image_folder(directory: str, root: Path, download: bool = False) -> Dataset:
 
         return make
 
+    # exact: folder names are the only key to the classes. A model that knows its class names is matched by name;
+    # one that does not must have as many outputs as there are folders (a tree 5/ 7/ 9/ scored by index as 0, 1, 2
+    # against a 10-class model would be a silently wrong number)
     return Dataset(f"folder:{d}", len(classes), splits={s: split(p) for s, p in parts.items()}, classes=classes,
-                   exact_classes=False)
+                   exact_classes=True)
