@@ -149,7 +149,7 @@ def train(
 @app.command("eval")
 @cli_errors
 def eval_cmd(
-    models: Annotated[Optional[list[str]], typer.Argument(metavar="MODEL...", help="qact checkpoints, specs (torchvision:resnet18, timm:NAME, pkg.module:callable), model cards (.yaml).", show_default=False)] = None,
+    models: Annotated[Optional[list[str]], typer.Argument(metavar="MODEL", help="qact checkpoints, specs (torchvision:resnet18, timm:NAME, pkg.module:callable), model cards (.yaml).", show_default=False)] = None,
     dataset: EvalDatasetOpt = None,
     corruptions: CorruptionsOpt = "common",
     severities: SeveritiesOpt = None,
@@ -279,7 +279,7 @@ _register_compare_keys()
 @cli_errors
 def compare(
     ctx: typer.Context,
-    items: Annotated[Optional[list[str]], typer.Argument(metavar="ITEM...", help="Result JSONs or models (checkpoints, specs, cards: evaluated first).", show_default=False)] = None,
+    items: Annotated[Optional[list[str]], typer.Argument(metavar="ITEM", help="Result JSONs or models (checkpoints, specs, cards: evaluated first).", show_default=False)] = None,
     dataset: EvalDatasetOpt = None,
     corruptions: CorruptionsOpt = "common",
     severities: SeveritiesOpt = None,
