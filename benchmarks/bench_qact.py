@@ -42,6 +42,7 @@ from torch import nn
 from qact_cli.models import build_model
 from qact_cli.nn.qact import (DEFAULT_CONTEXT_SIZE, DEFAULT_TABLE_SIZE, QAct, grounded_table, sample_context,
                               set_context)
+from qact_cli.nn.qact.reference import exact_cdf
 
 CONTEXT_SIZES = (256, 512, 1024, 2048, 4096, None)
 TABLE_SIZES = (128, 256, 512, 1024)
@@ -176,19 +177,6 @@ def bench_memory(qact_kwargs: dict) -> dict:
 
 
 # -------------------------------------------------------------------------------------- shortcuts
-def _exact_grounded_cdf(ctx: np.ndarray, x: np.ndarray, sentinel: float = 100.0) -> np.ndarray:
-    """The exact grounded CDF of the 1-D context `ctx` at `x` (float64): piecewise linear through
-    (-c, 0), (a_r, r/(2(m+1))), (0, 1/2), (b_j, 1/2 + j/(2(p+1))), (c, 1), right-continuous at ties."""
-    neg, pos = np.sort(ctx[ctx < 0]), np.sort(ctx[ctx >= 0])
-    m, p = len(neg), len(pos)
-    kx = np.concatenate([[-sentinel], neg, [0.0], pos, [sentinel]])
-    ky = np.concatenate([[0.0], 0.5 * np.arange(1, m + 1) / (m + 1), [0.5],
-                         0.5 + 0.5 * np.arange(1, p + 1) / (p + 1), [1.0]])
-    r = np.clip(np.searchsorted(kx, x, side="right"), 1, len(kx) - 1)  # kx[r-1] <= x < kx[r]
-    x0, x1, y0, y1 = kx[r - 1], kx[r], ky[r - 1], ky[r]
-    return np.clip(y0 + (x - x0) / np.maximum(x1 - x0, 1e-300) * (y1 - y0), 0.0, 1.0)
-
-
 def _activations(kind: str, c: int, m: int, g: torch.Generator) -> torch.Tensor:
     """(1, C, M) values of one distribution family, standardised per channel (as after a BatchNorm),
     then channel c gets its own scale and shift (a BatchNorm's affine)."""
@@ -220,7 +208,7 @@ def bench_shortcuts(seed: int = 0) -> dict:
     out: dict = {"channels": c, "values_per_channel": m, "context_size": {}, "table_size": {}}
     g = torch.Generator().manual_seed(seed)
     data = {k: _activations(k, c, m, g) for k in kinds}
-    exact = {k: np.stack([_exact_grounded_cdf(v[0, i].double().numpy(), v[0, i].double().numpy()) for i in range(c)])
+    exact = {k: np.stack([exact_cdf(v[0, i].double().numpy(), v[0, i].double().numpy()) for i in range(c)])
              for k, v in data.items()}
 
     def err(k: str, y: torch.Tensor) -> dict:

@@ -60,6 +60,7 @@ def read_checkpoint(path: str | Path) -> dict:
     path = Path(path)
     if not path.is_file():
         raise InputError(f"checkpoint not found: {path}; check the path, or train one with `qact train ... --out {path}`")
+    _refuse_json(path)
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
@@ -71,10 +72,40 @@ def read_checkpoint(path: str | Path) -> dict:
                          f"({type(e).__name__}); re-create it with `qact train`") from None
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT or "model" not in ckpt:
         raise InputError(f"{path} is not a qact checkpoint (no '{FORMAT}' header); train one with `qact train`")
+    info, state = ckpt.get("model"), ckpt.get("state_dict")
+    if not isinstance(info, dict) or not all(k in info for k in ("arch", "act", "num_classes")) \
+            or not isinstance(state, dict):
+        raise InputError(f"{path}: its 'model' section ({type(info).__name__}) or 'state_dict' is missing or damaged; "
+                         "re-create the checkpoint with `qact train`")
+    if not isinstance(ckpt.get("format_version", 0), int) or isinstance(ckpt.get("format_version"), bool):
+        raise InputError(f"{path}: format_version {ckpt.get('format_version')!r} is not an integer; the checkpoint is damaged")
+    bad = next((k for k, v in state.items() if isinstance(v, torch.Tensor) and v.is_floating_point()
+                and not bool(torch.isfinite(v).all())), None)
+    if bad is not None:  # NaN/inf weights give NaN probabilities: a wrong number or a crash later, refuse here
+        raise InputError(f"{path}: weight {bad} holds NaN or infinite values (a diverged training?); "
+                         "use an earlier checkpoint or train again")
     if int(ckpt.get("format_version", 0)) > FORMAT_VERSION:
         raise InputError(f"{path} has checkpoint format {ckpt['format_version']}, newer than this qact "
                          f"({__version__}) reads; upgrade qact")
     return ckpt
+
+
+def _refuse_json(path: Path) -> None:
+    """A JSON file (a result, most likely) given where a checkpoint belongs: say what it is."""
+    with open(path, "rb") as f:
+        head = f.read(64).lstrip()
+    if not head.startswith(b"{"):
+        return
+    import json
+
+    try:
+        schema = json.loads(path.read_text()).get("schema", "")
+    except (ValueError, UnicodeDecodeError, AttributeError):
+        schema = ""
+    if str(schema).startswith("qact.eval"):
+        raise InputError(f"{path} is a qact result JSON, not a checkpoint; put results side by side with "
+                         f"`qact compare {path} ...` or gate on it with `qact eval CKPT --baseline {path}`")
+    raise InputError(f"{path} is a JSON file, not a torch checkpoint; pass a checkpoint written by `qact train`")
 
 
 def build_from_info(info: dict, weights=None, download: bool = False, **overrides) -> nn.Module:

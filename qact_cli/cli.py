@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import os
+import sys
 import warnings
 from pathlib import Path
 from typing import Annotated, Optional
@@ -14,7 +15,30 @@ from .config import config_callback
 from .errors import CheckFailed, QactError
 
 app = typer.Typer(no_args_is_help=True, pretty_exceptions_show_locals=False, add_completion=False, rich_markup_mode=None,
+                  context_settings={"help_option_names": ["-h", "--help"]},  # subcommands inherit -h
                   help="Robustness evaluation of image classifiers under distribution shift (Quantile Activation).")
+
+
+def _version(value: bool) -> None:
+    if not value:
+        return
+    import torch
+    import torchvision
+
+    from . import __version__
+    from .utils import select_device
+
+    typer.echo(f"qact {__version__} (torch {torch.__version__}, torchvision {torchvision.__version__}, "
+               f"device auto = {select_device('auto')})")
+    raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
+                                          help="Print the qact, torch and torchvision versions and the auto device.")] = False,
+):
+    """Robustness evaluation of image classifiers under distribution shift (Quantile Activation)."""
 
 # Options every command takes (interface §1)
 ConfigOpt = Annotated[Optional[Path], typer.Option("--config", callback=config_callback, is_eager=True, exists=True,
@@ -26,7 +50,7 @@ DownloadOpt = Annotated[bool, typer.Option("--download", help="Fetch a missing p
 WorkersOpt = Annotated[Optional[int], typer.Option("--workers", help="DataLoader worker processes (default: up to 4 for image folders, none for arrays; 0: load in the main process).")]
 
 # The evaluation options of `eval` and `compare` (declared once: qact_cli/eval/options.py validates them)
-EvalDatasetOpt = Annotated[Optional[str], typer.Option("--dataset", help="digits, cifar10c, cifar100c, tinyimagenetc, imagenetc, mnistc, gen:NAME, npy:DIR, ...")]
+EvalDatasetOpt = Annotated[Optional[str], typer.Option("--dataset", help="digits, cifar10, cifar100, tinyimagenet (clean); cifar10c, cifar100c, tinyimagenetc, imagenetc, mnistc (published -C sets); npy:DIR, folder:DIR (your own arrays / ImageFolder tree); gen:NAME (corruptions generated from NAME's test split).")]
 CorruptionsOpt = Annotated[str, typer.Option("--corruptions", help="common|extra|all|NAME,NAME...")]
 SeveritiesOpt = Annotated[Optional[str], typer.Option("--severities", help="0-5 or 0,1,3 (0 = clean test split). Default: 0-5, or 0 on a clean dataset.")]
 EvalBatchOpt = Annotated[int, typer.Option("--batch-size")]
@@ -49,6 +73,10 @@ def _err(message: str) -> None:
     typer.echo(f"qact: {message}", err=True)
 
 
+# Click's own exception base, whichever click typer uses (recent typer vendors its own)
+_CLICK_ERRORS = tuple(c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException")
+
+
 def cli_errors(fn):
     """Turn library errors into one stderr line and the contract's exit code (interface §6)."""
 
@@ -56,6 +84,10 @@ def cli_errors(fn):
     def wrapper(*args, **kwargs):
         debug = os.environ.get("QACT_DEBUG") == "1"
         try:
+            if "seed" in kwargs:  # one line before any work, not an OverflowError deep in torch
+                from .utils import check_seed
+
+                check_seed(kwargs["seed"])
             with warnings.catch_warnings():
                 warnings.simplefilter("default")
                 warnings.showwarning = lambda msg, *a, **k: _err(f"warning: {msg}")
@@ -80,12 +112,20 @@ def cli_errors(fn):
                 raise
             _err(f"{e.strerror or e}: {e.filename or ''}; check the path and its permissions")
             raise typer.Exit(3) from None
+        except (*_CLICK_ERRORS, typer.Abort, typer.Exit):
+            raise  # Click's own usage errors keep exit 2
+        except Exception as e:  # last resort: one line, never a raw traceback
+            if debug:
+                raise
+            msg = " ".join(str(e).split())
+            _err(f"internal error: {type(e).__name__}: {msg[:300]} (run with QACT_DEBUG=1 for the traceback, and report it)")
+            raise typer.Exit(1) from None
 
     return wrapper
 
 
 # ----------------------------------------------------------------------------------------------- train
-@app.command()
+@app.command(short_help="Train a model; keep its best checkpoint on validation.")
 @cli_errors
 def train(
     dataset: Annotated[str, typer.Option("--dataset", help="digits, cifar10, cifar100, tinyimagenet, npy:DIR, folder:DIR.")] = "",
@@ -121,7 +161,10 @@ def train(
     for flag, value in (("--dataset", dataset), ("--arch", arch), ("--out", out)):
         if not value:
             raise UsageError(f"missing {flag}; see `qact train --help`")
-    qact_opts = {"context_size": context_size} if context_size else {}
+    qact_opts = {"context_size": context_size} if context_size is not None else {}
+    from .utils import check_output_file
+
+    check_output_file(out, "--out")  # before any training
     cfg = TrainConfig(dataset=dataset, arch=arch, out=out, data_root=data_root, download=download, act=act, loss=loss,
                       head=head, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, device=device, resume=resume,
                       augment=augment, placement=placement, early_stop=early_stop, workers=workers, weights=weights, probe_res=probe_res,
@@ -146,7 +189,7 @@ def train(
 
 
 # ----------------------------------------------------------------------------------------------- eval
-@app.command("eval")
+@app.command("eval", short_help="Accuracy and calibration on clean and corrupted data.")
 @cli_errors
 def eval_cmd(
     models: Annotated[Optional[list[str]], typer.Argument(metavar="MODEL", help="qact checkpoints, specs (torchvision:resnet18, timm:NAME, pkg.module:callable), model cards (.yaml).", show_default=False)] = None,
@@ -171,6 +214,7 @@ def eval_cmd(
     std: StdOpt = None,
     class_names: ClassNamesOpt = None,
     trust_model_file: TrustOpt = False,
+    allow_data_change: Annotated[bool, typer.Option("--allow-data-change", help="--baseline: accept a baseline scored on other data (a new dataset version).")] = False,
     data_root: DataRootOpt = None,
     download: DownloadOpt = False,
     workers: WorkersOpt = None,
@@ -183,7 +227,7 @@ def eval_cmd(
     from .errors import UsageError
     from .eval.gates import check_baseline_protocol, check_gates
     from .eval.options import EvalOptions
-    from .eval.report import grid_table, print_table, summary_table
+    from .eval.report import grid_table, named_root, print_table, summary_table
     from .eval.run import Hooks, plan, result_json, run_jobs, write_json
     from .ui import progress, stderr_console, stdout_console
 
@@ -198,6 +242,13 @@ def eval_cmd(
     jobs, backbone = plan(models, weights=weights, model_kwargs=model_kwargs, num_classes=num_classes,
                           input_size=input_size, resize=resize, mean=mean, std=std, class_names=class_names,
                           trust_model_file=trust_model_file)
+    from .utils import check_output_file
+
+    check_output_file(json_out, "--json")  # before any work
+    if baseline:
+        from .eval.gates import load_result
+
+        load_result(baseline)  # a damaged baseline fails now, not after the evaluation
 
     def before(name, protocol):  # a baseline from another protocol fails before any image is read
         if baseline:
@@ -219,12 +270,13 @@ def eval_cmd(
     out = err if json_out == "-" else stdout_console()
     out.quiet = not main
     for r in results:
-        print_table(out, summary_table(r))
+        print_table(out, summary_table(r, named_root(data_root)))
         if per_corruption:
-            print_table(out, grid_table(r))
+            print_table(out, grid_table(r, named_root(data_root)))
     if json_out and main:
         write_json(result_json(results), json_out)
-    failures = check_gates(results, baseline, tolerance, fail_under) if (baseline or fail_under is not None) else []
+    failures = (check_gates(results, baseline, tolerance, fail_under, allow_data_change)
+                if (baseline or fail_under is not None) else [])
     if failures and not main:
         raise typer.Exit(CheckFailed.exit_code)  # same exit code on every rank, the message once
     if failures:
@@ -235,7 +287,7 @@ def eval_cmd(
 
 
 # ----------------------------------------------------------------------------------------------- corrupt
-@app.command()
+@app.command(short_help="Write corrupted copies of a dataset (the -C layouts).")
 @cli_errors
 def corrupt(
     out: Annotated[str, typer.Option("--out", help="Output folder.")] = "",
@@ -243,12 +295,14 @@ def corrupt(
     split: Annotated[str, typer.Option("--split", help="test|train.")] = "test",
     input: Annotated[Optional[Path], typer.Option("--input", help="uint8 images (N, H, W, 3) or (N, H, W) in a .npy file.")] = None,
     labels: Annotated[Optional[Path], typer.Option("--labels", help="(N,) integer labels .npy for --input.")] = None,
+    no_labels: Annotated[bool, typer.Option("--no-labels", help="--input without labels: the folder is marked unlabelled (eval then refuses to score accuracy on it).")] = False,
     corruptions: Annotated[str, typer.Option("--corruptions", help="common|extra|all|NAME,NAME...")] = "common",
     severities: Annotated[str, typer.Option("--severities", help="1-5 or 1,3,5.")] = "1-5",
     profile: Annotated[str, typer.Option("--profile", help="auto|cifar|tiny|imagenet (auto: by image size).")] = "auto",
     format: Annotated[str, typer.Option("--format", help="npy (CIFAR-10-C layout) | jpeg | png (ImageNet-C layout).")] = "npy",
     preview: Annotated[Optional[str], typer.Option("--preview", help="Write a grid PNG (corruptions x severities).")] = None,
     batch_size: Annotated[int, typer.Option("--batch-size")] = 256,
+    limit: Annotated[Optional[int], typer.Option("--limit", help="Corrupt N evenly spaced images of the input, in file order (as eval --limit); recorded in manifest.json.")] = None,
     data_root: DataRootOpt = None,
     download: DownloadOpt = False,
     device: DeviceOpt = "auto",
@@ -260,7 +314,7 @@ def corrupt(
 
     run_corrupt(out=out, dataset=dataset, split=split, input=input, labels=labels, corruptions=corruptions,
                 severities=severities, profile=profile, fmt=format, preview=preview, batch_size=batch_size,
-                data_root=data_root, download=download, device=device, seed=seed)
+                data_root=data_root, download=download, device=device, seed=seed, limit=limit, no_labels=no_labels)
 
 
 # ----------------------------------------------------------------------------------------------- compare
@@ -275,7 +329,7 @@ def _register_compare_keys() -> None:
 _register_compare_keys()
 
 
-@app.command()
+@app.command(short_help="Put models side by side (no items: the quickstart).")
 @cli_errors
 def compare(
     ctx: typer.Context,
@@ -290,6 +344,7 @@ def compare(
     json: Annotated[Optional[str], typer.Option("--json", help="Write the combined document (qact.eval-multi/1 with a 'comparison' key; - for stdout).")] = None,
     markdown: Annotated[Optional[str], typer.Option("--markdown", help="Write a GitHub-flavoured table (- for stdout).")] = None,
     plot: Annotated[Optional[str], typer.Option("--plot", help="Write accuracy/ECE-vs-severity curves (PNG; the folder is created).")] = None,
+    metrics: Annotated[Optional[str], typer.Option("--metrics", help="Metrics to show: acc,ece,ce,nll,brier (ce: Kumar et al.'s marginal calibration error, the paper's). Default: acc,ece.")] = None,
     allow_mixed: Annotated[bool, typer.Option("--allow-mixed", help="Compare results from different protocols (marked †).")] = False,
     out_dir: Annotated[Optional[str], typer.Option("--out-dir", help="Experiment folder: checkpoints/, results/, compare.{json,md,png} (quickstart: ./qact-quickstart).")] = None,
     weights: WeightsOpt = None,
@@ -318,18 +373,60 @@ def compare(
 
     run_compare(ctx, dict(items=items, dataset=dataset, corruptions=corruptions, severities=severities,
                           batch_size=batch_size, context=context, adapt=adapt, limit=limit, json=json,
-                          markdown=markdown, plot=plot, allow_mixed=allow_mixed, out_dir=out_dir, weights=weights,
+                          markdown=markdown, plot=plot, metrics=metrics, allow_mixed=allow_mixed, out_dir=out_dir,
+                          weights=weights,
                           model_kwargs=model_kwargs, num_classes=num_classes, input_size=input_size, resize=resize,
                           mean=mean, std=std, class_names=class_names, trust_model_file=trust_model_file,
                           data_root=data_root, download=download, workers=workers, device=device, seed=seed,
                           config=config))
 
 
+def _click_exceptions():
+    """Click's exception classes: Typer >= 0.2x vendors Click as typer._click, older Typer uses Click."""
+    try:
+        from typer._click import exceptions
+    except ImportError:
+        from click import exceptions
+    return exceptions
+
+
+def _usage_line(e) -> str:
+    """Click's boxed usage error as one line: the message, then where to read more."""
+    msg = " ".join(line.strip() for line in e.format_message().splitlines() if line.strip())
+    msg = msg[0].lower() + msg[1:] if msg[:1].isupper() and not msg[1:2].isupper() else msg
+    if e.ctx is not None:
+        where = e.ctx.command_path
+    else:  # an option that failed to parse has no context yet: name the command from the command line
+        names = {c.name for c in app.registered_commands} | {c.callback.__name__ for c in app.registered_commands}
+        sub = next((a for a in sys.argv[1:] if not a.startswith("-")), "")
+        where = f"qact {sub}" if sub in names else "qact"
+    return f"{msg.rstrip('.')} (see `{where} --help`)"
+
+
 def main() -> None:
+    """The console script: run the app with Click's standalone handling off, so that every error is
+    one `qact: ...` line on stderr with the documented exit code (2 usage, 130 interrupted)."""
     from .utils import tune_allocator
 
     tune_allocator()
-    app(prog_name="qact")
+    errors = _click_exceptions()
+    try:
+        code = app(prog_name="qact", standalone_mode=False)
+    except getattr(errors, "NoArgsIsHelpError", ()) as e:  # bare `qact`: the help, as --help shows it
+        typer.echo(e.ctx.get_help())
+        code = 0
+    except errors.UsageError as e:  # BadParameter, NoSuchOption, MissingParameter, no such command...
+        _err(_usage_line(e))
+        code = e.exit_code
+    except typer.Exit as e:
+        code = e.exit_code
+    except (typer.Abort, KeyboardInterrupt):
+        _err("interrupted")
+        code = 130
+    except errors.ClickException as e:
+        _err(e.format_message())
+        code = e.exit_code
+    sys.exit(code if isinstance(code, int) else 0)
 
 
 if __name__ == "__main__":

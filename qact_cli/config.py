@@ -12,15 +12,19 @@ from pathlib import Path
 import typer
 import yaml
 
+from .suggest import did_you_mean
+
 # keys a command's config may hold beyond its options (e.g. compare's experiment description)
 EXTRA_KEYS: dict[str, set[str]] = {}
 
 
 def read_yaml(path: Path) -> dict:
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     except OSError as e:
         raise typer.BadParameter(f"cannot read {path}: {e.strerror}") from None
+    except UnicodeDecodeError as e:
+        raise typer.BadParameter(f"{path} is not UTF-8 text (byte {e.start}); save it as UTF-8") from None
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark else ""
@@ -56,13 +60,17 @@ def config_callback(ctx: typer.Context, param: typer.CallbackParam, value: Path 
             if multiple:
                 defaults[name] = list(val) if isinstance(val, (list, tuple)) else [val]
             else:
+                if isinstance(val, bool) and not getattr(p, "is_flag", False):
+                    # YAML `limit: true` would become 1 through int(True): a bool is not a number
+                    raise typer.BadParameter(f"{key}: {val!r} in {value} is not a valid value for --{p.name.replace('_', '-')} "
+                                             "(expected a number or text, not true/false)")
                 defaults[name] = _coerce(val)
         elif name in extra:
             extras[name] = val
         else:
             known = sorted(o.lstrip("-") for p in params.values() for o in getattr(p, "opts", []) if o.startswith("--"))
             known += sorted(extra)
-            raise typer.BadParameter(f"unknown key {key!r} in {value}; valid keys: {', '.join(known)}")
+            raise typer.BadParameter(f"unknown key {key!r} in {value}{did_you_mean(key, known)}; valid keys: {', '.join(known)}")
     ctx.default_map = {**(ctx.default_map or {}), **defaults}
     ctx.meta["config_extra"] = extras
     ctx.meta["config_path"] = str(value)

@@ -8,9 +8,8 @@ Everything here is a no-op in a single process, so the library calls these helpe
 - Training: `prepare_training` turns BatchNorm layers into `SyncBatchNorm*d` (global-batch
   statistics, on CPU too), switches QAct layers to global-batch context and wraps the model in
   DistributedDataParallel; `train_loader` shards each epoch with a DistributedSampler.
-- QAct context: a QAct layer calls `sync_context(self, sample)` on its per-channel sample (C, k);
-  in training under a process group it gets back the samples of every rank, (C, sum of k), the way
-  SyncBatchNorm pools statistics.
+  The layers' synchronisation itself lives in `qact_cli.nn.sync` (BatchNorm statistics, QAct context
+  samples gathered from every rank), which this module uses and which never imports it.
 - Evaluation: `predict_sharded` has each rank predict the batches b with b % world == rank of a
   cell, formed exactly as in one process (a batch never mixes cells, and `--context batch` sees the
   same batches), reseeded per batch (`seed_batches`) so that random draws match too, and hands every
@@ -34,12 +33,12 @@ import torch.distributed as dist
 from torch import nn
 
 from .errors import InputError, QactError, UsageError
+from .nn import convert_sync_batchnorm, set_context_sync
 from .utils import select_device
 
 T = TypeVar("T")
 TIMEOUT_ENV = "QACT_DIST_TIMEOUT"
 DEFAULT_TIMEOUT_S = 600.0
-SYNC_ATTR = "sync_context"  # QAct layers with this attribute True pool their context over ranks in training
 
 _device: torch.device | None = None
 _broken = False  # a collective failed: skip destroy_process_group at exit (it can block on a dead peer)
@@ -271,96 +270,6 @@ def train_loader(source, batch_size: int, seed: int, workers: int | None = None)
                       drop_last=sampler.num_samples % local == 1 and sampler.num_samples > 1)
 
 
-class _AllReduceSum(torch.autograd.Function):
-    """Sum over ranks with a gradient: the gradient of a sum is the sum of every rank's upstream gradient."""
-
-    @staticmethod
-    def forward(ctx, x: torch.Tensor) -> torch.Tensor:
-        x = x.clone(memory_format=torch.contiguous_format)
-        dist.all_reduce(x)
-        return x
-
-    @staticmethod
-    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
-        grad = grad.clone(memory_format=torch.contiguous_format)
-        dist.all_reduce(grad)
-        return grad
-
-
-class _SyncBatchNormMixin:
-    """Training-mode statistics over the global batch (all ranks), on any device and backend.
-
-    torch.nn.SyncBatchNorm refuses CPU tensors; this one pools per-rank counts, means and sums of
-    squared deviations with one differentiable all_reduce (in float64, so that E[x²] − E[x]² does not
-    cancel) and otherwise behaves as the BatchNorm class it extends (same state_dict, isinstance)."""
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not (self.training and active()):
-            return super().forward(x)
-        self._check_input_dim(x)
-        c = x.shape[1]
-        dims = [0] + list(range(2, x.dim()))
-        shape = (1, c) + (1,) * (x.dim() - 2)
-        n = x.numel() // c
-        mean = x.mean(dims)
-        m2 = ((x - mean.view(shape)) ** 2).sum(dims)
-        local = torch.cat([(mean * n).double(), (m2 + n * mean * mean).double(), x.new_full((1,), n, dtype=torch.float64)])
-        total = _AllReduceSum.apply(local)
-        count = total[-1]  # >= 2 with two or more ranks; no .item(): it would stall the GPU on every layer
-        g_mean = total[:c] / count
-        g_var = (total[c:2 * c] / count - g_mean * g_mean).clamp_min(0)
-        y = (x - g_mean.to(x.dtype).view(shape)) * torch.rsqrt(g_var.to(x.dtype) + self.eps).view(shape)
-        if self.affine:
-            y = y * self.weight.view(shape) + self.bias.view(shape)
-        if self.track_running_stats:
-            with torch.no_grad():
-                self.num_batches_tracked.add_(1)
-                m = self.momentum if self.momentum is not None else 1.0 / float(self.num_batches_tracked)
-                self.running_mean.mul_(1 - m).add_(g_mean.to(self.running_mean.dtype), alpha=m)
-                unbiased = g_var * (count / (count - 1).clamp_min(1))
-                self.running_var.mul_(1 - m).add_(unbiased.to(self.running_var.dtype), alpha=m)
-        return y
-
-
-class SyncBatchNorm1d(_SyncBatchNormMixin, nn.BatchNorm1d):
-    pass
-
-
-class SyncBatchNorm2d(_SyncBatchNormMixin, nn.BatchNorm2d):
-    pass
-
-
-class SyncBatchNorm3d(_SyncBatchNormMixin, nn.BatchNorm3d):
-    pass
-
-
-_SYNC_BN = {nn.BatchNorm1d: SyncBatchNorm1d, nn.BatchNorm2d: SyncBatchNorm2d, nn.BatchNorm3d: SyncBatchNorm3d}
-
-
-def convert_sync_batchnorm(module: nn.Module) -> nn.Module:
-    """Swap every BatchNorm{1,2,3}d for its Sync version in place, sharing parameters and buffers."""
-    sync = _SYNC_BN.get(type(module))
-    if sync is not None:
-        new = sync.__new__(sync)
-        new.__dict__.update(module.__dict__)  # same Parameters, buffers, hooks and training flag
-        return new
-    for name, child in module.named_children():
-        new_child = convert_sync_batchnorm(child)
-        if new_child is not child:
-            setattr(module, name, new_child)
-    return module
-
-
-def set_context_sync(model: nn.Module, enabled: bool) -> int:
-    """Mark every QAct layer of `model` to pool (or not) its training context over ranks. Returns their count."""
-    from .nn.qact import QAct
-
-    layers = [m for m in model.modules() if isinstance(m, QAct)]
-    for m in layers:
-        setattr(m, SYNC_ATTR, bool(enabled))
-    return len(layers)
-
-
 def prepare_training(model: nn.Module, device: torch.device, sync_context: bool = True) -> nn.Module:
     """The module to call in the training step: `model` itself in one process; else `model` with global-batch
     BatchNorm/QAct statistics (unless `sync_context` is False) wrapped in DistributedDataParallel."""
@@ -373,33 +282,6 @@ def prepare_training(model: nn.Module, device: torch.device, sync_context: bool 
     set_context_sync(model, sync_context)
     model.to(device)
     return DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
-
-
-# --------------------------------------------------------------------------------------- QAct context
-def sync_context(module: nn.Module, sample: torch.Tensor) -> torch.Tensor:
-    """The hook a QAct layer calls on its per-channel context sample (C, k) before building its CDF.
-
-    Training under a process group with the layer's `sync_context` set: returns (C, k_0 + ... + k_{W-1}),
-    every rank's sample in rank order (no gradient flows through it). Otherwise returns `sample`."""
-    if module.training and getattr(module, SYNC_ATTR, False) and active():
-        return all_gather_context(sample)
-    return sample
-
-
-def all_gather_context(sample: torch.Tensor) -> torch.Tensor:
-    """Concatenate every rank's `sample` (..., k_r) along the last dimension, in rank order."""
-    s = sample.detach().contiguous()
-    w = world_size()
-    k = torch.tensor([s.shape[-1]], dtype=torch.int64, device=s.device)
-    ks = [torch.empty_like(k) for _ in range(w)]
-    dist.all_gather(ks, k)
-    ks = [int(v) for v in ks]
-    k_max = max(ks)
-    if s.shape[-1] < k_max:  # all_gather needs equal shapes: pad, then trim
-        s = torch.cat([s, s.new_zeros(s.shape[:-1] + (k_max - s.shape[-1],))], dim=-1)
-    parts = [torch.empty_like(s) for _ in range(w)]
-    dist.all_gather(parts, s)
-    return torch.cat([p[..., :kr] for p, kr in zip(parts, ks)], dim=-1)
 
 
 # --------------------------------------------------------------------------------------- evaluation

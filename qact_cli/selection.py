@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from .errors import UsageError
+from .suggest import unknown
 
 
 def parse_severities(text: str | int | list, lo: int = 0, hi: int = 5, flag: str = "--severities") -> list[int]:
@@ -18,6 +19,9 @@ def parse_severities(text: str | int | list, lo: int = 0, hi: int = 5, flag: str
                 continue
             if "-" in part[1:]:
                 a, b = part.split("-", 1)
+                if int(a) > int(b):
+                    raise UsageError(f"{flag} {text!r}: the range {a}-{b} is reversed; write {b}-{a} "
+                                     f"(or a list like {a},{b} for that order)")
                 out += list(range(int(a), int(b) + 1))
             else:
                 out.append(int(part))
@@ -44,7 +48,7 @@ def parse_corruptions(text: str | list) -> list[str]:
         elif part in CORRUPTIONS:
             out.append(part)
         else:
-            raise UsageError(f"unknown corruption {part!r}; valid: common, extra, all, or names from {', '.join(CORRUPTIONS)}")
+            raise UsageError(unknown("corruption", part, ["common", "extra", "all", *CORRUPTIONS]))
     if not out:
         raise UsageError("--corruptions is empty; use common, extra, all or a list of names")
     return list(dict.fromkeys(out))

@@ -24,6 +24,7 @@ from .checkpoint import make_checkpoint, read_checkpoint, save_checkpoint
 from .data import Dataset, get_dataset, make_loader
 from .data.transforms import crop_flip, to_model_input
 from .errors import InputError, UsageError
+from .suggest import unknown
 from .models import build_model
 from .utils import environment, seed_everything
 
@@ -67,11 +68,21 @@ def split_train_val(n: int, seed: int = SPLIT_SEED) -> tuple[np.ndarray, np.ndar
 
 def validate_config(cfg: TrainConfig) -> None:
     if cfg.loss not in ("ce", "watershed"):
-        raise UsageError(f"unknown --loss {cfg.loss!r}; choose ce or watershed")
+        raise UsageError(unknown("--loss", cfg.loss, ("ce", "watershed")))
     if cfg.epochs < 1 or cfg.batch_size < 1 or not cfg.lr > 0:
         raise UsageError("--epochs and --batch-size must be ≥ 1 and --lr > 0")
     if cfg.act == "qact" and cfg.batch_size < 2:
         raise UsageError("--act qact needs --batch-size ≥ 2: the batch is the activation's context")
+    if not cfg.arch.startswith("dinov2"):  # names checked up front: an experiment checks every model before training one
+        from .models import HEADS, MODELS
+        from .nn.activations import ACTIVATIONS
+
+        for flag, value, valid in (("--arch", cfg.arch, MODELS), ("--act", cfg.act, ACTIVATIONS), ("--head", cfg.head, HEADS)):
+            if value not in valid:
+                raise UsageError(f"unknown {flag} {value!r}; choose one of {', '.join(valid)}")
+    size = (cfg.qact or {}).get("context_size")
+    if size is not None and (isinstance(size, bool) or not isinstance(size, int) or size < 1):
+        raise UsageError(f"--context-size {size!r}: expected a positive number of context samples per channel")
 
 
 def model_info(cfg: TrainConfig, ds: Dataset, input_size) -> dict:
@@ -143,6 +154,10 @@ def train(cfg: TrainConfig, on_epoch: Callable[[dict], None] | None = None,
         model = build_model(cfg.arch, act=cfg.act, num_classes=ds.num_classes, head=cfg.head, **info["arch_kwargs"])
     except ValueError as e:
         raise UsageError(str(e)) from None
+    if cfg.batch_size < 2 and any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules()):
+        # BatchNorm in training mode needs two values per channel; refuse rather than fail mid-epoch
+        raise UsageError(f"--batch-size 1 cannot train {cfg.arch}: its BatchNorm layers need at least 2 images per "
+                         "batch; use --batch-size 2 or more")
     model.to(device)
     # the module the training step calls: `model` itself, or under torchrun `model` wrapped in DDP
     step_model = distributed.prepare_training(model, device, cfg.sync_context)
@@ -153,10 +168,12 @@ def train(cfg: TrainConfig, on_epoch: Callable[[dict], None] | None = None,
     best_state = None
     # under torchrun rank 0 reads the state and hands it to every rank (other nodes may not see the file)
     st = distributed.from_main(lambda: read_checkpoint(state_path) if cfg.resume and state_path.is_file() else None)
+    train_cfg = {k: v for k, v in asdict(cfg).items() if k not in ("resume", "device", "out", "workers")}
     if st is not None:
         if st.get("config", {}).get("arch") != cfg.arch or st.get("config", {}).get("dataset") != cfg.dataset:
             raise InputError(f"{state_path} belongs to another run ({st.get('config', {}).get('arch')} on "
                              f"{st.get('config', {}).get('dataset')}); remove it or change --out")
+        _check_resume_config(state_path, st.get("config", {}), train_cfg)
         model.load_state_dict(st["state_dict"])
         opt.load_state_dict(st["optimizer"])
         sched.load_state_dict(st["scheduler"])
@@ -167,7 +184,6 @@ def train(cfg: TrainConfig, on_epoch: Callable[[dict], None] | None = None,
     elif cfg.resume:
         log(f"no saved state at {state_path}; starting from scratch")
 
-    train_cfg = {k: v for k, v in asdict(cfg).items() if k not in ("resume", "device", "out", "workers")}
     val_loader = make_loader(val_src, max(cfg.batch_size, 256 if cfg.act != "qact" else cfg.batch_size), workers=cfg.workers)
     aug_gen = torch.Generator().manual_seed(distributed.rank_seed(cfg.seed + 1))
     t0, epoch, stopped_early = time.time(), start_epoch, False
@@ -231,6 +247,18 @@ def train(cfg: TrainConfig, on_epoch: Callable[[dict], None] | None = None,
         state_path.unlink(missing_ok=True)
     distributed.barrier()  # the checkpoint exists on return, on every rank
     return train_info
+
+
+# what a resumed run must share with the saved one (--epochs and --early-stop may change: to train longer)
+RESUME_KEYS = ("act", "loss", "head", "batch_size", "lr", "seed", "placement", "augment", "qact", "weights", "probe_res")
+
+
+def _check_resume_config(state_path: Path, saved: dict, current: dict) -> None:
+    for key in RESUME_KEYS:
+        if key in saved and key in current and saved[key] != current[key]:
+            flag = "--" + ("context-size" if key == "qact" else key.replace("_", "-"))
+            raise InputError(f"{state_path} was saved with {flag} {saved[key]!r}, not {current[key]!r}; resume with the "
+                             f"same options, or remove the state file (or change --out) to start afresh")
 
 
 def _train_info(cfg: TrainConfig, train_cfg: dict, best: float, best_epoch: int, history: list, stopped_early: bool) -> dict:

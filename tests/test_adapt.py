@@ -76,7 +76,7 @@ def test_adapted_restores_on_error_and_refuses_no_batches():
 def test_adapt_after_an_inference_mode_pass():
     """Eval under inference_mode, then adapt under no_grad (what `qact eval --adapt bn` and compare do, cell
     after cell): QAct's reused CPU scratch buffer must not become an inference tensor on the way."""
-    from qact_cli.nn import qact as qact_module
+    from qact_cli.nn.qact import lookup as qact_module
 
     if hasattr(qact_module._SCRATCH, "buf"):
         del qact_module._SCRATCH.buf  # so that the inference-mode pass below allocates it

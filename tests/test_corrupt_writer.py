@@ -39,7 +39,7 @@ def test_npy_layout_and_manifest(tmp_path, data):
     assert on_disk == m and m["complete"] and m["profile"] == "cifar" and m["seed"] == 1
     assert m["severities"] == [4, 2] and m["n_images"] == N and m["image_size"] == [32, 32] and m["format"] == "npy"
     assert set(m["versions"]) == {"qact", "torch", "numpy"}
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["contrast.npy", "fog.npy", "labels.npy", "manifest.json"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".lock", "contrast.npy", "fog.npy", "labels.npy", "manifest.json"]
 
 
 @pytest.mark.parametrize("fmt", ["jpeg", "png"])

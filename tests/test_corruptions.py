@@ -38,6 +38,20 @@ def test_names_and_order():
     assert set(DETERMINISTIC) < set(CORRUPTIONS)
 
 
+def test_registry_lookups_take_a_name_or_the_function():
+    from qact_cli.corruptions import check_name, get_corruption, weather
+    from qact_cli.corruptions.profiles import Frost, params
+
+    spec = get_corruption(weather.frost)
+    assert spec is get_corruption("frost") and spec.group == "common" and not spec.deterministic
+    assert check_name(weather.fog) == "fog" and get_corruption("saturate").group == "extra"
+    assert params("cifar", weather.frost, 2) == params("cifar", "frost", 2) == Frost(1, 0.3, 0.2)
+    x = np.random.default_rng(0).integers(0, 256, (2, 32, 32, 3), dtype=np.uint8)
+    assert np.array_equal(corrupt(x, weather.fog, 3, seed=1), corrupt(x, "fog", 3, seed=1))
+    with pytest.raises(UsageError, match="unknown corruption"):
+        get_corruption(lambda x, c, rng: x)
+
+
 def test_resolve_profile():
     assert resolve_profile(32, 32) == "cifar" and resolve_profile(48, 40) == "cifar"
     assert resolve_profile(49, 49) == "tiny" and resolve_profile(128, 64) == "tiny"

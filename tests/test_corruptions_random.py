@@ -185,7 +185,7 @@ def test_weather_invariants(profile, size):
     xf = x.astype(float)
     for s in (1, 3):  # water drops only add colour
         assert (corrupt(x, "spatter", s, profile=profile).astype(float) >= xf - 1).all()
-    a, b = params(profile, "frost", 3)
+    a, b, _ = params(profile, "frost", 3)
     assert (corrupt(x, "frost", 3, profile=profile).astype(float) >= np.minimum(np.floor(a * xf), 255) - 1).all()
     assert corrupt(x, "snow", 3, profile=profile).mean() > x.mean() + 5
     assert corrupt(x, "fog", 5, profile=profile).std() < x.std()
@@ -213,7 +213,7 @@ def test_image_streams_are_uniform_and_per_image():
 
 def test_frost_is_a_crop_of_a_used_texture():
     """On a black image frost is trunc(b * crop): find each crop in the (resized) textures, never in frost6."""
-    a, b = params("cifar", "frost", 2)
+    a, b, _ = params("cifar", "frost", 2)
     out = corrupt(np.zeros((4, 32, 32, 3), np.uint8), "frost", 2, profile="cifar", seed=3)
     from qact_cli.corruptions.profiles import FROST_SCALE
 

@@ -23,6 +23,8 @@ from torch import nn
 from qact_cli import distributed as D
 from qact_cli.checkpoint import load_model, read_checkpoint
 from qact_cli.errors import InputError, UsageError
+from qact_cli.nn import set_context_sync
+from qact_cli.nn import sync as S
 
 WORLD = 2
 EVAL = dict(corruptions="gaussian_noise,contrast", severities="0,1,3", batch_size=8, context="batch", device="cpu")
@@ -45,7 +47,7 @@ def test_single_process_is_untouched():
     q = nn.Linear(2, 2)
     q.sync_context = True
     s = torch.randn(3, 5)
-    assert D.sync_context(q, s) is s
+    assert S.sync_context(q, s) is s
     seen = []
     probs, labels = D.predict_sharded(lambda part, ids: seen.append((part, list(ids))) or (torch.ones(3, 2), torch.zeros(3)),
                                       source := list(range(7)), 3)
@@ -67,9 +69,9 @@ def test_convert_sync_batchnorm_keeps_type_parameters_and_state():
     net.train()(torch.randn(5, 3, 8, 8))
     before = {k: v.clone() for k, v in net.state_dict().items()}
     weight = net[1].weight
-    D.convert_sync_batchnorm(net)
-    assert type(net[1]) is D.SyncBatchNorm2d and isinstance(net[1], nn.BatchNorm2d) and net[1].weight is weight
-    assert isinstance(net[2][1], D.SyncBatchNorm1d)
+    S.convert_sync_batchnorm(net)
+    assert type(net[1]) is S.SyncBatchNorm2d and isinstance(net[1], nn.BatchNorm2d) and net[1].weight is weight
+    assert isinstance(net[2][1], S.SyncBatchNorm1d)
     assert net.state_dict().keys() == before.keys()
     assert all(torch.equal(net.state_dict()[k], v) for k, v in before.items())
     x = torch.randn(6, 3, 8, 8)
@@ -131,7 +133,7 @@ def _check_context_and_statistics(r):
 
     # a per-channel sample of unequal width on each rank: every rank gets all of them, in rank order
     mine = torch.full((3, 2 + r), float(r))
-    got = D.all_gather_context(mine)
+    got = S.all_gather_context(mine)
     assert torch.equal(got, torch.cat([torch.zeros(3, 2), torch.ones(3, 3)], 1))
 
     # QAct (wrapped in BatchNorms) in training on half a batch each == one process on the whole batch
@@ -144,8 +146,8 @@ def _check_context_and_statistics(r):
     xf = x.clone().requires_grad_()
     out_ref = ref.train()(xf)
     (out_ref * w).sum().backward()
-    D.convert_sync_batchnorm(layer)
-    assert D.set_context_sync(layer, True) == 1
+    S.convert_sync_batchnorm(layer)
+    assert set_context_sync(layer, True) == 1
     xr = x[4 * r:4 * r + 4].clone().requires_grad_()
     out = layer.train()(xr)
     (out * w[4 * r:4 * r + 4]).sum().backward()
@@ -153,11 +155,11 @@ def _check_context_and_statistics(r):
     torch.testing.assert_close(xr.grad, xf.grad[4 * r:4 * r + 4], atol=1e-5, rtol=1e-4)
     torch.testing.assert_close(layer.bn_in.running_mean, ref.bn_in.running_mean)
     torch.testing.assert_close(layer.bn_in.running_var, ref.bn_in.running_var)
-    D.set_context_sync(layer, False)  # per-rank context: only this rank's half
+    set_context_sync(layer, False)  # per-rank context: only this rank's half
     assert not torch.allclose(layer.train()(xr.detach()), out_ref[4 * r:4 * r + 4], atol=1e-3)
 
     # BatchNorm2d over the global batch, gradient included
-    bn, bn_ref = D.convert_sync_batchnorm(nn.BatchNorm2d(2)), nn.BatchNorm2d(2)
+    bn, bn_ref = S.convert_sync_batchnorm(nn.BatchNorm2d(2)), nn.BatchNorm2d(2)
     xb = torch.randn(6, 2, 3, 3) * 3 + 5
     xbf = xb.clone().requires_grad_()
     yb_ref = bn_ref(xbf)

@@ -49,6 +49,7 @@ def test_json_to_stdout_holds_only_json_with_the_protocol(cli, root, digits_ckpt
     assert code == 0, err
     doc = json.loads(out)
     assert doc["schema"] == "qact.eval/1" and doc["dataset"] == "cifar10c"
+    assert doc["protocol"].pop("data")["n_images"] > 0  # the identity of the data scored (--baseline checks it)
     assert doc["protocol"] == {"corruptions": ["fog"], "severities": [1, 2, 3, 4, 5], "batch_size": 8, "context": "batch",
                                "adapt": "none", "limit": 10, "seed": 0}
     assert [c["n"] for c in doc["cells"]] == [10] * 5 and "accuracy" in err  # the table went to stderr

@@ -101,6 +101,7 @@ def test_metrics_and_summaries_match_a_hand_computation(cifar_root, digits_ckpt)
     # the cells differ, so the checks above are not trivially true
     assert len(set(accs)) > 1 and len({c["nll"] for c in doc["cells"]}) == 16
     assert any(summary["by_severity"][str(s)]["acc_std"] > 0 for s in range(1, 6))
+    assert doc["protocol"].pop("data")["n_images"] > 0  # the identity of the data scored (--baseline checks it)
     assert doc["protocol"] == {"corruptions": list(CORR), "severities": [0, 1, 2, 3, 4, 5], "batch_size": 64,
                                "context": "batch", "adapt": "none", "limit": None, "seed": 0}
 

@@ -12,24 +12,7 @@ from hypothesis import strategies as st
 
 from qact_cli.nn import QAct, make_activation
 from qact_cli.nn.qact import REFINE, grounded_table, table_lookup
-
-SENTINEL = 100.0
-
-
-def exact_cdf(ctx: np.ndarray, x: np.ndarray, c: float = SENTINEL) -> np.ndarray:
-    """Brute force, one channel, float64: the piecewise-linear CDF through (-c, 0), (a_r, r/(2(m+1))),
-    (0, 1/2), (b_j, 1/2 + j/(2(p+1))), (c, 1) (a: the sorted negatives, b: the sorted values >= 0),
-    right-continuous at ties, 0 below -c and 1 from c on."""
-    neg, pos = np.sort(ctx[ctx < 0]), np.sort(ctx[ctx >= 0])
-    m, p = len(neg), len(pos)
-    kx = np.concatenate([[-c], neg, [0.0], pos, [c]])
-    ky = np.concatenate([[0.0], 0.5 * np.arange(1, m + 1) / (m + 1), [0.5],
-                         0.5 + 0.5 * np.arange(1, p + 1) / (p + 1), [1.0]])
-    r = np.searchsorted(kx, x, side="right")  # knots kx[r-1] <= x < kx[r]: the top of a tie group
-    inside = (r >= 1) & (r < len(kx))
-    r = np.clip(r, 1, len(kx) - 1)
-    y = ky[r - 1] + (x - kx[r - 1]) / np.maximum(kx[r] - kx[r - 1], 1e-300) * (ky[r] - ky[r - 1])
-    return np.where(inside, y, np.where(x < -c, 0.0, 1.0))
+from qact_cli.nn.qact.reference import exact_cdf
 
 
 def check_levy(ctx: torch.Tensor, table, x: torch.Tensor, y: torch.Tensor, refine: int) -> None:

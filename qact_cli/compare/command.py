@@ -9,7 +9,7 @@ from pathlib import Path
 
 import typer
 
-from ..errors import InputError, UsageError
+from ..errors import UsageError
 from ..eval.options import MODEL_FIELDS, EvalOptions
 from .keys import EXPERIMENT_KEYS
 
@@ -54,12 +54,18 @@ def _check_outputs(json_out: str | None, markdown: str | None, plot: str | None)
         raise UsageError("--json - and --markdown - both want stdout; write one of them to a file")
     if plot == "-":
         raise UsageError("--plot needs a file path (PNG), not -")
+    from ..utils import check_output_file
+
     for flag, path in (("--json", json_out), ("--markdown", markdown), ("--plot", plot)):
-        if path and path != "-" and Path(path).is_dir():
-            raise InputError(f"{flag} {path} is a folder; give a file path")
+        check_output_file(path, flag)  # before any evaluation or training
+    if plot:
+        from .plot import plot_format
+
+        plot_format(plot)
 
 
 def run_compare(ctx: typer.Context, params: dict) -> None:
+    from ..eval.report import named_root
     from ..ui import progress, stderr_console
     from . import table as tbl
     from ..eval.run import Hooks as EvalHooks
@@ -90,6 +96,7 @@ def run_compare(ctx: typer.Context, params: dict) -> None:
     _check_outputs(json_out, markdown, plot)
     opts = EvalOptions.from_values({k: params.get(k) for k in EVAL_FIELDS}, where or "the command line")
     model_flags = {k: params.get(k) for k in MODEL_FIELDS}
+    metrics = tbl.parse_metrics(params.get("metrics"))
 
     from .. import distributed
 
@@ -136,7 +143,7 @@ def run_compare(ctx: typer.Context, params: dict) -> None:
 
     tbl.unique_names(entries)
     tbl.check_protocols(entries, allow_mixed=bool(params.get("allow_mixed")))
-    cmp = tbl.build(entries)
+    cmp = tbl.build(entries, metrics, data_root=named_root(params.get("data_root")))
     if not main:
         return
     tbl.print_comparison(cmp, to_stderr="-" in (json_out, markdown))

@@ -160,7 +160,7 @@ def train_config(spec: ModelSpec, opts: EvalOptions, ckpt: Path):
     t.setdefault("seed", opts.seed)
     try:
         cfg = TrainConfig(out=str(ckpt), data_root=opts.data_root, download=opts.download, device=opts.device,
-                          workers=opts.workers, qact={"context_size": int(context_size)} if context_size else {}, **t)
+                          workers=opts.workers, qact={"context_size": context_size} if context_size is not None else {}, **t)
     except TypeError as e:
         raise UsageError(f"model {spec.name!r}: {e}") from None
     for key, typ in (("epochs", int), ("batch_size", int), ("early_stop", int), ("seed", int), ("lr", float),
@@ -269,6 +269,13 @@ def prepare_checkpoints(exp: Experiment, opts: EvalOptions, out_dir: Path, hooks
             path = out_dir / "checkpoints" / f"{spec.name}.pt"
             ckpts[spec.name] = str(path)
             plan.append((spec, path, train_config(spec, opts, path)))
+    from ..train import validate_config
+
+    for spec, _, cfg in plan:  # a typo in the last model fails now, not after the others trained
+        try:
+            validate_config(cfg)
+        except UsageError as e:
+            raise UsageError(f"model {spec.name!r} in {exp.path}: {e}") from None
     for n, (spec, path, cfg) in enumerate(plan, 1):
         state = Path(str(path) + ".state")  # present while a training run is unfinished
         if state.is_file():

@@ -1,35 +1,77 @@
 """The comparison grid: models side by side, one row per severity plus the mean corruption row.
 
-`build(entries)` computes the grid once (values, the best value per row, differences to the first
-model); `rich_table`, `markdown` and `document` render that same grid, so the terminal, the
+`build(entries, metrics)` computes the grid once (values, the best value per row, differences to
+the first model); `layouts`, `markdown` and `document` render that same grid, so the terminal, the
 Markdown for CI comments and the JSON never disagree.
 
-Row values: for severity s, the mean (and population std) over corruptions of accuracy and ECE,
-straight from each result's `summary.by_severity`. The "mean corruption" row holds RobustBench's
-mean corruption accuracy (`summary.mean_corruption_acc`: mean over all cells with severity >= 1)
-and, by the same convention, the mean ECE over those cells.
+Row values: for severity s, the mean (and population std) over corruptions of each metric: accuracy
+and ECE straight from each result's `summary.by_severity`, the other metrics (CE-L2, NLL, Brier) from
+its cells the same way. The "mean corruption" row holds RobustBench's mean corruption accuracy
+(`summary.mean_corruption_acc`: mean over all cells with severity >= 1) and, by the same
+convention, the mean of every other metric over those cells.
+
+On a terminal the grid is drawn in the first layout that fits whole (docs/screens.md shows them):
+models x metrics side by side; the same with each difference on its own line; one table per
+metric with models as rows and severities as columns. Piped output and Markdown keep the first.
 """
 
 from __future__ import annotations
 
-import os
-import sys
+import math
 from dataclasses import dataclass, field
 
-from rich.console import Console
-from rich.measure import Measurement
+from rich import box
+from rich.console import Console, RenderableType
 from rich.table import Table
 from rich.text import Text
 
 from .. import __version__
-from ..errors import InputError
+from ..errors import InputError, UsageError
 from ..eval.gates import PROTOCOL_KEYS
+from ..suggest import unknown
 
 COMPARE_SCHEMA = "qact.compare/1"
 MEAN_ROW = "mean"
 DIGITS = 4  # shown precision; ties at this precision are all highlighted
 MIXED_MARK = "†"
 BEST_STYLE = "bold green"
+
+
+@dataclass(frozen=True)
+class Metric:
+    key: str  # --metrics name and the key in the grid's values
+    label: str  # column header
+    cell: str  # the result cells' field
+    higher_is_better: bool = False
+
+
+METRICS = {m.key: m for m in (
+    Metric("acc", "accuracy", "acc", higher_is_better=True),
+    Metric("ece", "ECE", "ece"),
+    Metric("ce", "CE-L2", "ce_marginal_l2"),  # Kumar et al. 2019's marginal calibration error, the paper's metric
+    Metric("nll", "NLL", "nll"),
+    Metric("brier", "Brier", "brier"),
+)}
+DEFAULT_METRICS = ("acc", "ece")
+# how a model is evaluated rather than what on: shown in its label, never a protocol mismatch
+EVAL_MODE_KEYS = {"adapt": "none", "context": "batch"}
+
+
+def parse_metrics(text: str | list | tuple | None) -> list[str]:
+    """'acc,ece,ce' -> ['acc', 'ece', 'ce'] (order as written, duplicates dropped); None -> the default."""
+    if text is None:
+        return list(DEFAULT_METRICS)
+    parts = text if isinstance(text, (list, tuple)) else str(text).split(",")
+    out = []
+    for part in (str(p).strip().lower() for p in parts):
+        if not part:
+            continue
+        if part not in METRICS:
+            raise UsageError(unknown("--metrics name", part, METRICS))
+        out.append(part)
+    if not out:
+        raise UsageError(f"--metrics is empty; choose from {', '.join(METRICS)}")
+    return list(dict.fromkeys(out))
 
 
 @dataclass
@@ -49,9 +91,11 @@ class Entry:
 class Comparison:
     entries: list[Entry]
     rows: list[str]  # "0".."5" (severities present in any result), then MEAN_ROW when defined
-    values: dict[tuple[str, int], dict]  # (row, entry index) -> {acc, acc_std, ece, ece_std, acc_delta, ece_delta}
-    best: dict[tuple[str, str], set[int]]  # (row, "acc"|"ece") -> entry indices holding the best value
+    values: dict[tuple[str, int], dict]  # (row, entry index) -> {m, m_std, m_delta for each metric m}
+    best: dict[tuple[str, str], set[int]]  # (row, metric) -> entry indices holding the best value
     reference: int | None  # index of the first evaluated entry: differences are to it
+    metrics: list[str] = field(default_factory=lambda: list(DEFAULT_METRICS))
+    data_root: str | None = None  # named in the title when it is not the default
 
     @property
     def evaluated(self) -> list[int]:
@@ -62,18 +106,25 @@ class Comparison:
 
 
 def _protocol_view(result: dict) -> dict:
-    view = {"dataset": result["dataset"], **{k: result["protocol"].get(k) for k in PROTOCOL_KEYS}}
+    view = {"dataset": result["dataset"],
+            **{k: result["protocol"].get(k) for k in PROTOCOL_KEYS if k not in EVAL_MODE_KEYS}}
     if str(result["dataset"]).startswith("gen:"):  # generated corruptions depend on the seed
         view["seed"] = result["protocol"].get("seed")
     return view
 
 
 def protocol_diffs(ref: Entry, other: Entry) -> list[str]:
-    """Protocol fields on which two results differ, ignoring those either model set on purpose."""
+    """Protocol fields on which two results differ, ignoring those either model set on purpose.
+    `adapt` and `context` are part of the model's label (how it is evaluated), never a difference."""
     a, b = _protocol_view(ref.result), _protocol_view(other.result)
     on_purpose = set(ref.declared) | set(other.declared)
-    return [f"{k} {a.get(k)} vs {b.get(k)}" for k in dict.fromkeys([*a, *b])
-            if k not in on_purpose and a.get(k) != b.get(k)]
+    diffs = [f"{k} {a.get(k)} vs {b.get(k)}" for k in dict.fromkeys([*a, *b])
+             if k not in on_purpose and a.get(k) != b.get(k)]
+    # the images scored (content fingerprint); results written before qact recorded it are taken as they are
+    da, db = (e.result["protocol"].get("data") or {} for e in (ref, other))
+    if da.get("fingerprint") and db.get("fingerprint") and da["fingerprint"] != db["fingerprint"]:
+        diffs.append(f"data {da['fingerprint']} vs {db['fingerprint']}")
+    return diffs
 
 
 def check_protocols(entries: list[Entry], allow_mixed: bool = False) -> None:
@@ -104,23 +155,48 @@ def unique_names(entries: list[Entry]) -> None:
 # ---------------------------------------------------------------------------------------------- the grid
 
 
+def _mean_std(vals: list[float]) -> tuple[float | None, float | None]:
+    if not vals:
+        return None, None
+    mean = math.fsum(vals) / len(vals)
+    return mean, math.sqrt(math.fsum((v - mean) ** 2 for v in vals) / len(vals))
+
+
+def _cell_values(result: dict, field_name: str, keep) -> list[float]:
+    return [float(c[field_name]) for c in result.get("cells", [])
+            if keep(int(c["severity"])) and c.get(field_name) is not None]
+
+
 def mean_corruption_ece(result: dict) -> float | None:
     """Mean ECE over all cells with severity >= 1 (the ECE counterpart of the mean corruption accuracy)."""
-    vals = [float(c["ece"]) for c in result.get("cells", []) if int(c["severity"]) >= 1 and c.get("ece") is not None]
-    return sum(vals) / len(vals) if vals else None
+    return _mean_std(_cell_values(result, "ece", lambda s: s >= 1))[0]
 
 
-def _row_value(result: dict, row: str) -> dict | None:
+def _row_value(result: dict, row: str, metrics: list[str]) -> dict | None:
     if row == MEAN_ROW:
         acc = result["summary"].get("mean_corruption_acc")
-        return None if acc is None else {"acc": acc, "acc_std": None, "ece": mean_corruption_ece(result), "ece_std": None}
+        if acc is None:
+            return None
+        out = {}
+        for m in metrics:
+            mean = acc if m == "acc" else _mean_std(_cell_values(result, METRICS[m].cell, lambda s: s >= 1))[0]
+            out |= {m: mean, f"{m}_std": None}
+        return out
     s = result["summary"]["by_severity"].get(row)
     if s is None:
         return None
-    return {"acc": s["acc_mean"], "acc_std": s["acc_std"], "ece": s["ece_mean"], "ece_std": s["ece_std"]}
+    out = {}
+    for m in metrics:
+        if m in ("acc", "ece"):  # the summary's numbers, as `qact eval` printed them
+            out |= {m: s[f"{m}_mean"], f"{m}_std": s[f"{m}_std"]}
+        else:
+            mean, std = _mean_std(_cell_values(result, METRICS[m].cell, lambda sev: sev == int(row)))
+            out |= {m: mean, f"{m}_std": std}
+    return out
 
 
-def build(entries: list[Entry]) -> Comparison:
+def build(entries: list[Entry], metrics: list[str] | tuple[str, ...] | None = None, data_root: str | None = None) -> Comparison:
+    metrics = list(metrics or DEFAULT_METRICS)
     evaluated = [i for i, e in enumerate(entries) if e.result is not None]
     severities = sorted({int(s) for i in evaluated for s in entries[i].result["summary"]["by_severity"]})
     rows = [str(s) for s in severities]
@@ -131,7 +207,7 @@ def build(entries: list[Entry]) -> Comparison:
     best: dict[tuple[str, str], set[int]] = {}
     for row in rows:
         for i in evaluated:
-            v = _row_value(entries[i].result, row)
+            v = _row_value(entries[i].result, row, metrics)
             if v is not None:
                 values[row, i] = v
         base = values.get((row, ref)) if ref is not None else None
@@ -139,15 +215,16 @@ def build(entries: list[Entry]) -> Comparison:
             v = values.get((row, i))
             if v is None:
                 continue
-            for key in ("acc", "ece"):
+            for key in metrics:
                 v[f"{key}_delta"] = (v[key] - base[key] if i != ref and base and base[key] is not None and v[key] is not None
                                      else None)
-        for key, pick in (("acc", max), ("ece", min)):
+        for key in metrics:
+            pick = max if METRICS[key].higher_is_better else min
             present = {i: round(values[row, i][key], DIGITS) for i in evaluated
                        if (row, i) in values and values[row, i][key] is not None}
             # highlighting one value is noise: only when at least two models have one
             best[row, key] = {i for i, v in present.items() if v == pick(present.values())} if len(present) >= 2 else set()
-    return Comparison(entries, rows, values, best, ref)
+    return Comparison(entries, rows, values, best, ref, metrics, data_root)
 
 
 def row_label(row: str) -> str:
@@ -156,16 +233,38 @@ def row_label(row: str) -> str:
     return "0 (clean)" if row == "0" else row
 
 
+def eval_mode(e: Entry) -> str:
+    """' +adapt bn', ' +context stored' for a model evaluated other than the default way, else ''."""
+    if e.result is None:
+        return ""
+    p = e.result.get("protocol", {})
+    return "".join(f" +{k} {p[k]}" for k, default in EVAL_MODE_KEYS.items() if p.get(k, default) != default)
+
+
 def column_label(e: Entry) -> str:
-    return f"{e.name} {MIXED_MARK}" if e.mixed else e.name
+    label = e.name + eval_mode(e)
+    return f"{label} {MIXED_MARK}" if e.mixed else label
 
 
 def _num(v: float | None) -> str:
     return "—" if v is None else f"{v:.{DIGITS}f}"
 
 
+def _signed(d: float | None) -> str:
+    return "" if d is None else f"{d:+.{DIGITS}f}"
+
+
 def _delta(d: float | None) -> str:
     return "" if d is None else f" ({d:+.{DIGITS}f})"
+
+
+def _metric_words(metrics: list[str]) -> str:
+    names = [METRICS[m].label for m in metrics]
+    return names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
+
+
+def _dataset_words(cmp: Comparison, r: dict) -> str:
+    return f"{r['dataset']} ({cmp.data_root})" if cmp.data_root else str(r["dataset"])
 
 
 def title(cmp: Comparison) -> str:
@@ -175,7 +274,11 @@ def title(cmp: Comparison) -> str:
     r = evaluated[0]
     n = len(r["protocol"].get("corruptions") or [])
     over = f", mean over {n} corruptions" if n else ""
-    return f"{r['dataset']}: accuracy and ECE per severity{over}"
+    return f"{_dataset_words(cmp, r)}: {_metric_words(cmp.metrics)} per severity{over}"
+
+
+def _limit_words(limit) -> str:
+    return "all images" if limit is None else f"limit {limit}"
 
 
 def notes(cmp: Comparison) -> list[str]:
@@ -184,11 +287,16 @@ def notes(cmp: Comparison) -> list[str]:
     if cmp.reference is not None:
         ref = cmp.entries[cmp.reference]
         p = ref.result["protocol"]
-        lines.append(f"protocol: {ref.result['dataset']}, severities {','.join(map(str, p.get('severities', [])))}, "
-                     f"batch {p.get('batch_size')}, context {p.get('context')}, adapt {p.get('adapt')}, "
-                     f"limit {p.get('limit')}, seed {p.get('seed')}; ECE: {ref.result.get('metrics', {}).get('ece', 'top-label L1')}")
+        defined = ref.result.get("metrics", {})
+        what = [f"ECE: {defined.get('ece', 'top-label L1')}"]
+        if "ce" in cmp.metrics:
+            what.append(f"CE-L2: {defined.get('ce_marginal_l2', 'marginal debiased L2 (Kumar et al. 2019)')}")
+        lines.append(f"protocol: {_dataset_words(cmp, ref.result)}, severities {','.join(map(str, p.get('severities', [])))}, "
+                     f"batch {p.get('batch_size')}, {_limit_words(p.get('limit'))}, seed {p.get('seed')}; "
+                     f"context {p.get('context')} and adapt {p.get('adapt')} unless a label says +context / +adapt; "
+                     + "; ".join(what))
         lines.append("mean corruption: mean over all corruption x severity cells >= 1 (RobustBench); "
-                     f"best value per row in bold; (+/-x) = difference to {ref.name}")
+                     f"best value per row in bold; (+/-x) = difference to {column_label(ref)}")
     for e in cmp.entries:
         said = [", ".join(f"{k} {v}" for k, v in e.declared.items())] if e.result is not None and e.declared else []
         said += [e.note] if e.note else []
@@ -201,18 +309,31 @@ def notes(cmp: Comparison) -> list[str]:
     return lines
 
 
-# ---------------------------------------------------------------------------------------------- renderings
+# ---------------------------------------------------------------------------------------------- terminal layouts
+
+
+def _value_text(cmp: Comparison, row: str, i: int, key: str, stacked: bool) -> Text:
+    """One number, highlighted when best, with its difference to the reference inline or on its own line."""
+    v = cmp.values.get((row, i))
+    if v is None or v[key] is None:
+        return Text("—")
+    text = Text(_num(v[key]), style=BEST_STYLE if i in cmp.best[row, key] else "")
+    d = v[f"{key}_delta"]
+    if d is not None:
+        text.append(f"\n{_signed(d)}" if stacked else _delta(d), style="dim")
+    return text
 
 
 def rich_table(cmp: Comparison, with_title: bool = True) -> Table:
+    """Models x metrics side by side, rows = severities, each difference to the reference beside its value."""
     t = Table(title=title(cmp) if with_title else None, title_justify="left")
     t.add_column("severity", no_wrap=True)
     for e in cmp.entries:
         if e.result is None:
-            t.add_column(e.name, no_wrap=True, overflow="fold")
-        else:
-            t.add_column(f"{column_label(e)}\naccuracy", justify="right", no_wrap=True, overflow="fold")
-            t.add_column(f"{column_label(e)}\nECE", justify="right", no_wrap=True, overflow="fold")
+            t.add_column(e.name, overflow="fold")
+            continue
+        for m in cmp.metrics:
+            t.add_column(f"{column_label(e)}\n{METRICS[m].label}", justify="right", no_wrap=True)
     for row in cmp.rows:
         if row == MEAN_ROW:
             t.add_section()
@@ -221,16 +342,41 @@ def rich_table(cmp: Comparison, with_title: bool = True) -> Table:
             if e.result is None:
                 cells.append(Text("skipped", style="dim"))
                 continue
-            v = cmp.values.get((row, i))
-            for key in ("acc", "ece"):
-                if v is None or v[key] is None:
-                    cells.append(Text("—"))
-                    continue
-                text = Text(_num(v[key]), style=BEST_STYLE if i in cmp.best[row, key] else "")
-                text.append(_delta(v[f"{key}_delta"]), style="dim")
-                cells.append(text)
+            cells += [_value_text(cmp, row, i, m, stacked=False) for m in cmp.metrics]
         t.add_row(*cells)
     return t
+
+
+def metric_table(cmp: Comparison, key: str) -> Table:
+    """One metric: models as rows, severities (and the mean) as columns, differences on their own line."""
+    m = METRICS[key]
+    t = Table(title=f"{m.label}, mean over corruptions", 
+              title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False, show_edge=False, collapse_padding=True, padding=(0,0))
+    t.add_column("model", overflow="fold")
+    for row in cmp.rows:
+        head = "clean" if row == "0" else ("mean" if row == MEAN_ROW else f"sev {row}")
+        t.add_column(head, justify="right", no_wrap=True)
+    for i, e in enumerate(cmp.entries):
+        if e.result is None:
+            t.add_row(Text(e.name), Text("skipped", style="dim"), *[""] * (len(cmp.rows) - 1))
+            continue
+        t.add_row(Text(column_label(e)), *[_value_text(cmp, row, i, key, stacked=True) for row in cmp.rows])
+    return t
+
+
+def layouts(cmp: Comparison) -> list[list[RenderableType]]:
+    """The terminal layouts, widest first: models x metrics side by side with inline differences;
+    then one table per metric, models as rows and severities as columns, each difference to the
+    reference on its own line (7 numbers of 7 characters: fits 80 columns whatever the models).
+    A middle form (the side-by-side table with differences under the values) was tried: at 100-120
+    columns its model names break into 5-6 header lines, harder to read than the per-metric tables."""
+    per_metric: list[RenderableType] = []
+    for key in cmp.metrics:
+        per_metric += [metric_table(cmp, key), Text("")]
+    return [[rich_table(cmp, with_title=False)], per_metric[:-1]]
+
+
+# ---------------------------------------------------------------------------------------------- Markdown and JSON
 
 
 def _md_escape(s: str) -> str:
@@ -246,8 +392,8 @@ def markdown(cmp: Comparison) -> str:
             header.append(name)
             align.append(":--")
         else:
-            header += [f"{name} acc", f"{name} ECE"]
-            align += ["--:", "--:"]
+            header += [f"{name} {'acc' if m == 'acc' else METRICS[m].label}" for m in cmp.metrics]
+            align += ["--:"] * len(cmp.metrics)
     lines = [f"**{_md_escape(title(cmp))}**", "", "| " + " | ".join(header) + " |", "|" + "|".join(align) + "|"]
     for row in cmp.rows:
         label = f"**{row_label(row)}**" if row == MEAN_ROW else row_label(row)
@@ -257,7 +403,7 @@ def markdown(cmp: Comparison) -> str:
                 cells.append("skipped")
                 continue
             v = cmp.values.get((row, i))
-            for key in ("acc", "ece"):
+            for key in cmp.metrics:
                 if v is None or v[key] is None:
                     cells.append("—")
                     continue
@@ -274,8 +420,9 @@ def document(cmp: Comparison) -> dict:
     read it back) whose extra `comparison` key (schema `qact.compare/1`) holds the grid as shown."""
     results, columns = [], []
     for i, e in enumerate(cmp.entries):
-        col = {"name": e.name, "source": e.source or None, "status": "skipped" if e.result is None else "ok",
-               "result": None, "reason": e.skipped, "note": e.note, "overrides": dict(e.declared), "protocol_differences": list(e.mixed)}
+        col = {"name": e.name, "label": column_label(e), "source": e.source or None,
+               "status": "skipped" if e.result is None else "ok", "result": None, "reason": e.skipped, "note": e.note,
+               "overrides": dict(e.declared), "protocol_differences": list(e.mixed)}
         if e.result is not None:
             col["result"] = len(results)
             results.append(e.result)
@@ -288,7 +435,7 @@ def document(cmp: Comparison) -> dict:
             if v is not None:
                 models[cmp.entries[i].name] = dict(v)
         rows.append({"row": row_label(row), "severity": None if row == MEAN_ROW else int(row), "models": models,
-                     "best": {k: [cmp.entries[i].name for i in sorted(cmp.best[row, k])] for k in ("acc", "ece")}})
+                     "best": {k: [cmp.entries[i].name for i in sorted(cmp.best[row, k])] for k in cmp.metrics}})
     return {
         "schema": "qact.eval-multi/1",
         "qact_version": __version__,
@@ -296,6 +443,7 @@ def document(cmp: Comparison) -> dict:
         "comparison": {
             "schema": COMPARE_SCHEMA,
             "title": title(cmp),
+            "metrics": list(cmp.metrics),
             "reference": cmp.entries[cmp.reference].name if cmp.reference is not None else None,
             "columns": columns,
             "rows": rows,
@@ -304,17 +452,16 @@ def document(cmp: Comparison) -> dict:
     }
 
 
-def print_comparison(cmp: Comparison, to_stderr: bool = False) -> None:
-    """Print the table and its notes. Piped output gets a console as wide as the table, so no number is cut."""
-    table = rich_table(cmp, with_title=False)
-    stream = sys.stderr if to_stderr else sys.stdout
-    if stream.isatty():
-        console = Console(stderr=to_stderr)
-    else:
-        probe = Console(width=10_000, stderr=to_stderr)
-        need = Measurement.get(probe, probe.options, table).maximum
-        console = Console(width=max(int(os.environ.get("COLUMNS", 200)), need), stderr=to_stderr, soft_wrap=False)
-    console.print(Text(title(cmp), style="bold"), soft_wrap=True)
-    console.print(table)
+def print_comparison(cmp: Comparison, to_stderr: bool = False, console: Console | None = None) -> None:
+    """Print the title, the table in the first layout that fits the terminal, and the notes.
+    Piped output gets the widest layout at its natural width, so no number is ever cut."""
+    from ..ui import print_layouts, stderr_console, stdout_console
+
+    console = console or (stderr_console() if to_stderr else stdout_console())
+    if not console.is_terminal and to_stderr:  # a wide console, like stdout's when piped
+        console = Console(stderr=True, width=stdout_console().width, soft_wrap=False)
+    wrap = not console.is_terminal  # on a terminal Rich wraps the notes at spaces; a pipe gets whole lines
+    console.print(Text(title(cmp), style="bold"), soft_wrap=wrap)
+    print_layouts(console, layouts(cmp))
     for line in notes(cmp):
-        console.print(line, highlight=False, markup=False, soft_wrap=True)
+        console.print(line, highlight=False, markup=False, soft_wrap=wrap)

@@ -1,12 +1,14 @@
 """What every corruption shares: the registry, and the conversions in and out of uint8.
 
 A corruption is `fn(x, c, rng) -> uint8`, with x a uint8 tensor (N, 3, H, W) on any device, c the
-reference parameters for the severity (profiles.py), rng the batch's per-image `ImageStreams`.
+reference parameters for the severity (a number or a named record, profiles.py), rng the batch's
+per-image `ImageStreams`. It joins the registry with `@register(group, deterministic, chunk_pixels)`.
 The reference ends with `np.uint8(np.clip(v, 0, 1) * 255)`, which truncates; `unit_to_uint8` does the same.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
@@ -15,12 +17,53 @@ import torch
 from .rng import ImageStreams
 
 Corruption = Callable[[torch.Tensor, object, ImageStreams], torch.Tensor]
-REGISTRY: dict[str, Corruption] = {}
+GROUPS = ("common", "extra")
+# Images per internal batch ~ this many pixels: small enough that a batch's intermediates stay in cache,
+# except where per-call work makes larger batches pay (a corruption registers its own budget then).
+DEFAULT_CHUNK_PIXELS = 1 << 17
 
 
-def register(fn: Corruption) -> Corruption:
-    REGISTRY[fn.__name__] = fn
-    return fn
+@dataclass(frozen=True)
+class CorruptionSpec:
+    """A registered corruption: the function and what the dispatcher and the listings need to know about it."""
+
+    name: str
+    fn: Corruption
+    group: str  # "common" (the 15 of the benchmark) or "extra" (the 4 held-out ones of ImageNet-C)
+    deterministic: bool  # the same image gives the same bytes whatever the seed
+    chunk_pixels: int  # images per internal batch ~ this many pixels
+
+
+# Filled by @register as the family modules are imported; the registration order is the listing order.
+REGISTRY: dict[str, CorruptionSpec] = {}
+
+
+def register(group: str, deterministic: bool = False, chunk_pixels: int = DEFAULT_CHUNK_PIXELS
+             ) -> Callable[[Corruption], Corruption]:
+    """Decorator: register `fn` under its own name, with its group, determinism and chunking."""
+    if group not in GROUPS:
+        raise ValueError(f"corruption group must be one of {GROUPS}, got {group!r}")
+
+    def add(fn: Corruption) -> Corruption:
+        if fn.__name__ in REGISTRY:
+            raise ValueError(f"corruption {fn.__name__!r} is registered twice")
+        REGISTRY[fn.__name__] = CorruptionSpec(fn.__name__, fn, group, deterministic, chunk_pixels)
+        return fn
+
+    return add
+
+
+def names(group: str) -> tuple[str, ...]:
+    """The registered names of one group, in registration order."""
+    return tuple(s.name for s in REGISTRY.values() if s.group == group)
+
+
+def lookup(name_or_fn: str | Corruption) -> CorruptionSpec | None:
+    """The registered corruption for a name or for the function itself (None if it is not registered)."""
+    if callable(name_or_fn):
+        spec = REGISTRY.get(getattr(name_or_fn, "__name__", ""))
+        return spec if spec is not None and spec.fn is name_or_fn else None
+    return REGISTRY.get(name_or_fn) if isinstance(name_or_fn, str) else None
 
 
 def unit(x: torch.Tensor) -> torch.Tensor:

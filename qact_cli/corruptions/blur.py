@@ -1,4 +1,5 @@
-"""Blur family: defocus_blur, glass_blur, motion_blur, zoom_blur, gaussian_blur (corruptions.md §1.1)."""
+"""Blur family: defocus_blur, glass_blur, motion_blur, zoom_blur, gaussian_blur (Hendrycks' make_imagenet_c.py /
+make_cifar_c.py, functions of the same names; docs/corruptions.md, "Per corruption")."""
 
 from __future__ import annotations
 
@@ -71,7 +72,7 @@ def _correlate2d_fft(x: torch.Tensor, kernel: np.ndarray) -> torch.Tensor:
     return out[..., r:r + h, r:r + w]
 
 
-@register
+@register(group="common", deterministic=True)
 def defocus_blur(x: torch.Tensor, c, rng: ImageStreams) -> torch.Tensor:
     """Correlate each channel with the anti-aliased disk (cv2.filter2D, reflect-101 borders)."""
     kernel = disk_kernel(float(c[0]), float(c[1]))
@@ -144,7 +145,7 @@ def _glass_shuffle_map(n: int, h: int, w: int, d: int, iters: int, rng: ImageStr
     return totals[0][big:].view(n, h * w)
 
 
-@register
+@register(group="common")
 def glass_blur(x: torch.Tensor, c, rng: ImageStreams) -> torch.Tensor:
     """gaussian(sigma) -> uint8 (truncated) -> local pixel shuffling -> gaussian(sigma)."""
     sigma, d, iters = float(c[0]), int(c[1]), int(c[2])
@@ -160,7 +161,7 @@ def glass_blur(x: torch.Tensor, c, rng: ImageStreams) -> torch.Tensor:
     return truncate_u8(gaussian_filter(shuffled, sigma, "nearest").clamp_(0.0, 1.0).mul_(255.0))  # unit_to_uint8
 
 
-@register
+@register(group="common")
 def motion_blur(x: torch.Tensor, c, rng: ImageStreams) -> torch.Tensor:
     """ImageMagick MotionBlurImage(radius, sigma, angle ~ U(-45, 45)) on the 8-bit image; the reference
     reads ImageMagick's 8-bit PNG back, so the result is rounded, not truncated."""
@@ -169,13 +170,14 @@ def motion_blur(x: torch.Tensor, c, rng: ImageStreams) -> torch.Tensor:
     return truncate_u8(out.add_(0.5).floor_().clamp_(0.0, 255.0))  # in place: fresh buffers cost page faults
 
 
-@register
+# larger batches: its sparse-matrix product runs faster with more columns
+@register(group="common", deterministic=True, chunk_pixels=1 << 19)
 def zoom_blur(x: torch.Tensor, c, rng: ImageStreams) -> torch.Tensor:
     """Average of the image and its centre zooms by each factor in c (clipped_zoom, bilinear)."""
     return unit_to_uint8(zoom_blur_average(unit(x), tuple(c)))
 
 
-@register
+@register(group="extra", deterministic=True)
 def gaussian_blur(x: torch.Tensor, c, rng: ImageStreams) -> torch.Tensor:
     """skimage.filters.gaussian(sigma=c), mode 'nearest', truncate 4, per channel."""
     return unit_to_uint8(gaussian_filter(unit(x), float(c), "nearest"))

@@ -1,4 +1,6 @@
-"""Digital family: contrast, elastic_transform, pixelate, jpeg_compression, saturate (corruptions.md §1.1)."""
+"""Digital family: contrast, saturate, elastic_transform, pixelate, jpeg_compression (Hendrycks' make_imagenet_c.py
+and make_cifar_c.py, functions of the same names; docs/corruptions.md). Within each group the order of
+definition is the benchmark's listing order."""
 
 from __future__ import annotations
 
@@ -14,7 +16,7 @@ from .rng import ImageStreams
 from .warp import affine_grid, bilinear_taps, displaced_grid, spare_planes
 
 
-@register
+@register(group="common", deterministic=True)
 def contrast(x: torch.Tensor, c: float, rng: ImageStreams) -> torch.Tensor:
     """(x - m) * c + m with m the per-channel spatial mean."""
     v = unit(x)
@@ -22,7 +24,7 @@ def contrast(x: torch.Tensor, c: float, rng: ImageStreams) -> torch.Tensor:
     return unit_to_uint8(v.sub_(m).mul_(c).add_(m))
 
 
-@register
+@register(group="extra", deterministic=True)
 def saturate(x: torch.Tensor, c, rng: ImageStreams) -> torch.Tensor:
     """HSV saturation S' = clip(S * c0 + c1) (skimage rgb2hsv / hsv2rgb), in closed form: with hue and value
     fixed each channel moves along V - (V - x) * S'/S. Grey pixels have hue 0 (red), so an additive c1 > 0
@@ -40,7 +42,44 @@ def saturate(x: torch.Tensor, c, rng: ImageStreams) -> torch.Tensor:
     return unit_to_uint8(coloured)
 
 
-@register
+def _affine_from_points(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
+    """cv2.getAffineTransform: the 2x3 M with M @ [src, 1] = dst for three point pairs, batched (n, 3, 2)."""
+    a = np.empty(src.shape[:-1] + (3,))
+    a[..., :2], a[..., 2] = src, 1.0  # (n, 3, 3) rows [x, y, 1]
+    return np.linalg.solve(a, dst).transpose(0, 2, 1)  # (n, 2, 3)
+
+
+@register(group="common")
+def elastic_transform(x: torch.Tensor, c, rng: ImageStreams) -> torch.Tensor:
+    """A random affine warp (three points jittered by U(-c2, c2); cv2.warpAffine, bilinear, reflect-101),
+    then a smooth random displacement field (U(-1, 1) smoothed by a Gaussian of sigma c1, truncate 3,
+    scaled by c0) applied with scipy map_coordinates (order 1, mode 'reflect'). Sampling: warp.py."""
+    alpha, sigma, shift = c
+    n, ch, h, w = x.shape
+    dev, k = x.device, h * w
+    # the reference's points (centre +- min(H, W)//3) as (x, y); it builds them from (H, W), same when square
+    cx, cy, sq = w // 2, h // 2, min(h, w) // 3
+    pts1 = np.array([[cx + sq, cy + sq], [cx + sq, cy - sq], [cx - sq, cy - sq]], dtype=np.float32)
+    jitter = rng.scalar_uniform(-shift, shift, 6).numpy().reshape(n, 3, 2).astype(np.float32)
+    pts2 = (pts1[None] + jitter).astype(np.float64)
+    m = _affine_from_points(np.broadcast_to(pts1.astype(np.float64), pts2.shape), pts2)
+    # warpAffine samples the source at M^-1 (x, y)
+    full = np.zeros((n, 3, 3))
+    full[:, :2], full[:, 2, 2] = m, 1.0
+    src = spare_planes(n, ch, h, w, dev)
+    torch.div(x.reshape(n, ch, k), 255.0, out=src[..., :k])  # unit(x)
+    grid = affine_grid(np.linalg.inv(full)[:, :2], h, w, dev)
+    if alpha == 0:
+        return unit_to_uint8(bilinear_taps(src, *grid, w).reshape(n, ch, h, w))
+    warped = spare_planes(n, ch, h, w, dev)
+    bilinear_taps(src, *grid, w, out=warped[..., :k])
+    fields = torch.stack([rng.uniform((h, w), -1.0, 1.0), rng.uniform((h, w), -1.0, 1.0)], 1)  # dx, dy
+    d = gaussian_filter(fields, float(sigma), "symmetric", truncate=3.0).mul_(alpha)
+    out = bilinear_taps(warped, *displaced_grid(d), w)
+    return unit_to_uint8(out.reshape(n, ch, h, w))
+
+
+@register(group="common", deterministic=True)
 def pixelate(x: torch.Tensor, c: float, rng: ImageStreams) -> torch.Tensor:
     """PIL BOX resize to int(size * c), then BOX back to the original size (Pillow's fixed-point rounding).
     On the CPU Pillow itself runs, fed interleaved pixels (its 8-bit resampler beats the batched emulation
@@ -72,7 +111,7 @@ def _pil_jpeg(x: torch.Tensor, quality: int) -> torch.Tensor:
     return from_hwc(out)
 
 
-@register
+@register(group="common", deterministic=True)
 def jpeg_compression(x: torch.Tensor, c: int, rng: ImageStreams) -> torch.Tensor:
     """JPEG at quality c, decoded again: the reference's PIL `save('JPEG', quality=c)` (4:2:0, islow DCT).
     torchvision's libjpeg-turbo calls give the same bytes without a Python round trip per image (checked
@@ -89,40 +128,3 @@ def jpeg_compression(x: torch.Tensor, c: int, rng: ImageStreams) -> torch.Tensor
     except (ImportError, AttributeError, RuntimeError):
         out = _pil_jpeg(x, int(c))
     return out.to(x.device)
-
-
-def _affine_from_points(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
-    """cv2.getAffineTransform: the 2x3 M with M @ [src, 1] = dst for three point pairs, batched (n, 3, 2)."""
-    a = np.empty(src.shape[:-1] + (3,))
-    a[..., :2], a[..., 2] = src, 1.0  # (n, 3, 3) rows [x, y, 1]
-    return np.linalg.solve(a, dst).transpose(0, 2, 1)  # (n, 2, 3)
-
-
-@register
-def elastic_transform(x: torch.Tensor, c, rng: ImageStreams) -> torch.Tensor:
-    """A random affine warp (three points jittered by U(-c2, c2); cv2.warpAffine, bilinear, reflect-101),
-    then a smooth random displacement field (U(-1, 1) smoothed by a Gaussian of sigma c1, truncate 3,
-    scaled by c0) applied with scipy map_coordinates (order 1, mode 'reflect'). Sampling: warp.py."""
-    alpha, sigma, shift = c
-    n, ch, h, w = x.shape
-    dev, k = x.device, h * w
-    # the reference's points (centre +- min(H, W)//3) as (x, y); it builds them from (H, W), same when square
-    cx, cy, sq = w // 2, h // 2, min(h, w) // 3
-    pts1 = np.array([[cx + sq, cy + sq], [cx + sq, cy - sq], [cx - sq, cy - sq]], dtype=np.float32)
-    jitter = rng.scalar_uniform(-shift, shift, 6).numpy().reshape(n, 3, 2).astype(np.float32)
-    pts2 = (pts1[None] + jitter).astype(np.float64)
-    m = _affine_from_points(np.broadcast_to(pts1.astype(np.float64), pts2.shape), pts2)
-    # warpAffine samples the source at M^-1 (x, y)
-    full = np.zeros((n, 3, 3))
-    full[:, :2], full[:, 2, 2] = m, 1.0
-    src = spare_planes(n, ch, h, w, dev)
-    torch.div(x.reshape(n, ch, k), 255.0, out=src[..., :k])  # unit(x)
-    grid = affine_grid(np.linalg.inv(full)[:, :2], h, w, dev)
-    if alpha == 0:
-        return unit_to_uint8(bilinear_taps(src, *grid, w).reshape(n, ch, h, w))
-    warped = spare_planes(n, ch, h, w, dev)
-    bilinear_taps(src, *grid, w, out=warped[..., :k])
-    fields = torch.stack([rng.uniform((h, w), -1.0, 1.0), rng.uniform((h, w), -1.0, 1.0)], 1)  # dx, dy
-    d = gaussian_filter(fields, float(sigma), "symmetric", truncate=3.0).mul_(alpha)
-    out = bilinear_taps(warped, *displaced_grid(d), w)
-    return unit_to_uint8(out.reshape(n, ch, h, w))

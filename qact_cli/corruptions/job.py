@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import InputError, UsageError
+from ..suggest import unknown
 
 
 class SourceArray:
@@ -35,12 +36,58 @@ class SourceArray:
         return self[:]
 
 
-def load_input(input: Path | None, labels: Path | None, dataset: str | None, split: str, data_root, download):
+class RowSubset:
+    """Read-only view of the rows `index` of an (N, ...) array-like, sliced lazily (for `--limit`)."""
+
+    def __init__(self, array, index: np.ndarray):
+        self.array, self.index = array, index
+        self.shape = (len(index), *array.shape[1:])
+        self.ndim = len(self.shape)
+        self.dtype = array.dtype
+
+    def __len__(self):
+        return self.shape[0]
+
+    def __getitem__(self, key):
+        if isinstance(key, (int, np.integer)):
+            return self.array[int(self.index[key])]
+        return np.asarray(self.array[self.index[key]])
+
+    def __array__(self, dtype=None, copy=None):
+        return self[:]
+
+
+def limit_rows(n: int, limit: int) -> np.ndarray:
+    """`--limit N`: N evenly spaced rows of 0..n-1 in file order ((k * n) // N), the rule of `qact eval --limit`."""
+    return (np.arange(min(limit, n), dtype=np.int64) * n) // min(limit, n)
+
+
+def resume_state(out: Path, fmt: str, names: list[str], sev: list[int]) -> tuple[int, int] | None:
+    """(files done, files in all) of an earlier run in `out` with this format, or None when there is none.
+    A run with other settings is refused later by the writer, with the difference named."""
+    import json
+
+    path = Path(out) / "manifest.json"
+    try:
+        old = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(old, dict) or old.get("format") != fmt or old.get("severities") != sev:
+        return None
+    wanted = [*names, "labels"] if fmt == "npy" else [f"{c}/{s}" for c in names for s in sev]
+    done = set(old.get("completed") or [])
+    return sum(w in done for w in wanted), len(wanted)
+
+
+def load_input(input: Path | None, labels: Path | None, dataset: str | None, split: str, data_root, download,
+               no_labels: bool = False, fmt: str = "npy"):
     """Returns (images array-like, labels, class names or None, description, images path or None)."""
     from ..data.arrays import load_npy
 
     if (input is None) == (dataset is None):
         raise UsageError("give exactly one of --dataset NAME or --input IMAGES.npy")
+    if no_labels and (labels is not None or input is None):
+        raise UsageError("--no-labels goes with --input alone (not with --labels or --dataset)")
     if input is not None:
         images = load_npy(Path(input), "input images")
         if images.dtype != np.uint8 or images.ndim not in (3, 4) or (images.ndim == 4 and images.shape[-1] not in (1, 3)):
@@ -50,8 +97,13 @@ def load_input(input: Path | None, labels: Path | None, dataset: str | None, spl
             y = np.asarray(load_npy(Path(labels), "labels"))
             if y.ndim != 1 or len(y) != len(images):
                 raise InputError(f"{labels}: {y.shape} labels for {len(images)} images; need one integer per image")
+        elif no_labels:  # placeholders (-1: no class), and the manifest says the folder is unlabelled
+            if fmt != "npy":
+                return images, np.zeros(len(images), np.int64), ["unlabelled"], str(input), input
+            y = np.full(len(images), -1, np.int64)
         else:
-            y = np.zeros(len(images), np.int64)
+            raise UsageError(f"--input {input} without --labels: give --labels LABELS.npy (one integer per image), "
+                             "or --no-labels to corrupt unlabelled images (accuracy cannot be scored on them then)")
         return images, y, None, str(input), input
     from ..data import get_dataset
 
@@ -62,35 +114,57 @@ def load_input(input: Path | None, labels: Path | None, dataset: str | None, spl
 
 
 def run_corrupt(out: str, dataset: str | None, split: str, input, labels, corruptions: str, severities: str, profile: str,
-                fmt: str, preview: str | None, batch_size: int, data_root, download: bool, device: str, seed: int) -> dict:
+                fmt: str, preview: str | None, batch_size: int, data_root, download: bool, device: str, seed: int,
+                limit: int | None = None, no_labels: bool = False) -> dict:
     from ..selection import parse_corruptions, parse_severities
     from ..ui import progress, stderr_console
-    from ..utils import select_device
+    from ..utils import check_output_dir, check_output_file, select_device
     from . import resolve_profile
     from .writer import write_corrupted, write_preview
 
     if not out:
         raise UsageError("missing --out DIR; see `qact corrupt --help`")
     if fmt not in ("npy", "jpeg", "png"):
-        raise UsageError(f"unknown --format {fmt!r}; choose npy, jpeg or png")
+        raise UsageError(unknown("--format", fmt, ("npy", "jpeg", "png")))
     if profile not in ("auto", "cifar", "tiny", "imagenet"):
-        raise UsageError(f"unknown --profile {profile!r}; choose auto, cifar, tiny or imagenet")
+        raise UsageError(unknown("--profile", profile, ("auto", "cifar", "tiny", "imagenet")))
     if split not in ("test", "train"):
-        raise UsageError(f"unknown --split {split!r}; choose test or train")
+        raise UsageError(unknown("--split", split, ("test", "train")))
+    if limit is not None and limit < 1:
+        raise UsageError(f"--limit {limit}: give a number of images ≥ 1")
     names = parse_corruptions(corruptions)
     sev = parse_severities(severities, lo=1, hi=5)
+    check_output_dir(out, "--out")  # before any work: an existing file or an unwritable place fails now
+    check_output_file(preview, "--preview")
     dev = select_device(device)
-    images, y, classes, what, path = load_input(input, labels, dataset, split, data_root, download)
+    images, y, classes, what, path = load_input(input, labels, dataset, split, data_root, download, no_labels, fmt)
     used = resolve_profile(images.shape[1], images.shape[2]) if profile == "auto" else profile
     err = stderr_console()
+    selection = None
+    if limit is not None and limit < len(images):
+        selection = {"limit": int(limit), "of": len(images), "rows": "evenly spaced, in file order: (k * of) // limit"}
+        rows = limit_rows(len(images), limit)
+        images, y = RowSubset(images, rows), y[rows]
+        what = f"{what}, {limit} evenly spaced of {selection['of']}"
+    state = resume_state(Path(out), fmt, names, sev)
     err.print(f"corrupting {len(images)} images of {what}: {len(names)} corruptions × severities {sev}, profile {used}, "
               f"seed {seed} -> {out}", highlight=False)
+    if state is not None and state[0]:
+        err.print(f"resuming: {state[0]} of {state[1]} files done in {out}", highlight=False)
     total = len(images) * len(names) * len(sev)
     with progress(err) as bar:
         task = bar.add_task("corrupt", total=total)
         manifest = write_corrupted(images, y, out, names, sev, profile=used, fmt=fmt, seed=seed, batch_size=batch_size,
                                    device=dev, class_names=classes, progress=lambda n: bar.advance(task, n),
-                                   images_path=path, labels_path=labels, dataset=f"{dataset} ({split})" if dataset else None)
+                                   images_path=path, labels_path=labels, dataset=f"{dataset} ({split})" if dataset else None,
+                                   labelled=not no_labels)
+    if selection is not None:  # recorded beside the source: which rows of the input were corrupted
+        import json
+
+        from ..utils import write_text_atomic
+
+        manifest["source"]["selection"] = selection
+        write_text_atomic(Path(out) / "manifest.json", json.dumps(manifest, indent=2) + "\n")
     if preview:
         write_preview(images, preview, names, sev, profile=used, seed=seed)
         err.print(f"preview grid -> {preview}", highlight=False)

@@ -1,4 +1,5 @@
-"""Noise family: gaussian_noise, shot_noise, impulse_noise, speckle_noise (corruptions.md §1.1)."""
+"""Noise family: gaussian_noise, shot_noise, impulse_noise, speckle_noise (Hendrycks' make_imagenet_c.py /
+make_cifar_c.py, functions of the same names; docs/corruptions.md, "Per corruption")."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from .filters import _on
 from .rng import ImageStreams
 
 
-@register
+@register(group="common")
 def gaussian_noise(x: torch.Tensor, c: float, rng: ImageStreams) -> torch.Tensor:
     """clip(x + N(0, c))."""
     v = unit(x)
@@ -59,7 +60,7 @@ def _negative_positions(v: torch.Tensor) -> torch.Tensor:
     return (v < 0).nonzero().squeeze(1)
 
 
-@register
+@register(group="common")
 def shot_noise(x: torch.Tensor, c: float, rng: ImageStreams) -> torch.Tensor:
     """clip(Poisson(x * c) / c): photon counts with c photons at full intensity. An 8-bit input has only 256
     rates, so counts are drawn by inversion from tabulated CDFs: one table look-up settles most draws, a short
@@ -88,7 +89,7 @@ def shot_noise(x: torch.Tensor, c: float, rng: ImageStreams) -> torch.Tensor:
     return out.to(torch.uint8).reshape(x.shape)
 
 
-@register
+@register(group="common")
 def impulse_noise(x: torch.Tensor, c: float, rng: ImageStreams) -> torch.Tensor:
     """skimage random_noise(mode='s&p', amount=c): each value (every channel independently) is hit with
     probability c, and a hit value becomes 1 or 0 with equal odds. Untouched values come back unchanged
@@ -101,7 +102,7 @@ def impulse_noise(x: torch.Tensor, c: float, rng: ImageStreams) -> torch.Tensor:
     return torch.where(b < hit, (b < salt).to(torch.uint8).mul_(255), x)
 
 
-@register
+@register(group="extra")
 def speckle_noise(x: torch.Tensor, c: float, rng: ImageStreams) -> torch.Tensor:
     """clip(x + x * N(0, c))."""
     v = unit(x)

@@ -1,5 +1,5 @@
 """Bilinear resampling for elastic_transform: cv2.warpAffine's affine step and scipy map_coordinates' displacement
-step (corruptions.md §1.1), batched over images.
+step (Hendrycks' make_imagenet_c.py, `elastic_transform`), batched over images.
 
 Both steps blend four taps per output pixel as lerp(lerp(p[i], p[i+1], fx), lerp(p[i+W], p[i+W+1], fx), fy), where
 i is the flat index of the top-left tap after the border fold. Two choices keep this cheap and exact:

@@ -1,4 +1,5 @@
-"""Weather family: snow, frost, fog, brightness, spatter (corruptions.md §1.1)."""
+"""Weather family: snow, frost, fog, brightness, spatter (Hendrycks' make_imagenet_c.py / make_cifar_c.py,
+functions of the same names; docs/corruptions.md, "Per corruption")."""
 
 from __future__ import annotations
 
@@ -40,7 +41,8 @@ def _zoom_crop(crop: torch.Tensor, h: int, w: int, zoom: float) -> torch.Tensor:
     return out
 
 
-@register
+# larger batches pay: the one-channel snow layer
+@register(group="common", chunk_pixels=1 << 19)
 def snow(x: torch.Tensor, c, rng: ImageStreams) -> torch.Tensor:
     """A zoomed, thresholded Gaussian snow layer, motion-blurred by ImageMagick at an angle in (-135, -45),
     added twice (as is and rotated 180 degrees) to the image brightened toward its grey level."""
@@ -108,7 +110,7 @@ def _frost_bank(scale: float, h: int, w: int) -> tuple[torch.Tensor, ...]:
     return tuple(out)
 
 
-@register
+@register(group="common")
 def frost(x: torch.Tensor, c, rng: ImageStreams) -> torch.Tensor:
     """clip(a * x + b * crop) with a random crop of one of the first five frost textures; c = (a, b, the
     profile's texture scale)."""
@@ -156,7 +158,8 @@ def plasma_fractal(rng: ImageStreams, mapsize: int, wibbledecay: float) -> torch
     return m / m.amax((1, 2), keepdim=True)
 
 
-@register
+# larger batches: the fractal's levels are per-call work
+@register(group="common", chunk_pixels=1 << 19)
 def fog(x: torch.Tensor, c, rng: ImageStreams) -> torch.Tensor:
     """x + strength * plasma fractal, rescaled by max / (max + strength). The fractal's size is the next
     power of two of the image's longer side (32 / 64 / 256 for the three reference sizes)."""
@@ -168,7 +171,7 @@ def fog(x: torch.Tensor, c, rng: ImageStreams) -> torch.Tensor:
     return unit_to_uint8(v.mul_(peak).div_(peak + c[0]))
 
 
-@register
+@register(group="common", deterministic=True)
 def brightness(x: torch.Tensor, c: float, rng: ImageStreams) -> torch.Tensor:
     """HSV value + c (skimage rgb2hsv / hsv2rgb). With hue and saturation fixed, hsv2rgb scales all three
     channels by V'/V, so the round trip reduces to that factor; black (V = 0) becomes grey V'."""
@@ -192,7 +195,8 @@ def _liquid_u8(liquid: torch.Tensor, threshold: float) -> torch.Tensor:
     return ((liquid * 255.0).to(torch.int32) & keep).to(torch.uint8)  # the uint8 cast wraps like numpy's
 
 
-@register
+# larger batches: many small passes per call
+@register(group="extra", chunk_pixels=1 << 19)
 def spatter(x: torch.Tensor, c, rng: ImageStreams) -> torch.Tensor:
     """Water drops (mode 0: embossed Canny/distance-transform mask, pale turquoise) or mud (mode 1: smoothed
     blobs, brown) from a thresholded, smoothed Gaussian liquid layer."""

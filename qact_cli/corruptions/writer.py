@@ -12,6 +12,7 @@ CIFAR-10-C (`npy`) or ImageNet-C (`jpeg`/`png`) layout, resumably.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import hashlib
 import json
@@ -24,7 +25,9 @@ import numpy as np
 import torch
 
 from .. import __version__
+from ..data.identity import input_fingerprint
 from ..errors import InputError, UsageError
+from ..suggest import unknown
 from . import CORRUPTIONS, check_name, corrupt, resolve_profile
 from .profiles import PROFILES
 
@@ -80,9 +83,9 @@ def _check_request(corruptions, severities, fmt, profile) -> tuple[list[str], li
     if len(set(names)) != len(names) or len(set(sev)) != len(sev):
         raise UsageError("corruptions and severities must not repeat")
     if fmt not in FORMATS:
-        raise UsageError(f"unknown format {fmt!r}; choose npy, jpeg or png")
+        raise UsageError(unknown("format", fmt, ("npy", "jpeg", "png")))
     if profile != "auto" and profile not in PROFILES:
-        raise UsageError(f"unknown profile {profile!r}; choose auto, {', '.join(PROFILES)}")
+        raise UsageError(unknown("profile", profile, ("auto", *PROFILES)))
     return names, [int(s) for s in sev]
 
 
@@ -103,15 +106,6 @@ def _write_failed(out: Path, e: OSError) -> InputError:
 
 
 # ------------------------------------------------------------------------------------------------ helpers
-
-
-def _fingerprint(images, y: np.ndarray) -> str:
-    """A cheap identity of the input (labels and three images), so a resume never mixes two inputs."""
-    n = len(y)
-    h = hashlib.sha256(np.ascontiguousarray(y).tobytes())
-    for i in sorted({0, n // 2, n - 1}):
-        h.update(np.ascontiguousarray(np.asarray(images[i:i + 1])).tobytes())
-    return h.hexdigest()[:16]
 
 
 def _rgb(batch: np.ndarray) -> np.ndarray:
@@ -226,10 +220,12 @@ def write_corrupted(images, labels, out_dir, corruptions: Sequence[str], severit
                     profile: str = "auto", fmt: str = "npy", seed: int = 0, batch_size: int = 256,
                     device: str | torch.device = "cpu", class_names: Sequence[str] | None = None,
                     progress: Callable[[int], None] | None = None, images_path=None, labels_path=None,
-                    dataset: str | None = None) -> dict:
+                    dataset: str | None = None, labelled: bool = True) -> dict:
     """Corrupt `images` (uint8 (N, H, W, 3) / (N, H, W) array-like, read slice by slice) with every corruption
     at every severity and write them under `out_dir` in `fmt`; returns the manifest. Reruns resume.
-    `dataset` names where the images come from (e.g. "cifar10 (test)"), recorded in the manifest."""
+    `dataset` names where the images come from (e.g. "cifar10 (test)"), recorded in the manifest.
+    `labelled=False` (`--no-labels`): the labels are placeholders; the manifest says so and eval refuses to
+    score accuracy on the folder. Another run writing into `out_dir` at the same time is refused (a lock)."""
     names, sev = _check_request(corruptions, severities, fmt, profile)
     n, h, w = _check_images(images, images_path)
     y = _check_labels(labels, n, labels_path)
@@ -240,8 +236,35 @@ def write_corrupted(images, labels, out_dir, corruptions: Sequence[str], severit
     folders = _class_folders(y, class_names, labels_path) if fmt != "npy" else None
     out = Path(out_dir)
     _prepare_folder(out)
+    with _folder_lock(out):
+        return _write_all(out, images, y, names, sev, profile, used, fmt, seed, batch_size, device, folders, n, h, w,
+                          progress, images_path, labels_path, dataset, labelled)
+
+
+@contextlib.contextmanager
+def _folder_lock(out: Path):
+    """An advisory lock on out/.lock for the whole run: a second run on the same folder is refused, not interleaved."""
+    import fcntl
+
+    try:
+        fd = os.open(out / ".lock", os.O_RDWR | os.O_CREAT, 0o666)
+    except OSError as e:
+        raise InputError(f"cannot write into {out}: {e.strerror}; choose a writable folder") from None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise InputError(f"another qact corrupt run holds {out} (lock {out / '.lock'}); wait for it to finish "
+                             "or choose another --out") from None
+        yield
+    finally:
+        os.close(fd)
+
+
+def _write_all(out, images, y, names, sev, profile, used, fmt, seed, batch_size, device, folders, n, h, w, progress,
+               images_path, labels_path, dataset, labelled) -> dict:
     settings = {"format": fmt, "profile": used, "seed": int(seed), "severities": sev, "n_images": n,
-                "image_size": [h, w], "input_fingerprint": _fingerprint(images, y)}
+                "image_size": [h, w], "input_fingerprint": input_fingerprint(images, y)}
     done = _load_manifest(out, settings)
     manifest = {
         "schema": SCHEMA,
@@ -255,8 +278,10 @@ def write_corrupted(images, labels, out_dir, corruptions: Sequence[str], severit
         "channels": 3,
         "jpeg_quality": JPEG_QUALITY if fmt == "jpeg" else None,
         "classes": list(folders) if folders is not None else None,
-        "source": {"dataset": dataset, "images": str(images_path) if images_path else None,
-                   "labels": str(labels_path) if labels_path else None},
+        # absolute: eval reads the clean images back as severity 0 from wherever it runs (and checks the fingerprint)
+        "source": {"dataset": dataset, "images": str(Path(images_path).resolve()) if images_path else None,
+                   "labels": str(Path(labels_path).resolve()) if labels_path else None},
+        "labelled": bool(labelled),
         "versions": {"qact": __version__, "torch": torch.__version__, "numpy": np.__version__},
         "device_type": device.type,
         "completed": sorted(done),
@@ -332,12 +357,9 @@ def write_preview(images, out_png, corruptions: Sequence[str], severities: Seque
             if zoom > 1:
                 strip = strip.resize((cell_w, cell_h), Image.NEAREST)
             grid.paste(strip, (label_w + j * (cell_w + pad), top))
+    from ..utils import atomic_path
+
     out = Path(out_png)
-    try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = out.with_name(f".{out.name}{_PARTIAL}")
+    with atomic_path(out, ".png") as tmp:
         grid.save(tmp, "PNG")
-        os.replace(tmp, out)
-    except OSError as e:
-        raise InputError(f"cannot write the preview {out}: {e.strerror}; choose a writable path") from None
     return out

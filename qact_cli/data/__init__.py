@@ -49,7 +49,11 @@ def get_dataset(name: str, root: str | os.PathLike | None = None, download: bool
             return PREFIXED[prefix](arg, root, download)
     elif name in DATASETS:
         return DATASETS[name](root, download)
-    raise UsageError(f"unknown dataset {name!r}; choose one of: {', '.join(dataset_names())}")
+    from ..suggest import closest
+
+    hint = closest(name, [*DATASETS, *(f"{p}:" for p in PREFIXED)])
+    hint = f"; did you mean {hint!r}?" if hint else ""
+    raise UsageError(f"unknown dataset {name!r}{hint}; choose one of: {', '.join(dataset_names())}")
 
 
 from . import corrupted  # noqa: E402,F401  (registers cifar10c, cifar100c, tinyimagenetc, imagenetc, mnistc, gen:)

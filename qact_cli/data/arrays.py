@@ -16,6 +16,13 @@ def load_npy(path: Path, what: str = "array", hint: str = "") -> np.ndarray:
     if not path.is_file():
         raise InputError(f"{what} not found: {path}" + (f"; {hint}" if hint else ""))
     try:
+        with open(path, "rb") as f:
+            magic = f.read(6)
+    except OSError as e:
+        raise InputError(f"cannot read {path}: {e.strerror}; check the file's permissions") from None
+    if magic != b"\x93NUMPY" and not magic.startswith(b"PK"):  # .npy magic (an .npz is a zip)
+        raise InputError(f"{path} is not a .npy array file (no NumPy header); save the {what} with numpy.save")
+    try:
         arr = np.load(path, mmap_mode="r", allow_pickle=False)
     except (ValueError, OSError, EOFError, zipfile.BadZipFile) as e:  # a damaged .npz raises BadZipFile
         raise InputError(f"cannot read {path} as a .npy array ({e}); the file is truncated or not a .npy file, fetch it again") from None

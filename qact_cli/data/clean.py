@@ -45,7 +45,9 @@ class Dataset:
 
     def split(self, which: str) -> ImageSource:
         if which not in self.splits:
-            raise UsageError(f"dataset {self.name} has no {which!r} split; it has {', '.join(self.splits)}")
+            # the data lacks it (e.g. npy:DIR without train_images.npy): an input problem, exit 3
+            raise InputError(f"dataset {self.name} has no {which!r} split; it has {', '.join(self.splits) or 'none'}"
+                             + (f" (add {which}_images.npy and {which}_labels.npy)" if self.name.startswith("npy:") else ""))
         if which not in self._cache:
             self._cache[which] = self.splits[which]()
         return self._cache[which]
@@ -112,6 +114,12 @@ def npy_dir(directory: str, root: Path, download: bool = False) -> Dataset:
     for s, y in labels.items():
         if y.ndim != 1 or not np.issubdtype(y.dtype, np.integer):
             raise InputError(f"{d / f'{s}_labels.npy'}: expected a 1-D integer array, got {y.dtype} {y.shape}")
+        if not len(y):
+            raise InputError(f"{d / f'{s}_labels.npy'}: the {s} split has 0 rows; put labelled images in it or remove "
+                             f"{s}_images.npy and {s}_labels.npy")
+        if int(y.min()) < 0:
+            raise InputError(f"{d / f'{s}_labels.npy'}: labels must be class indices ≥ 0, found {int(y.min())}; "
+                             "drop or relabel those rows")
     num_classes = int(max(int(y.max()) for y in labels.values() if len(y))) + 1
 
     def split(s):

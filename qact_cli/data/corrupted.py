@@ -149,6 +149,9 @@ def read_manifest(directory: Path) -> dict | None:
     if not isinstance(manifest, dict):
         raise InputError(f"{path} is not a valid qact corrupt manifest (JSON object); fix or remove it")
     manifest["_path"] = str(path)
+    if manifest.get("labelled") is False:
+        raise InputError(f"{directory} was written by `qact corrupt --no-labels`: its labels are placeholders, so "
+                         "accuracy cannot be scored on it; corrupt the images again with --labels LABELS.npy")
     return manifest
 
 
@@ -163,19 +166,29 @@ def _manifest_severities(manifest: dict | None) -> tuple[int, ...] | None:
 
 
 def _manifest_source(manifest: dict | None, name: str):
-    """A loader of the clean images a `qact corrupt --input` manifest names (severity 0), or None."""
+    """A loader of the clean images a `qact corrupt --input` manifest names (severity 0), or None. The
+    images must be those the folder was made from: the manifest's `input_fingerprint` is checked."""
     src = (manifest or {}).get("source") or {}
     images = src.get("images") if isinstance(src, dict) else None
-    if not images or not Path(images).is_file():
+    if not images:
         return None
     labels = src.get("labels")
 
     def load() -> ImageSource:
+        from .identity import input_fingerprint
+
+        if not Path(images).is_file():
+            raise InputError(f"{manifest['_path']} names clean images {images}, which are not there (corrupt records "
+                             "the path where it ran); restore that file or evaluate with --severities 1-5")
         if not labels:
             raise InputError(f"{manifest['_path']} names no labels for its clean images {images}; "
                              "evaluate with --severities 1-5")
         y = np.asarray(NpyRows.open(Path(labels), "clean labels named by the manifest"))
         x = NpyRows.open(Path(images), "clean images named by the manifest")
+        want = manifest.get("input_fingerprint")
+        if want and (len(y) != len(x) or input_fingerprint(x, y) != want):
+            raise InputError(f"{images} (with {labels}) is not the input {manifest['_path']} was made from "
+                             "(input_fingerprint differs); restore the original files or evaluate with --severities 1-5")
         return ArraySource(x, y, int(y.max()) + 1 if len(y) else 1, name=f"{name}/clean", path=Path(images))
 
     return load

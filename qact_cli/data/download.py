@@ -126,15 +126,35 @@ def download_url(url: str, dest: str | os.PathLike, md5: str | None = None, prog
     A `dest` that already exists is kept when its md5 matches (or none is given) and fetched
     again otherwise. A connection that fails or ends early is resumed up to `retries` times;
     after that an InputError says how far it got (the `.part` stays for the next run).
-    A checksum mismatch deletes the `.part` and raises InputError.
+    A checksum mismatch deletes the `.part` and raises InputError; an existing `dest` with the wrong md5
+    (e.g. fetched by hand) is renamed `<dest>.md5-mismatch`, and a failure to fetch it again says so.
     """
     dest = Path(dest)
     part = dest.with_name(dest.name + ".part")
     dest.parent.mkdir(parents=True, exist_ok=True)
+    note = ""
     if dest.exists():
-        if md5 is None or md5sum(dest) == md5:
+        got = None if md5 is None else md5sum(dest)
+        if got == md5:
             return dest
-        dest.unlink()  # a corrupt earlier copy: fetch it again
+        # a damaged or hand-fetched copy: kept aside (never deleted: it may be all the user has), then fetched again
+        aside = dest.with_name(dest.name + ".md5-mismatch")
+        os.replace(dest, aside)
+        note = f"checksum mismatch: {dest} has md5 {got}, expected {md5} (kept as {aside}); "
+    try:
+        _fetch_retrying(url, part, progress, timeout, retries)
+    except _Unreachable as e:
+        raise _Unreachable(f"{note}{e}") from None
+    if md5 is not None:
+        got = md5sum(part)
+        if got != md5:
+            part.unlink()
+            raise InputError(f"checksum mismatch for {url} → {dest}: expected {md5} got {got}; run again to re-download")
+    os.replace(part, dest)
+    return dest
+
+
+def _fetch_retrying(url: str, part: Path, progress, timeout: float, retries: int) -> None:
     for attempt in range(retries + 1):
         try:
             if _fetch(url, part, progress, timeout):
@@ -147,13 +167,6 @@ def download_url(url: str, dest: str | os.PathLike, md5: str | None = None, prog
             time.sleep(min(30.0, _RETRY_DELAY_S * 2 ** attempt))
     else:
         raise _Unreachable(f"download of {url} could not be resumed or restarted; delete {part} and run again")
-    if md5 is not None:
-        got = md5sum(part)
-        if got != md5:
-            part.unlink()
-            raise InputError(f"checksum mismatch for {url} → {dest}: expected {md5} got {got}; run again to re-download")
-    os.replace(part, dest)
-    return dest
 
 
 # ---------------------------------------------------------------------------------------------

@@ -15,6 +15,7 @@ from pathlib import Path, PurePath
 from typing import Any, Mapping
 
 from ..errors import UsageError
+from ..suggest import unknown as unknown_name
 
 CHOICES = {"context": ("batch", "stored"), "adapt": ("none", "bn"), "resize": ("bilinear", "bicubic")}
 MINIMUM = {"batch_size": 1, "limit": 1, "workers": 0, "num_classes": 1}
@@ -106,7 +107,7 @@ def check_value(name: str, value) -> None:
     if value is None:
         return
     if name in CHOICES and value not in CHOICES[name]:
-        raise UsageError(f"unknown {_flag(name)} {value!r}; choose {' or '.join(CHOICES[name])}")
+        raise UsageError(unknown_name(_flag(name), value, CHOICES[name]))
     if name in MINIMUM and value < MINIMUM[name]:
         raise UsageError(f"{_flag(name)} must be ≥ {MINIMUM[name]}, got {value}")
     if name in FRACTIONS and not 0 <= value <= 1:

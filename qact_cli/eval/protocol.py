@@ -22,6 +22,7 @@ from torch import nn
 from .. import __version__, distributed
 from ..data import Cell, Dataset, ImageSource, make_loader
 from ..data.base import loader_workers
+from ..data.identity import data_identity
 from ..errors import InputError
 from ..utils import environment, sha256_file
 from .classes import label_map
@@ -245,7 +246,9 @@ def evaluate(model: nn.Module, meta: dict, dataset: Dataset, protocol: Protocol,
         results.append(row)
         if on_cell:
             on_cell(row)
-    return result_document(meta, protocol, results, time.time() - t0, device)
+    doc = result_document(meta, protocol, results, time.time() - t0, device)
+    doc["protocol"]["data"] = data_identity(cells)  # what was scored, compared by --baseline
+    return doc
 
 
 def result_document(meta: dict, protocol: Protocol, cells: list[dict], elapsed: float, device) -> dict:

@@ -1,20 +1,46 @@
 """Rich tables for eval results: the per-severity summary and the full per-corruption grid.
 
-Print them with `print_table`: Rich squeezes a table into the console's width by cutting cells
-to "0.94…", which must never happen to a number, so a table wider than the console is printed at
-its natural width instead (a terminal soft-wraps the long lines; a pipe receives them whole).
+Each table comes with narrower layouts of the same numbers; `print_table` draws the first that fits
+the terminal whole (numbers are never wrapped or cut, see qact_cli/ui.py) and piped output gets the
+widest. Summary: std beside the mean, else under it. Grid (corruptions as rows, severities as
+columns): "acc / ECE" in each cell, else one grid per metric (15 x 6 numbers fit 80 columns).
 """
 
 from __future__ import annotations
 
-from rich.console import Console
+from pathlib import Path
+
+from rich import box
+from rich.console import Console, RenderableType
 from rich.table import Table
+from rich.text import Text
 
 from .metrics import METRIC_NAMES
 
 
-def _pm(mean, std) -> str:
-    return "—" if mean is None else f"{mean:.4f} ± {std:.4f}"
+class Layouts(Table):
+    """A table (its widest layout) that also carries narrower layouts of the same numbers."""
+
+    narrower: list[list[RenderableType]]
+
+
+def _layouts(wide: Table, *narrower: list[RenderableType]) -> Layouts:
+    wide.__class__ = Layouts
+    wide.narrower = list(narrower)
+    return wide
+
+
+def named_root(data_root: str | None) -> str | None:
+    """The data root to name in titles: one the user chose that is not the default one."""
+    from ..data import default_root
+
+    if not data_root or Path(default_root(data_root)).resolve() == Path(default_root(None)).resolve():
+        return None
+    return str(data_root)
+
+
+def _pm(mean, std, stacked: bool = False) -> str:
+    return "—" if mean is None else f"{mean:.4f}{chr(10) if stacked else ' '}± {std:.4f}"
 
 
 def _cell_mean(cells: list[dict], severity: int, key: str) -> str:
@@ -23,38 +49,43 @@ def _cell_mean(cells: list[dict], severity: int, key: str) -> str:
 
 
 def print_table(console: Console, table: Table) -> None:
-    """Print `table` without truncating any cell, whatever the console's width."""
-    need = console.measure(table, options=console.options.update_width(1 << 16)).maximum
-    if need <= console.width:
-        console.print(table)
-        return
-    width = console.width
-    console.width = need
-    try:
-        console.print(table)
-    finally:
-        console.width = width
+    """Print `table` in the first of its layouts that fits the console, never truncating a number."""
+    from ..ui import print_layouts
+
+    print_layouts(console, [[table], *getattr(table, "narrower", [])])
 
 
-def summary_table(result: dict) -> Table:
+def _model_name(result: dict) -> str:
     m = result["model"]
-    title = f"{m.get('name', m['arch'])} ({m['arch']}, {m['act']}, {m['head']} head) on {result['dataset']}"
+    return m.get("name") or m.get("arch", "model")
+
+
+def _on(result: dict, data_root: str | None) -> str:
+    return f"{result['dataset']} ({data_root})" if data_root else str(result["dataset"])
+
+
+def _limit_words(limit) -> str:
+    return "all images" if limit is None else f"limit {limit}"
+
+
+def _summary(result: dict, data_root: str | None, stacked: bool) -> Table:
+    m = result["model"]
+    title = f"{_model_name(result)} ({m.get('arch')}, {m.get('act')}, {m.get('head')} head) on {_on(result, data_root)}"
     p = result["protocol"]
-    caption = (f"batch {p['batch_size']}, context {p['context']}, adapt {p['adapt']}, limit {p['limit']}, seed {p['seed']}; "
-               f"ECE: {METRIC_NAMES['ece']}; CE-L2: {METRIC_NAMES['ce_marginal_l2']}")
+    caption = (f"batch {p['batch_size']}, context {p['context']}, adapt {p['adapt']}, {_limit_words(p.get('limit'))}, "
+               f"seed {p['seed']}; ECE: {METRIC_NAMES['ece']}; CE-L2: {METRIC_NAMES['ce_marginal_l2']}")
     t = Table(title=title, caption=caption)
-    t.add_column("severity", justify="right", no_wrap=True)
+    t.add_column("severity", justify="right", no_wrap=not stacked)
     t.add_column("cells", justify="right", no_wrap=True)
-    t.add_column("accuracy (mean ± std)", justify="right", no_wrap=True)
-    t.add_column("ECE (mean ± std)", justify="right", no_wrap=True)
-    t.add_column("CE-L2", justify="right", no_wrap=True)
-    t.add_column("NLL", justify="right", no_wrap=True)
-    t.add_column("Brier", justify="right", no_wrap=True)
+    t.add_column("accuracy\n± std" if stacked else "accuracy (mean ± std)", justify="right", no_wrap=True)
+    t.add_column("ECE\n± std" if stacked else "ECE (mean ± std)", justify="right", no_wrap=True)
+    for name in ("CE-L2", "NLL", "Brier"):
+        t.add_column(name, justify="right", no_wrap=True)
     by, cells = result["summary"]["by_severity"], result["cells"]
     for s in sorted(by, key=int):
         row, sev = by[s], int(s)
         n = sum(1 for c in cells if c["severity"] == sev)
-        t.add_row(s, str(n), _pm(row["acc_mean"], row["acc_std"]), _pm(row["ece_mean"], row["ece_std"]),
+        t.add_row(s, str(n), _pm(row["acc_mean"], row["acc_std"], stacked), _pm(row["ece_mean"], row["ece_std"], stacked),
                   *(_cell_mean(cells, sev, k) for k in ("ce_marginal_l2", "nll", "brier")))
     mca = result["summary"].get("mean_corruption_acc")
     t.add_section()
@@ -64,17 +95,30 @@ def summary_table(result: dict) -> Table:
     return t
 
 
-def grid_table(result: dict) -> Table:
-    """Every (corruption, severity) cell: accuracy / ECE."""
+def summary_table(result: dict, data_root: str | None = None) -> Table:
+    """Per severity: accuracy and ECE (mean ± std over corruptions), CE-L2, NLL, Brier (means)."""
+    return _layouts(_summary(result, data_root, stacked=False), [_summary(result, data_root, stacked=True)])
+
+
+def _grid(result: dict, keys: tuple[str, ...], data_root: str | None) -> Table:
     cells = result["cells"]
     severities = sorted({c["severity"] for c in cells})
     corruptions = list(dict.fromkeys(c["corruption"] for c in cells))
     index = {(c["corruption"], c["severity"]): c for c in cells}
-    t = Table(title=f"{result['model'].get('name', result['model']['arch'])}: accuracy / ECE per cell")
+    what = " / ".join("accuracy" if k == "acc" else "ECE" for k in keys)
+    root = f" ({data_root})" if data_root else ""
+    t = Table(title=f"{_model_name(result)}{root}: {what} per cell", title_justify="left",
+              box=box.SIMPLE_HEAD if len(keys) == 1 else box.HEAVY_HEAD, show_edge=len(keys) > 1)
     t.add_column("corruption", no_wrap=True)
     for s in severities:
         t.add_column(f"s{s}", justify="right", no_wrap=True)
     for name in corruptions:
-        t.add_row(name, *[(f"{index[name, s]['acc']:.4f} / {index[name, s]['ece']:.4f}" if (name, s) in index else "")
+        t.add_row(name, *[(" / ".join(f"{index[name, s][k]:.4f}" for k in keys) if (name, s) in index else "")
                           for s in severities])
     return t
+
+
+def grid_table(result: dict, data_root: str | None = None) -> Table:
+    """Every (corruption, severity) cell: accuracy / ECE; narrower: an accuracy grid, then an ECE grid."""
+    return _layouts(_grid(result, ("acc", "ece"), data_root),
+                    [_grid(result, ("acc",), data_root), Text(""), _grid(result, ("ece",), data_root)])

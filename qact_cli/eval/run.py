@@ -17,6 +17,7 @@ from typing import Any, Callable
 
 from .. import distributed
 from ..data import get_dataset
+from ..data.identity import data_identity
 from ..errors import InputError, UsageError
 from ..selection import parse_corruptions, parse_severities
 from ..utils import seed_everything, write_text_atomic
@@ -118,8 +119,9 @@ def load(job: EvalJob, device, download: bool = False, backbone_weights: str | N
     return model, meta
 
 
-def _cached(job: EvalJob, dataset: str, protocol: Protocol, meta: dict) -> dict | None:
-    """The stored result of this model identity (file, spec, weights, preprocessing) and protocol, else None."""
+def _cached(job: EvalJob, dataset: str, protocol: Protocol, meta: dict, data: Callable[[], dict]) -> dict | None:
+    """The stored result of this model identity (file, spec, weights, preprocessing), protocol and data
+    (`data()`: the identity of the cells about to be scored), else None."""
     from .gates import load_result
 
     if job.cache is None or not job.cache.is_file():
@@ -129,7 +131,10 @@ def _cached(job: EvalJob, dataset: str, protocol: Protocol, meta: dict) -> dict 
     except InputError:
         return None  # unreadable: evaluate again and overwrite it
     r = results[0] if len(results) == 1 else None
-    if r is None or r.get("dataset") != dataset or r.get("protocol") != protocol.to_json():
+    if r is None or r.get("dataset") != dataset:
+        return None
+    stored = dict(r.get("protocol") or {})
+    if stored.pop("data", None) != data() or stored != protocol.to_json():
         return None
     return r if r.get("model") == json.loads(json.dumps(model_record(meta))) else None
 
@@ -155,10 +160,17 @@ def run_jobs(jobs: list[EvalJob], opts: EvalOptions, hooks: Hooks | None = None,
     if hooks.before:
         hooks.before(ds.name, base)
     cells = None
+    identity: dict = {}  # the data identity of the cells, computed once when a stored result is checked
+
+    def data() -> dict:
+        if not identity:
+            identity.update(data_identity(ds.cells(base.corruptions, base.severities, seed=base.seed)))
+        return identity
+
     results = []
     for job, protocol in zip(jobs, protocols):
         model, meta = distributed.main_first(lambda: load(job, dev, opts.download, backbone_weights))
-        hit = distributed.from_main(lambda: _cached(job, ds.name, protocol, meta))  # every rank takes rank 0's answer
+        hit = distributed.from_main(lambda: _cached(job, ds.name, protocol, meta, data))  # every rank takes rank 0's answer
         if hit is not None:
             hooks.log(f"reusing {job.cache} (same model and protocol)")
             results.append(hit)

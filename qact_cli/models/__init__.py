@@ -11,6 +11,7 @@ from typing import Callable
 from torch import nn
 
 from ..nn.activations import ACTIVATIONS
+from ..suggest import unknown
 from .densenet import DenseNet
 from .lenet import LeNet
 from .resnet import ResNet18
@@ -29,11 +30,11 @@ def build_model(arch: str, act: str = "relu", num_classes: int = 10, head: str =
     """Build `arch` with activation `act`. arch_kwargs: `input_size`, `placement` (resnet18),
     `qact_kwargs` (options passed to every QAct), width/depth options of each architecture."""
     if arch not in MODELS:
-        raise ValueError(f"unknown arch {arch!r}; choose one of {', '.join(list(MODELS))}")
+        raise ValueError(unknown("arch", arch, MODELS))
     if act not in ACTIVATIONS:
-        raise ValueError(f"unknown activation {act!r}; choose one of {', '.join(ACTIVATIONS)}")
+        raise ValueError(unknown("activation", act, ACTIVATIONS))
     if head not in HEADS:
-        raise ValueError(f"unknown head {head!r}; choose one of {', '.join(HEADS)}")
+        raise ValueError(unknown("head", head, HEADS))
     return MODELS[arch](num_classes=num_classes, act=act, head=head, **arch_kwargs)
 
 

@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 
 from qact_cli.errors import InputError, UsageError
+from qact_cli.suggest import unknown
 from qact_cli.models.vit import DinoVisionTransformer
 
 WEIGHTS_BASE_URL = "https://dl.fbaipublicfiles.com/dinov2"
@@ -107,7 +108,7 @@ def resolve_weights(
 def _build(name: str) -> DinoVisionTransformer:
     """The architecture on the meta device: shapes only; `_materialize` supplies the tensors."""
     if name not in ARCHS:
-        raise UsageError(f"unknown DINOv2 backbone {name!r}; choose one of {', '.join(ARCHS)}")
+        raise UsageError(unknown("DINOv2 backbone", name, ARCHS))
     dim, depth, heads = ARCHS[name]
     with torch.device("meta"):  # no wasted default init (and no draw from the global RNG)
         return DinoVisionTransformer(dim, depth, heads)

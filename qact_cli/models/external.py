@@ -6,17 +6,26 @@ MODEL (a qact checkpoint, a spec string, a model card, or an `nn.Module`) into `
 images must already have `input_size`), `mean`, `std` (3 floats on the 0..1 scale), `classes`
 (class names or None) and `class_source`; external models add `spec`, `weights`, `weights_sha256`.
 `meta["path"]` is the file the model came from (None for an in-memory module).
+
+External models also record `source` (torchvision, timm, callable, torchscript, export, module),
+`preprocess_source` (where input_size/mean/std came from: weights, timm pretrained config, card,
+argument or default), `model_kwargs`, `features` (a module name whose output is the penultimate
+feature, or None) and `card` (the card file, or None). `meta["name"]` is a short display name.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from ..errors import InputError
+from ..errors import InputError, UsageError
+from ..utils import sha256_file
+from . import specs
+from .cards import check_values, is_card, read_card
+from .weights import archive_kind, fit_weights, is_safetensors, read_state_dict
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -35,30 +44,142 @@ class ModelOptions:
     std: list[float] | None = None
     class_names: list[str] | str | None = None
     trust_model_file: bool = False
+    features: str | None = None  # a card key: the module whose output is the penultimate feature
+
+
+SPEC_HELP = "give a qact checkpoint, a model card (.yaml) or a spec (torchvision:NAME, timm:NAME, package.module:callable)"
 
 
 def resolve_model(model, options: ModelOptions | None = None, device: str | torch.device = "cpu",
                   download: bool = False, backbone_weights: str | None = None) -> tuple[nn.Module, dict]:
     """MODEL -> (model in eval mode on `device`, meta). `backbone_weights` locates a DINOv2 probe's
-    frozen backbone (qact probe checkpoints only)."""
+    frozen backbone (qact probe checkpoints only). Explicit `options` override a card's values."""
     options = options or ModelOptions()
-    if isinstance(model, nn.Module):
-        info = {"arch": type(model).__name__, "act": None, "head": None, "num_classes": options.num_classes,
-                "input_size": options.input_size, "resize": options.resize,
-                "mean": list(options.mean or IMAGENET_MEAN), "std": list(options.std or IMAGENET_STD),
-                "classes": options.class_names if isinstance(options.class_names, list) else None,
-                "class_source": "argument" if options.class_names else None, "spec": "module"}
-        if info["num_classes"] is None:
-            raise InputError("an nn.Module given without num_classes; pass num_classes=K")
-        return model.to(device).eval(), {"model": info, "path": None}
-    path = Path(str(model))
-    if not path.is_file():
-        raise InputError(f"model not found: {model}; give a qact checkpoint, a model card or a spec "
-                         "(torchvision:NAME, timm:NAME, package.module:callable)")
-    from ..checkpoint import load_model
+    given = {k: v for k, v in asdict(options).items() if k != "trust_model_file" and v is not None}
+    explicit = check_values(given)
+    card = None
+    if is_card(model):
+        card = read_card(model)
+        model, values = card.model, {**card.values, **explicit}
+        sources = {k: "argument" if k in explicit else "card" for k in values}
+    else:
+        values, sources = explicit, {k: "argument" for k in explicit}
+    if isinstance(model, nn.Module):  # also a card dict's `model:` in Python
+        return _finish(model, {}, values, sources, device, spec="module", source="module", path=None, card=card)
+    text = str(model)
+    path = Path(text)
+    if path.is_file():
+        kind = archive_kind(path)
+        if kind:
+            net, defaults = specs.archive_model(path, kind, options.trust_model_file, device)
+            return _finish(net, defaults, values, sources, device, spec=str(path), source=kind, path=path, card=card)
+        if is_safetensors(path):
+            raise InputError(f"{path} is a weights file, not a model; give the architecture as MODEL "
+                             f"(e.g. torchvision:resnet18) and this file as --weights")
+        return _qact_checkpoint(path, values, device, download, backbone_weights, card)
+    prefix, sep, name = text.partition(":")
+    if sep and prefix == "torchvision":
+        net, defaults = specs.torchvision_model(name, values, download)
+        source = "torchvision"
+    elif sep and prefix == "timm":
+        net, defaults = specs.timm_model(name, values)
+        source = "timm"
+    elif specs.is_callable_spec(text):
+        net, defaults = specs.callable_model(text, values)
+        source = "callable"
+    elif sep:
+        raise UsageError(f"unknown model spec prefix {prefix!r} in {text}{specs.did_you_mean(prefix, specs.PREFIXES)}; "
+                         + SPEC_HELP)
+    else:
+        raise InputError(f"model not found: {text}; {SPEC_HELP}")
+    if "weights_path" not in defaults and values.get("weights") is not None:
+        wpath = Path(values["weights"])
+        hint = "" if values.get("num_classes") else " (and --num-classes K when it has K outputs)"
+        fit_weights(net, read_state_dict(wpath), wpath, text, hint)
+        defaults.update(weights=str(wpath), weights_path=str(wpath))
+    if defaults.get("weights_path"):
+        defaults["weights_sha256"] = sha256_file(defaults["weights_path"])
+    wpath = defaults.pop("weights_path", None)
+    return _finish(net, defaults, values, sources, device, spec=text, source=source,
+                   path=card.path if card and card.path else wpath, card=card, weights_path=wpath)
 
-    net, meta = load_model(path, device, weights=backbone_weights, download=download)
+
+def load_model(spec_or_path, device: str | torch.device = "cpu", download: bool = False, trust_model_file: bool = False,
+               backbone_weights: str | None = None, **card_keys) -> tuple[nn.Module, dict]:
+    """`qact_cli.load_model("torchvision:resnet18", weights="w.safetensors", num_classes=10)`: any MODEL
+    (checkpoint, spec, card path or dict, nn.Module) with card keys as keyword arguments."""
+    fields = set(ModelOptions.__dataclass_fields__) - {"trust_model_file"}
+    unknown = sorted(set(card_keys) - fields)
+    if unknown:
+        raise UsageError(f"load_model: unknown argument(s) {', '.join(unknown)}; valid: {', '.join(sorted(fields))}")
+    options = ModelOptions(trust_model_file=trust_model_file, **card_keys)
+    return resolve_model(spec_or_path, options, device=device, download=download, backbone_weights=backbone_weights)
+
+
+def _qact_checkpoint(path: Path, values: dict, device, download, backbone_weights, card) -> tuple[nn.Module, dict]:
+    from ..checkpoint import load_model as load_checkpoint
+
+    features = values.pop("features", None)
+    if values:
+        raise UsageError(f"{path} is a qact checkpoint, which carries its own weights, classes and preprocessing; "
+                         f"drop {', '.join(sorted(values))}")
+    net, meta = load_checkpoint(path, device, weights=backbone_weights, download=download)
     info = meta["model"]
     info.setdefault("resize", None)
+    info.setdefault("classes", None)
     info.setdefault("class_source", "checkpoint" if info.get("classes") else None)
+    if features is not None:
+        _check_features(net, features, str(path))
+        info["features"] = features
+    meta["name"] = str(card.path if card and card.path else path)
+    if card:
+        info["card"] = str(card.path) if card.path else None
     return net, meta
+
+
+def _finish(net: nn.Module, defaults: dict, values: dict, sources: dict, device, *, spec: str, source: str,
+            path, card, weights_path=None) -> tuple[nn.Module, dict]:
+    """Lay explicit/card values over the library's defaults, check them, and build meta."""
+    k = values.get("num_classes") or defaults.get("num_classes") or len(values.get("class_names") or []) or None
+    if k is None:
+        raise UsageError(f"{spec}: the number of classes is unknown; give num_classes (--num-classes K)")
+    classes = values.get("class_names", defaults.get("classes"))
+    if classes is not None and len(classes) != k:
+        raise UsageError(f"{spec}: {len(classes)} class names for a {k}-class model; give one name per output")
+    chosen = {key: values.get(key, defaults.get(key)) for key in ("input_size", "resize", "mean", "std")}
+    chosen["mean"] = chosen["mean"] or list(IMAGENET_MEAN)  # torchvision's and timm's usual default
+    chosen["std"] = chosen["std"] or list(IMAGENET_STD)
+    if chosen["resize"] and not chosen["input_size"]:
+        raise UsageError(f"{spec}: resize {chosen['resize']} needs an input size; give input_size (--input-size H[,W])")
+    features = values.get("features")
+    if features is not None:
+        _check_features(net, features, spec)
+    if values.get("class_names") is not None:
+        class_source = sources.get("class_names")
+    else:
+        class_source = defaults.get("class_source") if classes else None
+    info = {
+        "arch": spec.split(":", 1)[1] if source in ("torchvision", "timm") else type(net).__name__,
+        "act": None, "head": None, "num_classes": int(k), **chosen,
+        "classes": list(classes) if classes is not None else None, "class_source": class_source,
+        "spec": spec, "source": source,
+        "weights": defaults.get("weights"), "weights_sha256": defaults.get("weights_sha256"),
+        "preprocess_source": sources.get("mean") or sources.get("std") or defaults.get("preprocess_source", "default"),
+        "model_kwargs": values.get("model_kwargs"), "features": features,
+        "card": str(card.path) if card and card.path else ("dict" if card else None),
+    }
+    if weights_path is not None and str(weights_path) != str(info["weights"]):
+        info["weights_file"] = str(weights_path)
+    net = net.to(device)
+    try:
+        net.eval()
+    except NotImplementedError:  # torch.export modules refuse .eval(); they run as exported
+        pass
+    name = str(card.path) if card and card.path else spec
+    return net, {"model": info, "path": str(path) if path else None, "name": name}
+
+
+def _check_features(net: nn.Module, features: str, where: str) -> None:
+    names = [n for n, _ in net.named_modules() if n]
+    if features not in names:
+        raise InputError(f"{where}: features {features!r} is not a module of the model{specs.did_you_mean(features, names)}")

@@ -21,6 +21,7 @@ from pathlib import Path
 import torch
 
 from qact_cli.models.dinov2 import DinoVisionTransformer, FeatureSpec, backbone_info, extract_features
+from qact_cli.utils import output_mode
 
 FORMAT = "qact-features"
 FORMAT_VERSION = 1
@@ -71,6 +72,7 @@ def _save(path: Path, ident: dict, feats: torch.Tensor) -> None:
                 {"format": FORMAT, "format_version": FORMAT_VERSION, "identity": ident, "features": feats},
                 f,
             )
+        os.chmod(tmp, output_mode(path))  # mkstemp makes 0600; a shared cache follows the umask like open() would
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -48,6 +48,7 @@ import torch
 from torch import nn
 
 from ..errors import InputError, UsageError
+from ..suggest import unknown
 from . import feature_cache
 from .common import make_head
 from .dinov2 import (
@@ -414,7 +415,7 @@ def _probe_res(cfg) -> int:
 
 def _check_config(cfg) -> None:
     if cfg.head not in ("linear", "quantile"):
-        raise UsageError(f"unknown --head {cfg.head!r} for a frozen backbone; choose linear or quantile")
+        raise UsageError(unknown("--head", cfg.head, ("linear", "quantile")))
     if cfg.loss != "ce":
         raise UsageError("--loss watershed trains an embedding; a frozen backbone's embedding is fixed (use --loss ce)")
     if cfg.act not in ("relu", "none"):

@@ -22,4 +22,6 @@ def make_activation(name: str, num_features: int, **qact_kwargs) -> nn.Module:
 
         # in place like ReLU(inplace=True): saves one activation-sized allocation per layer in eval
         return QAct(num_features, **{"inplace": True, **qact_kwargs})
-    raise ValueError(f"unknown activation {name!r}; choose one of {', '.join(ACTIVATIONS)}")
+    from ..suggest import unknown
+
+    raise ValueError(unknown("activation", name, ACTIVATIONS))

@@ -1,12 +1,14 @@
-"""Test-time adaptation (`--adapt bn`, qact-method.md decision 4): re-estimate the normalisation
-statistics and QAct stored contexts on unlabeled batches of a test cell, evaluate, then put back.
+"""Test-time adaptation (`--adapt bn`; docs/qact-layer.md, "Context at evaluation time"): re-estimate
+the normalisation statistics and QAct stored contexts on unlabeled batches of a test cell, evaluate,
+then put back.
 
-The official code adapts by running the corrupted test split through the model in train mode
-(qact-method.md §3); this is the same idea made explicit and undoable: BatchNorm running statistics
-are re-estimated as a cumulative average over the given batches (momentum=None), QAct reservoirs as
-an equal-weight sample of them, nothing else changes (no gradient is taken), and the exact previous
-state (every buffer, the modules' train/eval flags and momenta) is restored on exit. It applies to any
-model with BatchNorm, ReLU baselines included, so comparisons stay fair.
+The official code adapts by running the corrupted split through the model in train mode before
+scoring it (adityac20/quantile_activation, src/compute_corrupted_accuracy.py, `compute_accuracy`);
+this is the same idea made explicit and undoable: BatchNorm running statistics are re-estimated as a
+cumulative average over the given batches (momentum=None), QAct reservoirs as an equal-weight sample
+of them, nothing else changes (no gradient is taken), and the exact previous state (every buffer, the
+modules' train/eval flags and momenta) is restored on exit. It applies to any model with BatchNorm,
+ReLU baselines included, so comparisons stay fair.
 """
 
 from __future__ import annotations
@@ -18,7 +20,27 @@ import torch
 from torch import Tensor, nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
+from ..errors import InputError
 from .qact import QAct
+
+
+def _at_least_two(batches: Iterable[Tensor]) -> Iterator[Tensor]:
+    """The batches, with any 1-image batch (a cell's last, e.g. --limit 257 at batch size 256) joined to its
+    neighbour: BatchNorm in train mode needs more than one value per channel. Only this statistics pass
+    is affected; the scoring pass keeps the protocol's batches."""
+    held = None
+    for x in batches:
+        if held is not None and (len(x) == 1 or len(held) == 1):
+            held = torch.cat([held, x])
+            continue
+        if held is not None:
+            yield held
+        held = x
+    if held is not None:
+        if len(held) == 1:
+            raise InputError("--adapt bn needs at least 2 images in a cell to re-estimate its statistics, this cell "
+                             "has 1; raise --limit or use --adapt none")
+        yield held
 
 
 @contextmanager
@@ -42,7 +64,7 @@ def adapted(model: nn.Module, batches: Iterable[Tensor]) -> Iterator[nn.Module]:
             m.train()
         seen = 0
         with torch.no_grad():
-            for x in batches:
+            for x in _at_least_two(batches):
                 model(x)
                 seen += 1
         if seen == 0:

@@ -1,8 +1,8 @@
 """Classifier heads with their training loss: `logits = head(features)`, `loss = head.loss(logits, y)`.
 
-`softmax(head(features))` is the predicted probability vector for both heads (interface §5).
+`softmax(head(features))` is the predicted probability vector for both heads (what evaluation scores).
 
-QuantileHead is the paper's "quantile classifier" (qact-method.md §3, "Last layer"), which the
+QuantileHead is the paper's "Quantile Classifier" (arXiv 2405.11573, experimental setup), which the
 official code does not contain; what follows is our reading of it (INFERRED):
   - a linear score s_k per class, turned into a one-vs-rest probability q_k = QAct(s_k): the
     grounded CDF of the score in its context (the batch, or a stored context in eval), so 0 maps to

@@ -1,4 +1,4 @@
-"""The watershed loss (qact-method.md §4; Challa, Danda & Najman, arXiv 2402.08405, eq. 10).
+"""The watershed loss (used with QAct in arXiv 2405.11573; defined in Challa, Danda & Najman, arXiv 2402.08405, eq. 10).
 
 In a batch of embeddings f(x_i) with labels y_i:
   1. a few random seeds per class present keep their labels, which are propagated to every other
