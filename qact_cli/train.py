@@ -79,7 +79,7 @@ def validate_config(cfg: TrainConfig) -> None:
 
         for flag, value, valid in (("--arch", cfg.arch, MODELS), ("--act", cfg.act, ACTIVATIONS), ("--head", cfg.head, HEADS)):
             if value not in valid:
-                raise UsageError(f"unknown {flag} {value!r}; choose one of {', '.join(valid)}")
+                raise UsageError(unknown(flag, value, valid))
     size = (cfg.qact or {}).get("context_size")
     if size is not None and (isinstance(size, bool) or not isinstance(size, int) or size < 1):
         raise UsageError(f"--context-size {size!r}: expected a positive number of context samples per channel")
