@@ -192,7 +192,7 @@ def train(
 @app.command("eval", short_help="Accuracy and calibration on clean and corrupted data.")
 @cli_errors
 def eval_cmd(
-    models: Annotated[Optional[list[str]], typer.Argument(metavar="MODEL...", help="qact checkpoints, specs (torchvision:resnet18, timm:NAME, pkg.module:callable), model cards (.yaml).", show_default=False)] = None,
+    models: Annotated[Optional[list[str]], typer.Argument(metavar="MODEL", help="qact checkpoints, specs (torchvision:resnet18, timm:NAME, pkg.module:callable), model cards (.yaml).", show_default=False)] = None,
     dataset: EvalDatasetOpt = None,
     corruptions: CorruptionsOpt = "common",
     severities: SeveritiesOpt = None,
@@ -333,7 +333,7 @@ _register_compare_keys()
 @cli_errors
 def compare(
     ctx: typer.Context,
-    items: Annotated[Optional[list[str]], typer.Argument(metavar="ITEM...", help="Result JSONs or models (checkpoints, specs, cards: evaluated first).", show_default=False)] = None,
+    items: Annotated[Optional[list[str]], typer.Argument(metavar="ITEM", help="Result JSONs or models (checkpoints, specs, cards: evaluated first).", show_default=False)] = None,
     dataset: EvalDatasetOpt = None,
     corruptions: CorruptionsOpt = "common",
     severities: SeveritiesOpt = None,

@@ -2,7 +2,7 @@
 
 `evaluate(model, meta, dataset, protocol)` scores each cell (optionally after test-time adaptation
 of normalisation statistics on that cell, `adapt="bn"`), and returns the result document of
-interface §4. Conversion of uint8 images to normalised floats happens on the device.
+docs/reference.md ("Result JSON"). Conversion of uint8 images to normalised floats happens on the device.
 `--limit N` keeps N evenly spaced images of each cell, in file order (`limit_indices`): the first
 N of an image tree sorted by class would hold only its first classes.
 """
@@ -181,7 +181,7 @@ def _predict(model: nn.Module, inputs: Iterable[tuple[torch.Tensor, torch.Tensor
                              "give the model's class count (--num-classes) or make it return one logit per class")
         ok = torch.isfinite(logits).all()  # checked once per cell: no device sync per batch
         finite = ok if finite is None else finite & ok
-        # metrics always use softmax(logits) computed here, never a library's guess (ecosystem.md §2.7)
+        # metrics always use softmax(logits) computed here, never a library's guess
         probs.append(torch.softmax(logits.float(), dim=1).cpu())
         labels.append(yb)
     if finite is not None and not bool(finite):
