@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from torch import nn
 
+from ..nn.activations import activation_name
 from .common import Classifier, act_factory
 
 
@@ -38,8 +39,9 @@ class ResNet18(Classifier):
         super().__init__()
         if placement not in ("all", "official"):
             raise ValueError(f"unknown placement {placement!r}; choose all or official")
+        official_qact = placement == "official" and activation_name(act) == "qact"
         outer = act_factory(act, qact_kwargs)
-        inner = act_factory("relu", None) if (placement == "official" and act == "qact") else outer
+        inner = act_factory("relu", None) if official_qact else outer
         layers, cin = [nn.Conv2d(in_channels, widths[0], 3, 1, 1, bias=False), nn.BatchNorm2d(widths[0]), outer(widths[0])], widths[0]
         for i, (w, n) in enumerate(zip(widths, blocks)):
             for j in range(n):
@@ -47,5 +49,5 @@ class ResNet18(Classifier):
                 cin = w
         layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten()]
         self.body = nn.Sequential(*layers)
-        pre_head = outer(cin) if (placement == "official" and act == "qact") else None
+        pre_head = outer(cin) if official_qact else None
         self._finish(cin, num_classes, head, pre_head)
