@@ -12,6 +12,7 @@ from torch import nn
 
 from ..nn.activations import activation_name
 from .common import Classifier, act_factory
+from .registry import register_model
 
 
 class BasicBlock(nn.Module):
@@ -33,6 +34,7 @@ class BasicBlock(nn.Module):
         return self.act2(out + self.shortcut(x))
 
 
+@register_model("resnet18")
 class ResNet18(Classifier):
     def __init__(self, num_classes=10, act="relu", head="linear", placement="all", widths=(64, 128, 256, 512),
                  blocks=(2, 2, 2, 2), qact_kwargs=None, in_channels=3, input_size=None):
