@@ -1,4 +1,4 @@
-"""Checkpoints (interface §5): a dict of primitives and tensors, loadable with weights_only=True.
+"""Checkpoints (docs/reference.md, "Checkpoints"): a dict of primitives and tensors, loadable with weights_only=True.
 
 This module only serialises. `load_model(path)` reads a checkpoint and rebuilds its model through
 the model family registry (`models.rebuild_model`). Loading never unpickles arbitrary objects: a
