@@ -155,7 +155,7 @@ def train(
     """Train a model with the paper's protocol and write its best checkpoint."""
     from . import distributed
     from .errors import UsageError
-    from .train import TrainConfig, train as run_train
+    from .training import TrainConfig, train as run_train
     from .ui import progress, stderr_console
 
     for flag, value in (("--dataset", dataset), ("--arch", arch), ("--out", out)):

@@ -118,7 +118,7 @@ def _write_npy_dataset(root) -> str:
 
 
 def _train_cfg(dataset, out, epochs, **kw):
-    from qact_cli.train import TrainConfig
+    from qact_cli.training import TrainConfig
 
     return TrainConfig(dataset=dataset, arch="lenet", act="qact", out=str(out), epochs=epochs, batch_size=16,
                        device="cpu", qact={"context_size": 256}, **kw)
@@ -206,7 +206,7 @@ def _worker(r, port, tmp, dataset, reference, r18_reference):
     from pathlib import Path
 
     from qact_cli.eval.run import run_eval
-    from qact_cli.train import train
+    from qact_cli.training import train
 
     tmp = Path(tmp)
     assert D.setup("cpu") == torch.device("cpu") and D.active() and D.rank() == r
@@ -267,7 +267,7 @@ def _worker(r, port, tmp, dataset, reference, r18_reference):
 
 def test_two_processes(tmp_path):
     from qact_cli.eval.run import run_eval
-    from qact_cli.train import train
+    from qact_cli.training import train
 
     torch.set_num_threads(1)
     dataset = _write_npy_dataset(tmp_path)

@@ -113,7 +113,7 @@ def run_compare(ctx: typer.Context, params: dict) -> None:
             bar.console.print(line, highlight=False, markup=False, soft_wrap=True)
 
         def train_with_progress(cfg, name):
-            from ..train import train
+            from ..training import train
 
             bar.reset(task, total=None, description=f"{name} epoch 1", info="", visible=True)
 

@@ -152,7 +152,7 @@ def train_dataset(spec: ModelSpec, eval_dataset: str | None) -> str:
 
 
 def train_config(spec: ModelSpec, opts: EvalOptions, ckpt: Path):
-    from ..train import TrainConfig
+    from ..training import TrainConfig
 
     t = dict(spec.train)
     context_size = t.pop("context_size", None)
@@ -233,7 +233,7 @@ class Hooks:
     """Progress callbacks (the CLI draws bars and prints lines; tests pass nothing)."""
 
     log: Callable[[str], None] = lambda s: None
-    train: Callable[..., dict] | None = None  # (cfg, name) -> train info; default: qact_cli.train.train, silent
+    train: Callable[..., dict] | None = None  # (cfg, name) -> train info; default: qact_cli.training.train, silent
     on_start: Callable[[str, int], None] | None = None
     on_cell: Callable[[dict], None] | None = None
 
@@ -241,7 +241,7 @@ class Hooks:
 def _train(cfg, name: str, hooks: Hooks) -> dict:
     if hooks.train is not None:
         return hooks.train(cfg, name)
-    from ..train import train
+    from ..training import train
 
     return train(cfg)
 
@@ -269,7 +269,7 @@ def prepare_checkpoints(exp: Experiment, opts: EvalOptions, out_dir: Path, hooks
             path = out_dir / "checkpoints" / f"{spec.name}.pt"
             ckpts[spec.name] = str(path)
             plan.append((spec, path, train_config(spec, opts, path)))
-    from ..train import validate_config
+    from ..training import validate_config
 
     for spec, _, cfg in plan:  # a typo in the last model fails now, not after the others trained
         try:

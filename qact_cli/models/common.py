@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from ..nn.activations import make_activation
+from ..nn.activations import activation_name, make_activation
 
 
 def make_head(kind: str, in_features: int, num_classes: int) -> nn.Module:
@@ -40,7 +40,8 @@ class Classifier(nn.Module):
         return (logits, feats) if return_features else logits
 
 
-def act_factory(act: str, qact_kwargs: dict | None):
-    """A callable `num_features -> activation module` with the model's QAct settings bound."""
-    kwargs = dict(qact_kwargs or {}) if act == "qact" else {}
+def act_factory(act, qact_kwargs: dict | None):
+    """A callable `num_features -> activation module` with the model's QAct settings bound. `act` is a
+    registered name or factory, or any `(num_features, **options) -> nn.Module` callable."""
+    kwargs = dict(qact_kwargs or {}) if activation_name(act) == "qact" else {}
     return lambda c: make_activation(act, c, **kwargs)
