@@ -56,6 +56,7 @@ class TrainConfig:
     probe_res: int = 224  # frozen backbones only: input resolution (multiple of 14)
     sync_context: bool = True  # under torchrun: QAct context and BatchNorm statistics over the global batch
     qact: dict = field(default_factory=dict)  # extra QAct options (context_size, n_quantiles, ...)
+    calibrate: str | None = None  # "temperature": fit T on the validation split after training (calibration.py)
 
 
 def split_train_val(n: int, seed: int = SPLIT_SEED) -> tuple[np.ndarray, np.ndarray]:
@@ -70,8 +71,18 @@ def validate_config(cfg: TrainConfig) -> None:
         raise UsageError(f"unknown --loss {cfg.loss!r}; choose ce or watershed")
     if cfg.epochs < 1 or cfg.batch_size < 1 or not cfg.lr > 0:
         raise UsageError("--epochs and --batch-size must be ≥ 1 and --lr > 0")
+    if cfg.calibrate not in (None, "none", "temperature"):
+        raise UsageError(f"unknown --calibrate {cfg.calibrate!r}; choose temperature (or leave it out)")
     if cfg.act == "qact" and cfg.batch_size < 2:
         raise UsageError("--act qact needs --batch-size ≥ 2: the batch is the activation's context")
+
+
+def resolve_head(head: str) -> str:
+    """`--head quantile` trains the default variant and records it ("quantile:<variant>"), so that
+    checkpoints from before variants (head "quantile") keep loading as the first reading."""
+    from .nn.heads import DEFAULT_VARIANT
+
+    return f"quantile:{DEFAULT_VARIANT}" if head == "quantile" else head
 
 
 def model_info(cfg: TrainConfig, ds: Dataset, input_size) -> dict:
@@ -81,7 +92,7 @@ def model_info(cfg: TrainConfig, ds: Dataset, input_size) -> dict:
     if cfg.act == "qact" and cfg.qact:
         arch_kwargs["qact_kwargs"] = dict(cfg.qact)
     return {
-        "arch": cfg.arch, "act": cfg.act, "head": cfg.head, "num_classes": ds.num_classes,
+        "arch": cfg.arch, "act": cfg.act, "head": resolve_head(cfg.head), "num_classes": ds.num_classes,
         "arch_kwargs": arch_kwargs, "input_size": list(input_size),
         "mean": [float(m) for m in ds.mean], "std": [float(s) for s in ds.std],
         "classes": list(ds.classes) if ds.classes else None, "backbone": None,
@@ -140,7 +151,7 @@ def train(cfg: TrainConfig, on_epoch: Callable[[dict], None] | None = None,
 
     seed_everything(cfg.seed)
     try:
-        model = build_model(cfg.arch, act=cfg.act, num_classes=ds.num_classes, head=cfg.head, **info["arch_kwargs"])
+        model = build_model(cfg.arch, act=cfg.act, num_classes=ds.num_classes, head=info["head"], **info["arch_kwargs"])
     except ValueError as e:
         raise UsageError(str(e)) from None
     model.to(device)
@@ -226,11 +237,28 @@ def train(cfg: TrainConfig, on_epoch: Callable[[dict], None] | None = None,
     train_info = _train_info(cfg, train_cfg, best, best_epoch, history, stopped_early)
     train_info["elapsed_s"] = round(time.time() - t0, 2)
     train_info["environment"] = environment(device)
+    _calibrate(cfg, final, info, train_info, val_loader, device, ds, log)
     if distributed.is_main():
         save_checkpoint(make_checkpoint(final, info, train_info), out)
         state_path.unlink(missing_ok=True)
     distributed.barrier()  # the checkpoint exists on return, on every rank
     return train_info
+
+
+def _calibrate(cfg: TrainConfig, model: nn.Module, info: dict, train_info: dict, val_loader, device, ds, log) -> None:
+    """--calibrate temperature: T fitted on the validation split, stored as the model's `temperature`."""
+    if cfg.calibrate in (None, "none"):
+        return
+    from .calibration import fit_temperature, model_outputs
+
+    logits, labels = model_outputs(model.to(device), val_loader, device, ds.mean, ds.std)
+    model.cpu()
+    info["temperature"] = fit_temperature(logits, labels)
+    nll = lambda t: torch.nn.functional.cross_entropy(logits.double() / t, labels.long()).item()  # noqa: E731
+    train_info["calibration"] = {"method": "temperature", "split": "val", "temperature": info["temperature"],
+                                 "val_nll_before": nll(1.0), "val_nll_after": nll(info["temperature"])}
+    log(f"temperature scaling: T = {info['temperature']:.4f} (validation NLL {nll(1.0):.4f} -> "
+        f"{nll(info['temperature']):.4f})")
 
 
 def _train_info(cfg: TrainConfig, train_cfg: dict, best: float, best_epoch: int, history: list, stopped_early: bool) -> dict:

@@ -149,7 +149,7 @@ def _predict(model: nn.Module, inputs: Iterable[tuple[torch.Tensor, torch.Tensor
 
 
 def score_cell(model: nn.Module, cell: Cell, protocol: Protocol, device, mean, std, workers: int | None = None,
-               input_size: list[int] | None = None) -> dict:
+               input_size: list[int] | None = None, temperature: float | None = None) -> dict:
     source = limited(cell.source, protocol.limit)
     if len(source) == 0:
         raise InputError(f"{cell.source.name or cell.corruption}: cell {cell.corruption} severity {cell.severity} of "
@@ -172,7 +172,7 @@ def score_cell(model: nn.Module, cell: Cell, protocol: Protocol, device, mean, s
             probs, labels = predict()
     else:
         probs, labels = predict()
-    return {"corruption": cell.corruption, "severity": cell.severity, **cell_metrics(probs, labels)}
+    return {"corruption": cell.corruption, "severity": cell.severity, **cell_metrics(probs, labels, temperature)}
 
 
 def evaluate(model: nn.Module, meta: dict, dataset: Dataset, protocol: Protocol, device: torch.device,
@@ -195,7 +195,8 @@ def evaluate(model: nn.Module, meta: dict, dataset: Dataset, protocol: Protocol,
     results = []
     size = _expected_size(meta["model"])
     for cell in cells:
-        row = score_cell(model, cell, protocol, device, mean, std, workers, size)
+        row = score_cell(model, cell, protocol, device, mean, std, workers, size,
+                         temperature=meta["model"].get("temperature"))  # post-hoc calibration (train --calibrate)
         results.append(row)
         if on_cell:
             on_cell(row)

@@ -32,7 +32,7 @@ def build_model(arch: str, act: str = "relu", num_classes: int = 10, head: str =
         raise ValueError(f"unknown arch {arch!r}; choose one of {', '.join(list(MODELS))}")
     if act not in ACTIVATIONS:
         raise ValueError(f"unknown activation {act!r}; choose one of {', '.join(ACTIVATIONS)}")
-    if head not in HEADS:
+    if head.split(":", 1)[0] not in HEADS:
         raise ValueError(f"unknown head {head!r}; choose one of {', '.join(HEADS)}")
     return MODELS[arch](num_classes=num_classes, act=act, head=head, **arch_kwargs)
 

@@ -22,6 +22,7 @@ from torch import Tensor, nn
 from .qact import QAct
 
 _EPS = 1e-6
+_SCALE_RATE = 10.0
 
 
 class LinearHead(nn.Module):
@@ -40,27 +41,80 @@ class LinearHead(nn.Module):
 
 
 class QuantileHead(nn.Module):
-    """The quantile classifier: linear scores -> QAct per class -> log-probabilities (see module doc)."""
+    """The quantile classifier: linear scores -> QAct per class -> log-probabilities (see module doc).
+
+    `variant` (a name of VARIANTS) picks how the K one-vs-rest quantiles become one distribution and
+    which loss trains them; a checkpoint's head name "quantile" is the legacy "odds" variant and
+    "quantile:<variant>" names the others (models/common.py), so old checkpoints load as they were.
+    """
 
     def __init__(self, in_features: int, num_classes: int, pos_weight: float = 0.9, neg_weight: float = 0.1,
-                 **qact_kwargs):
+                 variant: str = "odds", **qact_kwargs):
         super().__init__()
         if num_classes < 2:
             raise ValueError(f"QuantileHead needs at least 2 classes, got {num_classes}")
-        self.in_features, self.num_classes = in_features, num_classes
+        if variant not in VARIANTS:
+            raise ValueError(f"unknown quantile head variant {variant!r}; choose one of {', '.join(VARIANTS)}")
+        self.in_features, self.num_classes, self.variant = in_features, num_classes, variant
         self.pos_weight, self.neg_weight = pos_weight, neg_weight
         self.fc = nn.Linear(in_features, num_classes)
         qact_kwargs.setdefault("wrap_bn", False)  # the grounding at 0 is the decision boundary
         self.quantile = QAct(num_classes, **qact_kwargs)
+        self._couple, self._loss = VARIANTS[variant]
+        if self._couple is _scaled_odds:
+            # one learned sharpness of the odds, exp(_SCALE_RATE * log_scale), starting at 1 (the "odds"
+            # reading); the rate lets Adam's ~lr-sized steps move it by a factor of e in ~100 steps
+            self.log_scale = nn.Parameter(torch.zeros(()))
+
+    def quantiles(self, features: Tensor) -> Tensor:
+        """The K one-vs-rest quantiles q_k = QAct(s_k) in (0, 1)."""
+        return self.quantile(self.fc(features)).clamp(_EPS, 1 - _EPS)
 
     def forward(self, features: Tensor) -> Tensor:
-        q = self.quantile(self.fc(features)).clamp(_EPS, 1 - _EPS)
-        return torch.log_softmax(torch.log(q) - torch.log1p(-q), dim=1)
+        return self._couple(self, self.quantiles(features))
 
     def loss(self, output: Tensor, target: Tensor) -> Tensor:
-        """One-vs-rest BCE on the probabilities, -(0.9 log p_y + 0.1 sum_{k != y} log(1 - p_k)), batch mean."""
-        log_p = output.clamp_max(-_EPS)
-        log_not = torch.log(-torch.expm1(log_p))  # log(1 - p), stable for p near 1
-        onehot = F.one_hot(target, self.num_classes).to(log_p.dtype)
-        per = self.pos_weight * onehot * log_p + self.neg_weight * (1 - onehot) * log_not
-        return -per.sum(1).mean()
+        return self._loss(self, output, target)
+
+
+def _odds(head: QuantileHead, q: Tensor) -> Tensor:
+    """p_k proportional to the odds q_k / (1 - q_k): K independent one-vs-rest classifiers, one true class."""
+    return torch.log_softmax(torch.log(q) - torch.log1p(-q), dim=1)
+
+
+def _scaled_odds(head: QuantileHead, q: Tensor) -> Tensor:
+    """p_k proportional to (q_k / (1 - q_k))^a with a = exp(log_scale) learned: a rank in its context
+    cannot come near 0 or 1 (a typical negative sits at the quantile 1/4), so the plain odds cap the
+    confidence; `a` lets the loss set how sharp the coupled distribution is."""
+    return torch.log_softmax((_SCALE_RATE * head.log_scale).exp() * (torch.log(q) - torch.log1p(-q)), dim=1)
+
+
+def _direct(head: QuantileHead, q: Tensor) -> Tensor:
+    """The quantiles used directly: p_k = q_k / sum_j q_j."""
+    return torch.log(q) - torch.log(q.sum(1, keepdim=True))
+
+
+def _weighted_bce(head: QuantileHead, output: Tensor, target: Tensor) -> Tensor:
+    """One-vs-rest BCE on the probabilities, -(0.9 log p_y + 0.1 sum_{k != y} log(1 - p_k)), batch mean."""
+    log_p = output.clamp_max(-_EPS)
+    log_not = torch.log(-torch.expm1(log_p))  # log(1 - p), stable for p near 1
+    onehot = F.one_hot(target, head.num_classes).to(log_p.dtype)
+    per = head.pos_weight * onehot * log_p + head.neg_weight * (1 - onehot) * log_not
+    return -per.sum(1).mean()
+
+
+def _nll(head: QuantileHead, output: Tensor, target: Tensor) -> Tensor:
+    """Negative log-likelihood of the coupled distribution (a proper scoring rule: calibrated on the
+    training data at its minimum, which the 0.9/0.1-weighted BCE is not: it over-rewards p_y)."""
+    return F.nll_loss(output, target)
+
+
+# variant -> (quantiles -> log-probabilities, loss on those log-probabilities); see docs/calibration.md
+VARIANTS = {
+    "odds": (_odds, _weighted_bce),  # the first reading (checkpoints with head "quantile")
+    "odds_nll": (_odds, _nll),
+    "direct": (_direct, _weighted_bce),
+    "scaled": (_scaled_odds, _weighted_bce),
+    "scaled_nll": (_scaled_odds, _nll),
+}
+DEFAULT_VARIANT = "odds"  # what `--head quantile` trains (recorded as "quantile:<variant>")
