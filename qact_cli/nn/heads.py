@@ -58,12 +58,13 @@ class QuantileHead(nn.Module):
         self.in_features, self.num_classes, self.variant = in_features, num_classes, variant
         self.pos_weight, self.neg_weight = pos_weight, neg_weight
         self.fc = nn.Linear(in_features, num_classes)
+        self._couple, self._loss, variant_qact, self.scale0 = VARIANTS[variant]
+        qact_kwargs = {**variant_qact, **qact_kwargs}
         qact_kwargs.setdefault("wrap_bn", False)  # the grounding at 0 is the decision boundary
         self.quantile = QAct(num_classes, **qact_kwargs)
-        self._couple, self._loss = VARIANTS[variant]
         if self._couple is _scaled_odds:
-            # one learned sharpness of the odds, exp(_SCALE_RATE * log_scale), starting at 1 (the "odds"
-            # reading); the rate lets Adam's ~lr-sized steps move it by a factor of e in ~100 steps
+            # one learned sharpness of the odds, scale0 * exp(_SCALE_RATE * log_scale), starting at scale0;
+            # the rate lets Adam's ~lr-sized steps move it by a factor of e in ~100 steps
             self.log_scale = nn.Parameter(torch.zeros(()))
 
     def quantiles(self, features: Tensor) -> Tensor:
@@ -86,7 +87,7 @@ def _scaled_odds(head: QuantileHead, q: Tensor) -> Tensor:
     """p_k proportional to (q_k / (1 - q_k))^a with a = exp(log_scale) learned: a rank in its context
     cannot come near 0 or 1 (a typical negative sits at the quantile 1/4), so the plain odds cap the
     confidence; `a` lets the loss set how sharp the coupled distribution is."""
-    return torch.log_softmax((_SCALE_RATE * head.log_scale).exp() * (torch.log(q) - torch.log1p(-q)), dim=1)
+    return torch.log_softmax(head.scale0 * (_SCALE_RATE * head.log_scale).exp() * (torch.log(q) - torch.log1p(-q)), dim=1)
 
 
 def _direct(head: QuantileHead, q: Tensor) -> Tensor:
@@ -109,12 +110,17 @@ def _nll(head: QuantileHead, output: Tensor, target: Tensor) -> Tensor:
     return F.nll_loss(output, target)
 
 
-# variant -> (quantiles -> log-probabilities, loss on those log-probabilities); see docs/calibration.md
+# variant -> (quantiles -> log-probabilities, loss on those log-probabilities, options of the head's QAct,
+# starting sharpness of the scaled odds); measured in docs/calibration.md
 VARIANTS = {
-    "odds": (_odds, _weighted_bce),  # the first reading (checkpoints with head "quantile")
-    "odds_nll": (_odds, _nll),
-    "direct": (_direct, _weighted_bce),
-    "scaled": (_scaled_odds, _weighted_bce),
-    "scaled_nll": (_scaled_odds, _nll),
+    "odds": (_odds, _weighted_bce, {}, 1.0),  # the first reading (checkpoints with head "quantile")
+    "odds_nll": (_odds, _nll, {}, 1.0),
+    "direct": (_direct, _weighted_bce, {}, 1.0),
+    "scaled": (_scaled_odds, _weighted_bce, {}, 1.0),
+    "scaled_nll": (_scaled_odds, _nll, {}, 1.0),
+    # starts at the sharpness the "scaled" runs end near (docs/calibration.md), so it needs not be learned first
+    "scaled3": (_scaled_odds, _weighted_bce, {}, 3.0),
+    # the KDE bandwidth of the gradient follows the scores' spread instead of a fixed 0.5 (score units)
+    "scaled_silverman": (_scaled_odds, _weighted_bce, {"bandwidth": "silverman"}, 1.0),
 }
 DEFAULT_VARIANT = "odds"  # what `--head quantile` trains (recorded as "quantile:<variant>")
