@@ -35,6 +35,10 @@ RUNS = {
     "qact-ws-q:scaled": ("qact", "watershed", "quantile:scaled"),
     "qact-ws-q:scaled_nll": ("qact", "watershed", "quantile:scaled_nll"),
     "qact-ws-q:scaled3": ("qact", "watershed", "quantile:scaled3"),
+    "qact-ws-q:power": ("qact", "watershed", "quantile:power"),
+    "qact-ws-q:power4": ("qact", "watershed", "quantile:power4"),
+    "qact-ws-q:direct_fit": ("qact", "watershed", "quantile:direct_fit"),
+    "qact-ce-q:direct_fit": ("qact", "ce", "quantile:direct_fit"),
     "qact-ws-q:scaled_silverman": ("qact", "watershed", "quantile:scaled_silverman"),
 }
 

@@ -62,7 +62,7 @@ class QuantileHead(nn.Module):
         qact_kwargs = {**variant_qact, **qact_kwargs}
         qact_kwargs.setdefault("wrap_bn", False)  # the grounding at 0 is the decision boundary
         self.quantile = QAct(num_classes, **qact_kwargs)
-        if self._couple is _scaled_odds:
+        if self._couple in (_scaled_odds, _power):
             # one learned sharpness of the odds, scale0 * exp(_SCALE_RATE * log_scale), starting at scale0;
             # the rate lets Adam's ~lr-sized steps move it by a factor of e in ~100 steps
             self.log_scale = nn.Parameter(torch.zeros(()))
@@ -95,6 +95,22 @@ def _direct(head: QuantileHead, q: Tensor) -> Tensor:
     return torch.log(q) - torch.log(q.sum(1, keepdim=True))
 
 
+def _power(head: QuantileHead, q: Tensor) -> Tensor:
+    """The quantiles used directly, sharpened: p_k proportional to q_k^a, a = scale0 * exp(_SCALE_RATE * log_scale)
+    learned (a = 1 is "direct")."""
+    return torch.log_softmax(head.scale0 * (_SCALE_RATE * head.log_scale).exp() * torch.log(q), dim=1)
+
+
+def _direct_fit_loss(head: QuantileHead, output: Tensor, target: Tensor) -> Tensor:
+    """"direct_fit": the network is trained exactly as "direct" (weighted BCE on q / sum q), and only the
+    sharpness a of p ~ q^a is fitted, by NLL on the same batch with the quantiles held fixed. Since
+    output = a log q - logsumexp, softmax(output / a) = q / sum q and a (output / a) recovers the rest."""
+    a = head.scale0 * (_SCALE_RATE * head.log_scale).exp()
+    direct = torch.log_softmax(output / a.detach(), dim=1)
+    sharpened = torch.log_softmax(a * (output / a).detach(), dim=1)
+    return _weighted_bce(head, direct, target) + F.nll_loss(sharpened, target)
+
+
 def _weighted_bce(head: QuantileHead, output: Tensor, target: Tensor) -> Tensor:
     """One-vs-rest BCE on the probabilities, -(0.9 log p_y + 0.1 sum_{k != y} log(1 - p_k)), batch mean."""
     log_p = output.clamp_max(-_EPS)
@@ -120,6 +136,9 @@ VARIANTS = {
     "scaled_nll": (_scaled_odds, _nll, {}, 1.0),
     # starts at the sharpness the "scaled" runs end near (docs/calibration.md), so it needs not be learned first
     "scaled3": (_scaled_odds, _weighted_bce, {}, 3.0),
+    "power": (_power, _weighted_bce, {}, 1.0),
+    "power4": (_power, _weighted_bce, {}, 4.0),
+    "direct_fit": (_power, _direct_fit_loss, {}, 4.0),
     # the KDE bandwidth of the gradient follows the scores' spread instead of a fixed 0.5 (score units)
     "scaled_silverman": (_scaled_odds, _weighted_bce, {"bandwidth": "silverman"}, 1.0),
 }
