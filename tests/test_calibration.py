@@ -107,3 +107,23 @@ def test_training_records_the_default_variant(tmp_path):
 
     assert resolve_head("quantile") == f"quantile:{DEFAULT_VARIANT}"
     assert resolve_head("linear") == "linear" and resolve_head("quantile:direct") == "quantile:direct"
+
+
+def test_direct_fit_trains_the_network_as_direct_and_fits_only_the_sharpness():
+    feats, target = torch.randn(64, 12), torch.randint(0, 10, (64,))
+    direct, fit = QuantileHead(12, 10, variant="direct"), QuantileHead(12, 10, variant="direct_fit")
+    fit.fc.load_state_dict(direct.fc.state_dict())
+    with torch.no_grad():
+        fit.log_scale.fill_(0.07)
+    grads = []
+    for head in (direct, fit):
+        torch.manual_seed(0)
+        head.loss(head(feats), target).backward()
+        grads.append(head.fc.weight.grad.clone())
+    assert torch.allclose(grads[0], grads[1], atol=1e-5)  # the sharpness never reaches the network
+    assert fit.log_scale.grad is not None and fit.log_scale.grad.abs() > 0
+    torch.manual_seed(0)
+    q = direct.quantiles(feats)
+    torch.manual_seed(0)
+    a = 4.0 * torch.exp(torch.tensor(0.7))
+    assert torch.allclose(fit(feats), torch.log_softmax(a * torch.log(q), 1), atol=1e-5)  # p ~ q^a
