@@ -98,15 +98,21 @@ def main() -> None:
         print(f"{name}: val {doc['study']['val_acc']:.4f} clean {table[name][1][0]['acc']:.4f} "
               f"ece {table[name][1][0]['ece']:.4f} ({doc['study']['train_s']} s + {doc['study']['eval_s']} s)", flush=True)
     sevs = sorted(next(iter(table.values()))[1])
-    keys = ["acc", "ece", "ce"] + (["ece_T", "ce_T"] if args.calibrate else [])
-    print(f"\n{args.arch}, {args.epochs} epochs, batch {args.batch_size}; gen:digits limit {args.limit}, mean over 15 corruptions\n")
-    print("| run | val acc | clean acc (360) | clean ECE (360) | " + " | ".join(f"s{s} {k}" for s in sevs for k in keys) + " |")
-    print("|:--|--:|--:|--:|" + "--:|" * (len(sevs) * len(keys)))
+    print(f"\n{args.arch}, {args.epochs} epochs, batch {args.batch_size}; gen:digits, {args.limit} images per cell, "
+          "mean over the 15 corruptions; each cell: acc / top-label ECE / Kumar marginal CE\n")
+    print("| run | val acc | clean acc (all 360) | clean ECE (all 360) | " + " | ".join(f"severity {s}" for s in sevs) + " |")
+    print("|:--|--:|--:|--:|" + "--:|" * len(sevs))
     for name, (study, sev) in table.items():
-        cells = " | ".join(f"{sev[s][k]:.3f}" for s in sevs for k in keys)
         full = study["clean_full"]
+        cells = " | ".join(f"{sev[s]['acc']:.3f} / {sev[s]['ece']:.3f} / {sev[s]['ce']:.3f}" for s in sevs)
         print(f"| {name} | {study['val_acc']:.3f} | {full['acc']:.3f} | {full['ece']:.3f} | {cells} |")
-
+    if args.calibrate:
+        print("\nAfter temperature scaling (T fitted on the validation split); each cell: ECE / Kumar marginal CE at T\n")
+        print("| run | T | " + " | ".join(f"severity {s}" for s in sevs) + " |")
+        print("|:--|--:|" + "--:|" * len(sevs))
+        for name, (study, sev) in table.items():
+            cells = " | ".join(f"{sev[s]['ece_T']:.3f} / {sev[s]['ce_T']:.3f}" for s in sevs)
+            print(f"| {name} | {study['calibration']['temperature']:.3f} | {cells} |")
 
 if __name__ == "__main__":
     main()
