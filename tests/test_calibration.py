@@ -127,3 +127,8 @@ def test_direct_fit_trains_the_network_as_direct_and_fits_only_the_sharpness():
     torch.manual_seed(0)
     a = 4.0 * torch.exp(torch.tensor(0.7))
     assert torch.allclose(fit(feats), torch.log_softmax(a * torch.log(q), 1), atol=1e-5)  # p ~ q^a
+
+
+def test_cli_rejects_an_unknown_calibration(cli, tmp_path):
+    code, _, err = cli("train", "--dataset", "digits", "--arch", "lenet", "--out", tmp_path / "x.pt", "--calibrate", "platt")
+    assert code == 2 and "--calibrate" in err
