@@ -73,6 +73,8 @@ def validate_config(cfg: TrainConfig) -> None:
         raise UsageError("--epochs and --batch-size must be ≥ 1 and --lr > 0")
     if cfg.calibrate not in (None, "none", "temperature"):
         raise UsageError(f"unknown --calibrate {cfg.calibrate!r}; choose temperature (or leave it out)")
+    if cfg.calibrate == "temperature" and cfg.arch.startswith("dinov2"):
+        raise UsageError("--calibrate is not available for frozen-backbone probes (dinov2_*) yet; leave it out")
     if cfg.act == "qact" and cfg.batch_size < 2:
         raise UsageError("--act qact needs --batch-size ≥ 2: the batch is the activation's context")
 
