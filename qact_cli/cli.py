@@ -133,7 +133,8 @@ def train(
     out: Annotated[str, typer.Option("--out", help="Checkpoint to write (the best on validation).")] = "",
     act: Annotated[str, typer.Option("--act", help="relu|qact|prelu|selu.")] = "relu",
     loss: Annotated[str, typer.Option("--loss", help="ce|watershed (watershed adds the paper's loss on the embedding).")] = "ce",
-    head: Annotated[str, typer.Option("--head", help="linear|quantile (the paper's quantile classifier).")] = "linear",
+    head: Annotated[str, typer.Option("--head", help="linear|quantile (the paper's quantile classifier)|quantile:VARIANT (docs/calibration.md).")] = "linear",
+    calibrate: Annotated[Optional[str], typer.Option("--calibrate", help="temperature: fit one temperature on the validation split after training (Guo et al. 2017); eval reports calibrated metrics beside the raw ones.")] = None,
     epochs: Annotated[int, typer.Option("--epochs")] = 30,
     batch_size: Annotated[int, typer.Option("--batch-size")] = 128,
     lr: Annotated[float, typer.Option("--lr")] = 1e-3,
@@ -168,7 +169,7 @@ def train(
     cfg = TrainConfig(dataset=dataset, arch=arch, out=out, data_root=data_root, download=download, act=act, loss=loss,
                       head=head, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, device=device, resume=resume,
                       augment=augment, placement=placement, early_stop=early_stop, workers=workers, weights=weights, probe_res=probe_res,
-                      qact=qact_opts, sync_context=sync_context)
+                      qact=qact_opts, sync_context=sync_context, calibrate=calibrate)
     distributed.setup(device)  # under torchrun: join the process group; rank 0 alone prints
     console = stderr_console()
     console.quiet = not distributed.is_main()

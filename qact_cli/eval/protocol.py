@@ -193,7 +193,7 @@ def _predict(model: nn.Module, inputs: Iterable[tuple[torch.Tensor, torch.Tensor
 
 
 def score_cell(model: nn.Module, cell: Cell, protocol: Protocol, prep: Preprocess, k: int, workers: int | None = None,
-               mapping: np.ndarray | None = None, name: str = "model") -> dict:
+               mapping: np.ndarray | None = None, name: str = "model", temperature: float | None = None) -> dict:
     source = limited(cell.source, protocol.limit)
     if len(source) == 0:
         raise InputError(f"{cell.source.name or cell.corruption}: cell {cell.corruption} severity {cell.severity} of "
@@ -218,7 +218,7 @@ def score_cell(model: nn.Module, cell: Cell, protocol: Protocol, prep: Preproces
         probs, labels = predict()
     if mapping is not None:  # the model's output index of each dataset class (classes matched by name)
         labels = torch.from_numpy(mapping)[labels.long()]
-    return {"corruption": cell.corruption, "severity": cell.severity, **cell_metrics(probs, labels)}
+    return {"corruption": cell.corruption, "severity": cell.severity, **cell_metrics(probs, labels, temperature)}
 
 
 def evaluate(model: nn.Module, meta: dict, dataset: Dataset, protocol: Protocol, device: torch.device,
@@ -242,7 +242,8 @@ def evaluate(model: nn.Module, meta: dict, dataset: Dataset, protocol: Protocol,
     prep = Preprocess(info["mean"], info["std"], _expected_size(info), info.get("resize"), device, name)
     results = []
     for cell in cells:
-        row = score_cell(model, cell, protocol, prep, int(info["num_classes"]), workers, mapping, name)
+        row = score_cell(model, cell, protocol, prep, int(info["num_classes"]), workers, mapping, name,
+                         temperature=info.get("temperature"))  # post-hoc calibration (train --calibrate)
         results.append(row)
         if on_cell:
             on_cell(row)

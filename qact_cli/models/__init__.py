@@ -41,7 +41,7 @@ def build_model(arch: str, act: str = "relu", num_classes: int = 10, head: str =
         raise ValueError(f"arch {arch!r} is a probe on a frozen backbone: it is built from its checkpoint "
                          "(qact_cli.checkpoint.load_model), or fitted with `qact train`")
     get_activation(act)
-    if head not in HEADS:
+    if head.split(":", 1)[0] not in HEADS:  # quantile:VARIANT (nn/heads.py)
         raise ValueError(unknown("head", head, HEADS))
     return family.build(num_classes=num_classes, act=act, head=head, **arch_kwargs)
 

@@ -16,9 +16,11 @@ def make_head(kind: str, in_features: int, num_classes: int) -> nn.Module:
 
     if kind == "linear":
         return LinearHead(in_features, num_classes)
-    if kind == "quantile":
+    if kind == "quantile":  # checkpoints before head variants: the first reading
         return QuantileHead(in_features, num_classes)
-    raise ValueError(f"unknown head {kind!r}; choose linear or quantile")
+    if kind.startswith("quantile:"):  # "quantile:<variant>", see nn/heads.py VARIANTS
+        return QuantileHead(in_features, num_classes, variant=kind.split(":", 1)[1])
+    raise ValueError(f"unknown head {kind!r}; choose linear, quantile or quantile:<variant>")
 
 
 class Classifier(nn.Module):

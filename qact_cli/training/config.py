@@ -36,6 +36,7 @@ class TrainConfig:
     probe_res: int = 224  # frozen backbones only: input resolution (multiple of 14)
     sync_context: bool = True  # under torchrun: QAct context and BatchNorm statistics over the global batch
     qact: dict = field(default_factory=dict)  # extra QAct options (context_size, n_quantiles, ...)
+    calibrate: str | None = None  # "temperature": fit T on the validation split after training (calibration.py)
 
 
 def validate_config(cfg: TrainConfig) -> None:
@@ -47,9 +48,13 @@ def validate_config(cfg: TrainConfig) -> None:
     if cfg.act == "qact" and cfg.batch_size < 2:
         raise UsageError("--act qact needs --batch-size ≥ 2: the batch is the activation's context")
     family = get_model_family(cfg.arch, "--arch")
+    if cfg.calibrate not in (None, "none", "temperature"):
+        raise UsageError(unknown("--calibrate", cfg.calibrate, ("temperature",)))
+    if cfg.calibrate == "temperature" and family.frozen_backbone:
+        raise UsageError("--calibrate is not available for frozen-backbone probes yet; leave it out")
     if not family.frozen_backbone:  # a probe checks its own --act and --head (models/probe.py)
         ACTIVATIONS.get(cfg.act, "--act")
-        if cfg.head not in HEADS:
+        if cfg.head.split(":", 1)[0] not in HEADS:  # quantile:VARIANT (nn/heads.py)
             raise UsageError(unknown("--head", cfg.head, HEADS))
     size = (cfg.qact or {}).get("context_size")
     if size is not None and (isinstance(size, bool) or not isinstance(size, int) or size < 1):

@@ -33,6 +33,14 @@ from .state import check_resumable, read_state, save_state, state_path
 NOT_RECORDED = ("resume", "device", "out", "workers")
 
 
+def resolve_head(head: str) -> str:
+    """`--head quantile` trains the default variant and records it ("quantile:<variant>"), so that
+    checkpoints from before variants (head "quantile") keep loading as the first reading."""
+    from ..nn.heads import DEFAULT_VARIANT
+
+    return f"quantile:{DEFAULT_VARIANT}" if head == "quantile" else head
+
+
 def model_info(cfg: TrainConfig, ds: Dataset, input_size) -> dict:
     """The checkpoint's `model` section: what `rebuild_model` needs, and the input normalisation."""
     arch_kwargs: dict = {"input_size": list(input_size)}
@@ -41,7 +49,7 @@ def model_info(cfg: TrainConfig, ds: Dataset, input_size) -> dict:
     if cfg.act == "qact" and cfg.qact:
         arch_kwargs["qact_kwargs"] = dict(cfg.qact)
     return {
-        "arch": cfg.arch, "act": cfg.act, "head": cfg.head, "num_classes": ds.num_classes,
+        "arch": cfg.arch, "act": cfg.act, "head": resolve_head(cfg.head), "num_classes": ds.num_classes,
         "arch_kwargs": arch_kwargs, "input_size": list(input_size),
         "mean": [float(m) for m in ds.mean], "std": [float(s) for s in ds.std],
         "classes": list(ds.classes) if ds.classes else None, "backbone": None,
@@ -110,7 +118,7 @@ def setup(cfg: TrainConfig) -> Run:
 
     seed_everything(cfg.seed)
     try:
-        model = build_model(cfg.arch, act=cfg.act, num_classes=ds.num_classes, head=cfg.head, **info["arch_kwargs"])
+        model = build_model(cfg.arch, act=cfg.act, num_classes=ds.num_classes, head=info["head"], **info["arch_kwargs"])
     except ValueError as e:
         raise UsageError(str(e)) from None
     if cfg.batch_size < 2 and any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules()):
@@ -198,7 +206,7 @@ def save_run_state(run: Run, epoch: int) -> None:
         }, run.state_path)
 
 
-def finish(run: Run, stopped_early: bool, t0: float) -> dict:
+def finish(run: Run, stopped_early: bool, t0: float, val_loader=None, log: Callable[[str], None] = lambda s: None) -> dict:
     """Write the best weights to `<out>`, remove the state, and return the checkpoint's `train` section."""
     if run.best_state is None:
         raise InputError(f"{run.out}: nothing to write (no epoch ran); raise --epochs or drop --resume")
@@ -207,11 +215,32 @@ def finish(run: Run, stopped_early: bool, t0: float) -> dict:
     info = train_info(run, stopped_early)
     info["elapsed_s"] = round(time.time() - t0, 2)
     info["environment"] = environment(run.device)
+    calibrate(run, final, info, val_loader, log)
     if distributed.is_main():
         save_checkpoint(make_checkpoint(final, run.info, info), run.out)
         run.state_path.unlink(missing_ok=True)
     distributed.barrier()  # the checkpoint exists on return, on every rank
     return info
+
+
+def calibrate(run: Run, model: nn.Module, info: dict, val_loader, log: Callable[[str], None]) -> None:
+    """--calibrate temperature: T fitted on the validation split (Guo et al. 2017), stored as the
+    model's `temperature`; evaluation then reports calibrated metrics beside the raw ones."""
+    if run.cfg.calibrate in (None, "none"):
+        return
+    from ..calibration import fit_temperature, model_outputs
+
+    ds = run.ds
+    logits, labels = model_outputs(model.to(run.device), val_loader, run.device, ds.mean, ds.std)
+    model.cpu()
+    t = run.info["temperature"] = fit_temperature(logits, labels)
+
+    def nll(temp: float) -> float:
+        return torch.nn.functional.cross_entropy(logits.double() / temp, labels.long()).item()
+
+    info["calibration"] = {"method": "temperature", "split": "val", "temperature": t,
+                           "val_nll_before": nll(1.0), "val_nll_after": nll(t)}
+    log(f"temperature scaling: T = {t:.4f} (validation NLL {nll(1.0):.4f} -> {nll(t):.4f})")
 
 
 def train_info(run: Run, stopped_early: bool) -> dict:
@@ -255,4 +284,4 @@ def train(cfg: TrainConfig, on_epoch: Callable[[dict], None] | None = None,
             stopped_early = True
             log(run.stopper.message(epoch + 1))
             break
-    return finish(run, stopped_early, t0)
+    return finish(run, stopped_early, t0, val_loader, log)
