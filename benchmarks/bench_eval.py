@@ -150,7 +150,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--lenet-rows", type=int, default=10_240)
     ap.add_argument("--resnet-rows", type=int, default=640)
-    ap.add_argument("--tv-rows", type=int, default=2560, help="images for the torchvision:resnet18 row")
+    ap.add_argument("--tv-rows", type=int, default=10_240, help="images for the torchvision:resnet18 row")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "bench_eval.json"))
     ap.add_argument("--one", help=argparse.SUPPRESS)  # internal: one model's throughput in this process
@@ -163,7 +163,7 @@ def main() -> None:
         return
     speed = [throughput_in_subprocess("lenet", args.lenet_rows, args.repeats),
              throughput_in_subprocess("resnet18", args.resnet_rows, max(1, args.repeats - 1)),
-             throughput_in_subprocess("torchvision:resnet18", args.tv_rows, args.repeats)]
+             throughput_in_subprocess("torchvision:resnet18", args.tv_rows, max(1, args.repeats - 1))]
     with tempfile.TemporaryDirectory() as t:
         memory = bench_memory(Path(t))
     print(f"{'model':<22}{'images':>7}{'bare img/s':>11}{'eval img/s':>11}{'data img/s':>11}"

@@ -39,7 +39,7 @@ def main() -> None:
     os.environ["QACT_CACHE"] = str(tmp / "cache")
 
     from qact_cli.eval.run import run_eval
-    from qact_cli.train import TrainConfig, train
+    from qact_cli.training import TrainConfig, train
 
     common = {"arch": args.arch, "res": args.res, "head": args.head, "threads": args.threads, "device": args.device}
     ckpt = tmp / "probe.pt"

@@ -42,12 +42,6 @@ def evaluate(model, dataset: str, corruptions: str | list = "common", severities
 def load_model(model, device: str = "cpu", download: bool = False, **card):
     """MODEL (a checkpoint, a spec, a card path or dict, an nn.Module) -> (model in eval mode, meta);
     `card` holds a model card's keys (weights, num_classes, input_size, mean, std, class_names, ...)."""
-    from .models import external
+    from .models.external import load_model as resolve
 
-    own = getattr(external, "load_model", None)
-    if own is not None:
-        return own(model, device=device, download=download, **card)
-    from .eval.run import EvalJob, load
-
-    (job,), backbone = plan([model], **card)
-    return load(EvalJob(job.model, model_options=job.model_options), device, download, backbone)
+    return resolve(model, device=device, download=download, **card)

@@ -1,7 +1,8 @@
-"""Checkpoints (interface §5): a dict of primitives and tensors, loadable with weights_only=True.
+"""Checkpoints (docs/reference.md, "Checkpoints"): a dict of primitives and tensors, loadable with weights_only=True.
 
-`load_model(path)` rebuilds the model from the checkpoint alone. Loading never unpickles arbitrary
-objects: a checkpoint carrying a pickled payload is refused, not executed.
+This module only serialises. `load_model(path)` reads a checkpoint and rebuilds its model through
+the model family registry (`models.rebuild_model`). Loading never unpickles arbitrary objects: a
+checkpoint carrying a pickled payload is refused, not executed.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from torch import nn
 
 from . import __version__
 from .errors import InputError
+from .models import rebuild_model
 from .utils import atomic_path
 
 FORMAT = "qact-checkpoint"
@@ -55,9 +57,9 @@ def save_checkpoint(ckpt: dict, path: str | Path) -> None:
         torch.save(ckpt, tmp)
 
 
-def read_checkpoint(path: str | Path) -> dict:
-    """torch.load(weights_only=True) with every failure turned into one clear InputError."""
-    path = Path(path)
+def load_file(path: Path) -> object:
+    """torch.load(weights_only=True) of a file qact wrote (a checkpoint or a training state), with every
+    failure (missing, a JSON file, pickled objects, truncation) turned into one clear InputError."""
     if not path.is_file():
         raise InputError(f"checkpoint not found: {path}; check the path, or train one with `qact train ... --out {path}`")
     _refuse_json(path)
@@ -70,6 +72,13 @@ def read_checkpoint(path: str | Path) -> dict:
     except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError, KeyError, AttributeError) as e:
         raise InputError(f"cannot read checkpoint {path}: the file is truncated or not a torch checkpoint "
                          f"({type(e).__name__}); re-create it with `qact train`") from None
+    return ckpt
+
+
+def read_checkpoint(path: str | Path) -> dict:
+    """torch.load(weights_only=True) with every failure turned into one clear InputError."""
+    path = Path(path)
+    ckpt = load_file(path)
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT or "model" not in ckpt:
         raise InputError(f"{path} is not a qact checkpoint (no '{FORMAT}' header); train one with `qact train`")
     info, state = ckpt.get("model"), ckpt.get("state_dict")
@@ -79,15 +88,20 @@ def read_checkpoint(path: str | Path) -> dict:
                          "re-create the checkpoint with `qact train`")
     if not isinstance(ckpt.get("format_version", 0), int) or isinstance(ckpt.get("format_version"), bool):
         raise InputError(f"{path}: format_version {ckpt.get('format_version')!r} is not an integer; the checkpoint is damaged")
-    bad = next((k for k, v in state.items() if isinstance(v, torch.Tensor) and v.is_floating_point()
-                and not bool(torch.isfinite(v).all())), None)
-    if bad is not None:  # NaN/inf weights give NaN probabilities: a wrong number or a crash later, refuse here
-        raise InputError(f"{path}: weight {bad} holds NaN or infinite values (a diverged training?); "
-                         "use an earlier checkpoint or train again")
+    check_finite(path, state)
     if int(ckpt.get("format_version", 0)) > FORMAT_VERSION:
         raise InputError(f"{path} has checkpoint format {ckpt['format_version']}, newer than this qact "
                          f"({__version__}) reads; upgrade qact")
     return ckpt
+
+
+def check_finite(path: Path, state_dict: dict) -> None:
+    """Refuse NaN/inf weights: they give NaN probabilities, a wrong number or a crash later."""
+    bad = next((k for k, v in state_dict.items() if isinstance(v, torch.Tensor) and v.is_floating_point()
+                and not bool(torch.isfinite(v).all())), None)
+    if bad is not None:
+        raise InputError(f"{path}: weight {bad} holds NaN or infinite values (a diverged training?); "
+                         "use an earlier checkpoint or train again")
 
 
 def _refuse_json(path: Path) -> None:
@@ -108,25 +122,12 @@ def _refuse_json(path: Path) -> None:
     raise InputError(f"{path} is a JSON file, not a torch checkpoint; pass a checkpoint written by `qact train`")
 
 
-def build_from_info(info: dict, weights=None, download: bool = False, **overrides) -> nn.Module:
-    """Rebuild the architecture described by a checkpoint's `model` section (no weights). `weights` and
-    `download` locate a DINOv2 probe's frozen backbone; other models have none and ignore them."""
-    if info.get("backbone"):
-        from .models.probe import build_probe
-
-        return build_probe(info, weights=weights, download=download, **overrides)
-    from .models import build_model
-
-    return build_model(info["arch"], act=info["act"], num_classes=info["num_classes"], head=info.get("head", "linear"),
-                       **info.get("arch_kwargs", {}))
-
-
 def load_model(path: str | Path, device: str | torch.device = "cpu", **overrides) -> tuple[nn.Module, dict]:
     """Rebuild the model from the checkpoint alone. Returns (model in eval mode, meta without state_dict)."""
     ckpt = read_checkpoint(path)
     info = ckpt["model"]
     try:
-        model = build_from_info(info, **overrides)
+        model = rebuild_model(info, **overrides)
     except (ValueError, TypeError, KeyError) as e:
         raise InputError(f"{path}: cannot rebuild its model ({e}); the checkpoint is damaged or from another qact") from None
     try:

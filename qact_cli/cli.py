@@ -134,7 +134,8 @@ def train(
     out: Annotated[str, typer.Option("--out", help="Checkpoint to write (the best on validation).")] = "",
     act: Annotated[str, typer.Option("--act", help="relu|qact|prelu|selu.")] = "relu",
     loss: Annotated[str, typer.Option("--loss", help="ce|watershed (watershed adds the paper's loss on the embedding).")] = "ce",
-    head: Annotated[str, typer.Option("--head", help="linear|quantile (the paper's quantile classifier).")] = "linear",
+    head: Annotated[str, typer.Option("--head", help="linear|quantile (the paper's quantile classifier)|quantile:VARIANT (docs/calibration.md).")] = "linear",
+    calibrate: Annotated[Optional[str], typer.Option("--calibrate", help="temperature: fit one temperature on the validation split after training (Guo et al. 2017); eval reports calibrated metrics beside the raw ones.")] = None,
     epochs: Annotated[int, typer.Option("--epochs")] = 30,
     batch_size: Annotated[int, typer.Option("--batch-size")] = 128,
     lr: Annotated[float, typer.Option("--lr")] = 1e-3,
@@ -156,12 +157,13 @@ def train(
     """Train a model with the paper's protocol and write its best checkpoint."""
     from . import distributed
     from .errors import UsageError
-    from .train import TrainConfig, train as run_train
+    from .training import TrainConfig, train as run_train
     from .ui import progress, stderr_console
 
     for flag, value in (("--dataset", dataset), ("--arch (or --backbone)", arch or backbone), ("--out", out)):
         if not value:
             raise UsageError(f"missing {flag}; see `qact train --help`")
+    arch = arch or "probe"  # --backbone alone: a probe on it
     qact_opts = {"context_size": context_size} if context_size is not None else {}
     from .utils import check_output_file
 
@@ -169,13 +171,11 @@ def train(
     cfg = TrainConfig(dataset=dataset, arch=arch, out=out, data_root=data_root, download=download, act=act, loss=loss,
                       head=head, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, device=device, resume=resume,
                       augment=augment, placement=placement, early_stop=early_stop, workers=workers, weights=weights, probe_res=probe_res,
-                      backbone=backbone,
-                      qact=qact_opts, sync_context=sync_context)
+                      backbone=backbone, qact=qact_opts, sync_context=sync_context, calibrate=calibrate)
     distributed.setup(device)  # under torchrun: join the process group; rank 0 alone prints
     console = stderr_console()
     console.quiet = not distributed.is_main()
     with progress(console, "loss") as bar, distributed.guard("training"):
-        arch = arch or f"probe on {backbone}"
         task = bar.add_task(f"{arch}/{act} epoch 1", total=None, loss="")
 
         def on_step(step, steps, value):
@@ -195,7 +195,7 @@ def train(
 @app.command("eval", short_help="Accuracy and calibration on clean and corrupted data.")
 @cli_errors
 def eval_cmd(
-    models: Annotated[Optional[list[str]], typer.Argument(metavar="MODEL...", help="qact checkpoints, specs (torchvision:resnet18, timm:NAME, pkg.module:callable), model cards (.yaml).", show_default=False)] = None,
+    models: Annotated[Optional[list[str]], typer.Argument(metavar="MODEL", help="qact checkpoints, specs (torchvision:resnet18, timm:NAME, pkg.module:callable), model cards (.yaml).", show_default=False)] = None,
     dataset: EvalDatasetOpt = None,
     corruptions: CorruptionsOpt = "common",
     severities: SeveritiesOpt = None,
@@ -336,7 +336,7 @@ _register_compare_keys()
 @cli_errors
 def compare(
     ctx: typer.Context,
-    items: Annotated[Optional[list[str]], typer.Argument(metavar="ITEM...", help="Result JSONs or models (checkpoints, specs, cards: evaluated first).", show_default=False)] = None,
+    items: Annotated[Optional[list[str]], typer.Argument(metavar="ITEM", help="Result JSONs or models (checkpoints, specs, cards: evaluated first).", show_default=False)] = None,
     dataset: EvalDatasetOpt = None,
     corruptions: CorruptionsOpt = "common",
     severities: SeveritiesOpt = None,

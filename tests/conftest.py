@@ -12,7 +12,7 @@ os.environ.setdefault("QACT_DATA", os.path.join(os.path.dirname(__file__), ".no-
 @pytest.fixture(scope="session")
 def digits_ckpt(tmp_path_factory):
     """A LeNet/ReLU checkpoint trained on digits for 2 epochs, shared by the eval tests."""
-    from qact_cli.train import TrainConfig, train
+    from qact_cli.training import TrainConfig, train
 
     path = tmp_path_factory.mktemp("ckpt") / "lenet_relu.pt"
     train(TrainConfig(dataset="digits", arch="lenet", out=str(path), epochs=2, batch_size=32, device="cpu"))

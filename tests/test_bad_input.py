@@ -119,6 +119,9 @@ def work(tmp_path_factory):
             (w / d / str(c)).mkdir(parents=True)
             for i in range(2):
                 Image.fromarray(rng.integers(0, 255, (32, 32, 3), dtype=np.uint8)).save(w / d / str(c) / f"{i}.jpg")
+    for c in ("5", "7", "9"):  # a subset of the digits classes, for a model that does not know its class names
+        (w / "F579" / c).mkdir(parents=True)
+        Image.fromarray(rng.integers(0, 255, (32, 32, 3), dtype=np.uint8)).save(w / "F579" / c / "0.png")
     data = (w / "F/3/1.jpg").read_bytes()
     (w / "F/3/1.jpg").write_bytes(data[: len(data) // 2])
     Image.fromarray(rng.integers(0, 255, (40, 40, 3), dtype=np.uint8)).save(w / "FM/5/0.jpg")
@@ -135,7 +138,7 @@ def work(tmp_path_factory):
     from qact_cli.train import TrainConfig, train
 
     random_checkpoint(w / "m2.pt", 10, 32, seed=1)
-    train(TrainConfig(dataset="digits", arch="", backbone=str(ckpt), out=str(w / "probe.pt"), device="cpu"))
+    train(TrainConfig(dataset="digits", arch="probe", backbone=str(ckpt), out=str(w / "probe.pt"), device="cpu"))
     from safetensors.torch import save_file
     from ext_model_builders import build
 
@@ -308,6 +311,7 @@ ROWS = [
         3, "cannot read image", subprocess=True),
     Row("eval-mixed-sizes-workers", ["eval", "m.pt", "--dataset", "folder:FM", "--workers", "2", "--batch-size", "4"],
         3, "different sizes", subprocess=True),
+    Row("eval-folder-subset-unnamed-model", ["eval", "m.pt", "--dataset", "folder:F579"], 3, "10-class model"),
     Row("eval-truncated-jpeg", ["eval", "m.pt", "--dataset", "folder:F", "--workers", "0"], 3, "cannot read image"),
     Row("eval-nan-weights", ["eval", "nan.pt", "--dataset", "digits"], 3, "NaN"),
     Row("eval-model-none", ["eval", "model_none.pt", "--dataset", "digits"], 3, "'model' section"),
@@ -374,7 +378,7 @@ ROWS = [
                                        "--out", "D"], 2, "nope"),
     Row("train-missing-out", ["train", "--dataset", "digits", "--arch", "lenet"], 2, "missing --out"),
     Row("compare-missing-item", ["compare", "nope.json"], 3, "nope.json"),
-    Row("eval-internal-subprocess", ["eval", "m.pt", "--dataset", "digits", "--limit", "10", "--json", "/dev/full"], 3,
+    Row("eval-json-dev-full-subprocess", ["eval", "m.pt", "--dataset", "digits", "--limit", "10", "--json", "/dev/full"], 3,
         "No space left", subprocess=True, post=_dev_full_intact),
 ]
 
@@ -442,6 +446,7 @@ def test_bad_input(row: Row, work, cli_in, capsys):
     assert code == row.code, f"exit {code}, expected {row.code}; stderr: {err}"
     errors = [line for line in err.splitlines() if line.startswith(("qact: ", "Error: "))
               and not line.startswith("qact: warning")]
+    print(f"{row.id}: exit {code}: {errors[0] if errors else '-'}")  # the table of outcomes, with pytest -rP
     if row.code != 0:
         assert len(errors) == 1, f"expected one error line, got: {err}"
         assert row.fragment in errors[0], f"{row.fragment!r} not in {errors[0]!r}"

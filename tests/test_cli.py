@@ -51,7 +51,7 @@ def test_eval_several_checkpoints_writes_multi(cli, digits_ckpt):
 
 
 def test_resume_continues_from_last_epoch(tmp_path):
-    from qact_cli.train import TrainConfig, train
+    from qact_cli.training import TrainConfig, train
 
     out = tmp_path / "r.pt"
     calls = []
@@ -72,7 +72,7 @@ def test_resume_continues_from_last_epoch(tmp_path):
 
 
 def test_training_is_seeded(tmp_path):
-    from qact_cli.train import TrainConfig, train
+    from qact_cli.training import TrainConfig, train
 
     a = train(TrainConfig(dataset="digits", arch="lenet", out=str(tmp_path / "a.pt"), epochs=1, batch_size=64, device="cpu"))
     b = train(TrainConfig(dataset="digits", arch="lenet", out=str(tmp_path / "b.pt"), epochs=1, batch_size=64, device="cpu"))

@@ -118,7 +118,7 @@ def _write_npy_dataset(root) -> str:
 
 
 def _train_cfg(dataset, out, epochs, **kw):
-    from qact_cli.train import TrainConfig
+    from qact_cli.training import TrainConfig
 
     return TrainConfig(dataset=dataset, arch="lenet", act="qact", out=str(out), epochs=epochs, batch_size=16,
                        device="cpu", qact={"context_size": 256}, **kw)
@@ -199,14 +199,14 @@ def _check_sharding_and_errors(r):
     assert D.from_main(lambda: {"rank": D.rank()}) == {"rank": 0}
 
 
-def _worker(r, port, tmp, dataset, reference):
+def _worker(r, port, tmp, dataset, reference, r18_reference):
     os.environ.update(RANK=str(r), LOCAL_RANK=str(r), WORLD_SIZE=str(WORLD), LOCAL_WORLD_SIZE=str(WORLD),
                       MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), QACT_DIST_TIMEOUT="60")
     torch.set_num_threads(1)
     from pathlib import Path
 
     from qact_cli.eval.run import run_eval
-    from qact_cli.train import train
+    from qact_cli.training import train
 
     tmp = Path(tmp)
     assert D.setup("cpu") == torch.device("cpu") and D.active() and D.rank() == r
@@ -231,8 +231,9 @@ def _worker(r, port, tmp, dataset, reference):
     doc = json.loads((tmp / "dist.json").read_text())
     assert json.dumps(doc["cells"]) == json.dumps(reference["cells"])
     assert doc["environment"]["distributed"] == {"world_size": 2, "backend": "gloo"}
-    # compare with a checkpoint item runs the same sharded evaluation; rank 0 alone prints and writes
-    args = ["compare", str(tmp / "a.pt"), str(tmp / "dist.json"), "--dataset", f"gen:{dataset}", "--json",
+    # compare with a checkpoint and a spec item runs the same sharded evaluation; rank 0 alone prints and writes
+    args = ["compare", str(tmp / "a.pt"), str(tmp / "dist.json"), "torchvision:resnet18", "--weights",
+            str(tmp / "r18.safetensors"), "--num-classes", "3", "--dataset", f"gen:{dataset}", "--json",
             str(tmp / "cmp.json")] + [f"--{k.replace('_', '-')}={v}" for k, v in EVAL.items()]
     out = CliRunner().invoke(app, args)
     assert out.exit_code == 0, out.output
@@ -240,6 +241,7 @@ def _worker(r, port, tmp, dataset, reference):
     D.barrier()
     cmp = json.loads((tmp / "cmp.json").read_text())["results"]
     assert json.dumps(cmp[0]["cells"]) == json.dumps(reference["cells"]) == json.dumps(cmp[1]["cells"])
+    assert json.dumps(cmp[2]["cells"]) == json.dumps(r18_reference["cells"])
 
     # --resume of a single-process run's state under two processes
     info = train(_train_cfg(dataset, tmp / "a.pt", 2, resume=True))
@@ -265,7 +267,7 @@ def _worker(r, port, tmp, dataset, reference):
 
 def test_two_processes(tmp_path):
     from qact_cli.eval.run import run_eval
-    from qact_cli.train import train
+    from qact_cli.training import train
 
     torch.set_num_threads(1)
     dataset = _write_npy_dataset(tmp_path)
@@ -273,8 +275,18 @@ def test_two_processes(tmp_path):
     with pytest.raises(KeyboardInterrupt):
         train(_train_cfg(dataset, tmp_path / "a.pt", 2), on_epoch=_stop_after_first_epoch)
     (reference,) = run_eval([str(tmp_path / "a.pt")], dataset=f"gen:{dataset}", **EVAL)
+    # a model from elsewhere: a torchvision spec with seeded weights in a .safetensors file
+    import torchvision
+    from safetensors.torch import save_file
 
-    mp.spawn(_worker, args=(_free_port(), str(tmp_path), dataset, reference), nprocs=WORLD, join=True)
+    import qact_cli
+
+    torch.manual_seed(0)
+    save_file(torchvision.models.resnet18(num_classes=3).state_dict(), str(tmp_path / "r18.safetensors"))
+    r18_reference = qact_cli.evaluate("torchvision:resnet18", dataset=f"gen:{dataset}",
+                                      weights=str(tmp_path / "r18.safetensors"), num_classes=3, **EVAL)
+
+    mp.spawn(_worker, args=(_free_port(), str(tmp_path), dataset, reference, r18_reference), nprocs=WORLD, join=True)
 
     # the checkpoint of the distributed run loads in one process, in the same format
     model, meta = load_model(tmp_path / "a.pt")

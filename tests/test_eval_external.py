@@ -19,15 +19,6 @@ FLAGS = ["--dataset", "gen:digits", "--corruptions", "gaussian_noise,contrast", 
          "--batch-size", "8", "--device", "cpu"]
 MEAN, STD = [0.5, 0.4, 0.3], [0.2, 0.25, 0.3]
 
-try:  # the spec and card paths need the model resolver of qact_cli.models.external
-    from qact_cli.models.external import load_model as _resolver  # noqa: F401
-
-    SPECS = True
-except ImportError:
-    SPECS = False
-needs_specs = pytest.mark.skipif(not SPECS, reason="model specs (torchvision:NAME, cards) not in this build")
-
-
 def resnet18(seed=0):
     torch.manual_seed(seed)
     return torchvision.models.resnet18(num_classes=10).eval()
@@ -119,7 +110,6 @@ def test_cli_json_equals_evaluate_for_a_checkpoint(cli, digits_ckpt, tmp_path):
     assert json.loads(json.dumps(doc)) == cli_doc
 
 
-@needs_specs
 def test_spec_card_and_module_give_identical_cells(cli, weights, tmp_path):
     by_spec = qact_cli.evaluate("torchvision:resnet18", weights=str(weights), num_classes=10, mean=MEAN, std=STD, **DATA)
     card = tmp_path / "r18.yaml"
@@ -144,7 +134,6 @@ def test_spec_card_and_module_give_identical_cells(cli, weights, tmp_path):
     assert json.loads(json.dumps(by_spec)) == cli_doc
 
 
-@needs_specs
 def test_readme_command_on_digits(cli, weights):
     code, out, err = cli("eval", "torchvision:resnet18", "--weights", weights, "--num-classes", "10",
                          "--dataset", "gen:digits", "--corruptions", "fog", "--severities", "0,1", "--limit", "16",
@@ -153,7 +142,6 @@ def test_readme_command_on_digits(cli, weights):
     assert json.loads(out)["model"]["spec"] == "torchvision:resnet18"
 
 
-@needs_specs
 def test_compare_mixed_items_and_an_experiment_entry(cli, digits_ckpt, weights, tmp_path):
     res = tmp_path / "lenet.json"
     assert cli("eval", digits_ckpt, *FLAGS, "--json", res)[0] == 0

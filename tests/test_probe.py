@@ -20,7 +20,7 @@ from qact_cli.models import dinov2, probe
 from qact_cli.training import probe as fitting
 from qact_cli.models.dinov2 import load_backbone, sha256_file
 from qact_cli.models.vit import DinoVisionTransformer
-from qact_cli.train import TrainConfig, split_train_val, train
+from qact_cli.training import TrainConfig, split_train_val, train
 
 TINY = "dinov2_tiny"
 COARSE, REFINE, MAX_ITER = fitting.C_COARSE, fitting.C_REFINE, fitting.LOGREG_MAX_ITER

@@ -58,7 +58,7 @@ def lenet_checkpoint(path, act="relu", seed=0, batch_size=16):
 
 
 def fit(dataset, backbone, out, head="linear", **kw):
-    cfg = TrainConfig(dataset=dataset, arch="", backbone=str(backbone), out=str(out), head=head, device="cpu",
+    cfg = TrainConfig(dataset=dataset, arch="probe", backbone=str(backbone), out=str(out), head=head, device="cpu",
                       epochs=2, batch_size=32, **kw)
     return train(cfg)
 
@@ -89,7 +89,7 @@ def test_probe_on_a_relu_checkpoint_holds_the_head_and_the_backbone_identity(sma
     rec = ckpt["model"]["backbone"]
     assert rec["impl"] == "qact-checkpoint" and rec["sha256"] == sha256_file(bb) and rec["path"] == str(bb.resolve())
     assert rec["embed_dim"] == 16 and not rec["batch_dependent"] and info["probe"]["feature_order"] == "file order"
-    assert ckpt["model"]["mean"] == DIGITS_MEAN and ckpt["model"]["arch"] == "lenet"
+    assert ckpt["model"]["mean"] == DIGITS_MEAN and ckpt["model"]["arch"] == "probe" and rec["arch"] == "lenet"
 
     model, meta = load_model(out)
     assert list(model.state_dict()) == ["head.fc.weight", "head.fc.bias"]

@@ -4,6 +4,7 @@ run it with progress on stderr, print the table, write the JSON / Markdown / plo
 from __future__ import annotations
 
 import time
+from dataclasses import fields
 from pathlib import Path
 
 import typer
@@ -14,8 +15,8 @@ from .keys import EXPERIMENT_KEYS
 
 # parameter sources (click's ParameterSource names) that mean "the user gave this value"
 EXPLICIT = ("COMMANDLINE", "ENVIRONMENT", "PROMPT")
-EVAL_FIELDS = ("dataset", "data_root", "download", "corruptions", "severities", "batch_size", "context", "adapt", "limit",
-               "seed", "device", "workers")
+# compare's eval options: those of `qact eval` but its CI gates
+EVAL_FIELDS = tuple(f.name for f in fields(EvalOptions) if f.name not in ("tolerance", "fail_under"))
 
 
 def _cast(name: str, value, path: Path):
@@ -112,7 +113,7 @@ def run_compare(ctx: typer.Context, params: dict) -> None:
             bar.console.print(line, highlight=False, markup=False, soft_wrap=True)
 
         def train_with_progress(cfg, name):
-            from ..train import train
+            from ..training import train
 
             bar.reset(task, total=None, description=f"{name} epoch 1", info="", visible=True)
 

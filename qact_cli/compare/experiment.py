@@ -161,11 +161,11 @@ def train_dataset(spec: ModelSpec, eval_dataset: str | None) -> str:
 
 
 def train_config(spec: ModelSpec, opts: EvalOptions, ckpt: Path):
-    from ..train import TrainConfig
+    from ..training import TrainConfig
 
     t = dict(spec.train)
     if t.get("backbone"):
-        t.setdefault("arch", "")  # a probe: the backbone is the architecture
+        t.setdefault("arch", "probe")  # a probe on the backbone
     context_size = t.pop("context_size", None)
     t["dataset"] = train_dataset(spec, opts.dataset)
     t.setdefault("seed", opts.seed)
@@ -244,7 +244,7 @@ class Hooks:
     """Progress callbacks (the CLI draws bars and prints lines; tests pass nothing)."""
 
     log: Callable[[str], None] = lambda s: None
-    train: Callable[..., dict] | None = None  # (cfg, name) -> train info; default: qact_cli.train.train, silent
+    train: Callable[..., dict] | None = None  # (cfg, name) -> train info; default: qact_cli.training.train, silent
     on_start: Callable[[str, int], None] | None = None
     on_cell: Callable[[dict], None] | None = None
 
@@ -252,7 +252,7 @@ class Hooks:
 def _train(cfg, name: str, hooks: Hooks) -> dict:
     if hooks.train is not None:
         return hooks.train(cfg, name)
-    from ..train import train
+    from ..training import train
 
     return train(cfg)
 
@@ -284,7 +284,7 @@ def prepare_checkpoints(exp: Experiment, opts: EvalOptions, out_dir: Path, hooks
             path = out_dir / "checkpoints" / f"{spec.name}.pt"
             ckpts[spec.name] = str(path)
             plan.append((spec, path, train_config(spec, opts, path)))
-    from ..train import validate_config
+    from ..training import validate_config
     from ..training.probe import backbone_unchanged
 
     for spec, _, cfg in plan:  # a typo in the last model fails now, not after the others trained

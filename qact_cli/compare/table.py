@@ -333,7 +333,9 @@ def rich_table(cmp: Comparison, with_title: bool = True) -> Table:
             t.add_column(e.name, overflow="fold")
             continue
         for m in cmp.metrics:
-            t.add_column(f"{column_label(e)}\n{METRICS[m].label}", justify="right", no_wrap=True)
+            # the evaluation mode on a line of its own: the header is no wider than the name
+            head = [e.name + (f" {MIXED_MARK}" if e.mixed else ""), eval_mode(e).strip(), METRICS[m].label]
+            t.add_column("\n".join(h for h in head if h), justify="right", no_wrap=True)
     for row in cmp.rows:
         if row == MEAN_ROW:
             t.add_section()

@@ -52,10 +52,11 @@ def snow(x: torch.Tensor, c, rng: ImageStreams) -> torch.Tensor:
     # values where they are used; 16x fewer draws at zoom 4)
     ch, cw = _zoom_lerp(h, float(zoom))[0], _zoom_lerp(w, float(zoom))[0]
     layer = _zoom_crop(rng.normal((ch, cw), mean=loc, std=scale), h, w, zoom)
-    # the reference hands ImageMagick an 8-bit PNG (truncated) and reads an 8-bit PNG back (rounded)
+    # the reference hands ImageMagick an 8-bit PNG (truncated) and reads an 8-bit PNG back, also truncated
+    # (ImageMagick 6.9 via Wand; rounding here made snow 0.11-0.29 grey levels too bright)
     layer8 = layer.masked_fill_(layer < threshold, 0.0).clamp_(0.0, 1.0).mul_(255.0).floor_()
     angle = rng.scalar_uniform(-135.0, -45.0)[:, 0]
-    layer = motion_blur(layer8[:, None], int(radius), float(sigma), angle).add_(0.5).floor_().clamp_(0, 255).div_(255.0)
+    layer = motion_blur(layer8[:, None], int(radius), float(sigma), angle).floor_().clamp_(0, 255).div_(255.0)
     v = unit(x)
     bright = torch.maximum(v, gray(v).mul_(1.5).add_(0.5)).mul_(1 - blend)
     v.mul_(blend).add_(bright)  # blend * v + (1 - blend) * max(v, 1.5 gray + 0.5), in place

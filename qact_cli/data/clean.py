@@ -12,6 +12,7 @@ import torch
 from ..errors import InputError, UsageError
 from .arrays import load_cifar_batch, load_npy
 from .base import ArraySource, FolderSource, ImageSource, scan_folder
+from .registry import register_dataset
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -82,6 +83,7 @@ def _digits_arrays() -> dict[str, tuple[np.ndarray, np.ndarray]]:
     return {"train": (images[np.sort(tr)], digits.target[np.sort(tr)]), "test": (images[np.sort(te)], digits.target[np.sort(te)])}
 
 
+@register_dataset("digits")
 def digits(root: Path, download: bool = False) -> Dataset:
     arrays: dict = {}
 
@@ -103,6 +105,7 @@ def digits(root: Path, download: bool = False) -> Dataset:
 # npy:DIR — the MNIST-C file layout: {train,test}_{images,labels}.npy
 
 
+@register_dataset("npy", prefixed=True)
 def npy_dir(directory: str, root: Path, download: bool = False) -> Dataset:
     d = Path(directory).expanduser()
     if not d.is_dir():
@@ -156,11 +159,13 @@ def _cifar(name: str, folder: str, train_files: list[str], test_files: list[str]
     return Dataset(name, num_classes, mean, std, {"train": split(train_files), "test": split(test_files)}, profile_hint="cifar")
 
 
+@register_dataset("cifar10")
 def cifar10(root: Path, download: bool = False) -> Dataset:
     return _cifar("cifar10", "cifar-10-batches-py", [f"data_batch_{i}" for i in range(1, 6)], ["test_batch"], "labels",
                   10, CIFAR10_MEAN, CIFAR10_STD, root, download)
 
 
+@register_dataset("cifar100")
 def cifar100(root: Path, download: bool = False) -> Dataset:
     return _cifar("cifar100", "cifar-100-python", ["train"], ["test"], "fine_labels", 100, CIFAR100_MEAN, CIFAR100_STD,
                   root, download)
@@ -177,6 +182,7 @@ def tiny_wnids(base: Path) -> list[str]:
     return sorted(d.name for d in (base / "train").iterdir() if d.is_dir())
 
 
+@register_dataset("tinyimagenet")
 def tinyimagenet(root: Path, download: bool = False) -> Dataset:
     base = root / "tiny-imagenet-200"
     if not base.is_dir() and download:
@@ -208,6 +214,7 @@ def tinyimagenet(root: Path, download: bool = False) -> Dataset:
 # folder:DIR — an ImageFolder tree; DIR/train and DIR/test (or val) when present, else DIR is the test split
 
 
+@register_dataset("folder", prefixed=True)
 def image_folder(directory: str, root: Path, download: bool = False) -> Dataset:
     d = Path(directory).expanduser()
     if not d.is_dir():
@@ -229,5 +236,8 @@ def image_folder(directory: str, root: Path, download: bool = False) -> Dataset:
 
         return make
 
+    # exact: folder names are the only key to the classes. A model that knows its class names is matched by name;
+    # one that does not must have as many outputs as there are folders (a tree 5/ 7/ 9/ scored by index as 0, 1, 2
+    # against a 10-class model would be a silently wrong number)
     return Dataset(f"folder:{d}", len(classes), splits={s: split(p) for s, p in parts.items()}, classes=classes,
-                   exact_classes=False)
+                   exact_classes=True)

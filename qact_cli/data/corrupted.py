@@ -17,11 +17,11 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import InputError, UsageError
-from . import DATASETS, PREFIXED, get_dataset
 from .base import ArraySource, FolderSource, ImageSource, WrappedSource, scan_folder
 from .clean import (CIFAR10_MEAN, CIFAR10_STD, CIFAR100_MEAN, CIFAR100_STD, IMAGENET_MEAN, IMAGENET_STD, Cell, Dataset,
                     tiny_wnids)
 from .npyrows import NpyRows
+from .registry import get_dataset, register_dataset
 
 SEVERITIES = (1, 2, 3, 4, 5)
 # where each clean counterpart lives under a data root (for messages and the cheap "is it there" test)
@@ -361,6 +361,7 @@ class MnistC(CorruptedDataset):
         return cells
 
 
+@register_dataset("mnistc")
 def mnistc(root: Path, download: bool = False) -> Dataset:
     d = _locate(root, "mnist_c", lambda p: bool(_npy_cell_dirs(p)), "mnistc", download, "<corruption>/test_images.npy")
     return MnistC(d, root, download)
@@ -406,17 +407,14 @@ class Generated(CorruptedDataset):
         return cells
 
 
+@register_dataset("gen", prefixed=True)
 def generated(name: str, root: Path, download: bool = False) -> Dataset:
     if name.startswith("gen:"):
         raise UsageError("gen: cannot be nested")
     return Generated(get_dataset(name, root, download))
 
 
-DATASETS.update({
-    "cifar10c": _npy_factory("cifar10c", "CIFAR-10-C", "cifar10", 10, CIFAR10_MEAN, CIFAR10_STD),
-    "cifar100c": _npy_factory("cifar100c", "CIFAR-100-C", "cifar100", 100, CIFAR100_MEAN, CIFAR100_STD),
-    "tinyimagenetc": _folder_factory("tinyimagenetc", "Tiny-ImageNet-C", "tinyimagenet", "tiny"),
-    "imagenetc": _folder_factory("imagenetc", "ImageNet-C", None, "imagenet"),
-    "mnistc": mnistc,
-})
-PREFIXED["gen"] = generated
+register_dataset("cifar10c")(_npy_factory("cifar10c", "CIFAR-10-C", "cifar10", 10, CIFAR10_MEAN, CIFAR10_STD))
+register_dataset("cifar100c")(_npy_factory("cifar100c", "CIFAR-100-C", "cifar100", 100, CIFAR100_MEAN, CIFAR100_STD))
+register_dataset("tinyimagenetc")(_folder_factory("tinyimagenetc", "Tiny-ImageNet-C", "tinyimagenet", "tiny"))
+register_dataset("imagenetc")(_folder_factory("imagenetc", "ImageNet-C", None, "imagenet"))

@@ -21,7 +21,7 @@ from pathlib import Path
 from ..errors import InputError, UsageError
 from .metrics import summarize
 
-# protocol fields that must match for two results to be comparable (interface §1, eval --baseline)
+# protocol fields that must match for two results to be comparable (eval --baseline; docs/reference.md)
 PROTOCOL_KEYS = ("corruptions", "severities", "batch_size", "context", "adapt", "limit")
 _EPS = 1e-9  # a change of exactly the tolerance passes, whatever the float rounding of the difference
 

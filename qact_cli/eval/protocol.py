@@ -2,7 +2,7 @@
 
 `evaluate(model, meta, dataset, protocol)` scores each cell (optionally after test-time adaptation
 of normalisation statistics on that cell, `adapt="bn"`), and returns the result document of
-interface §4. Conversion of uint8 images to normalised floats happens on the device.
+docs/reference.md ("Result JSON"). Conversion of uint8 images to normalised floats happens on the device.
 `--limit N` keeps N evenly spaced images of each cell, in file order (`limit_indices`): the first
 N of an image tree sorted by class would hold only its first classes.
 """
@@ -181,7 +181,7 @@ def _predict(model: nn.Module, inputs: Iterable[tuple[torch.Tensor, torch.Tensor
                              "give the model's class count (--num-classes) or make it return one logit per class")
         ok = torch.isfinite(logits).all()  # checked once per cell: no device sync per batch
         finite = ok if finite is None else finite & ok
-        # metrics always use softmax(logits) computed here, never a library's guess (ecosystem.md §2.7)
+        # metrics always use softmax(logits) computed here, never a library's guess
         probs.append(torch.softmax(logits.float(), dim=1).cpu())
         labels.append(yb)
     if finite is not None and not bool(finite):
@@ -193,7 +193,7 @@ def _predict(model: nn.Module, inputs: Iterable[tuple[torch.Tensor, torch.Tensor
 
 
 def score_cell(model: nn.Module, cell: Cell, protocol: Protocol, prep: Preprocess, k: int, workers: int | None = None,
-               mapping: np.ndarray | None = None, name: str = "model") -> dict:
+               mapping: np.ndarray | None = None, name: str = "model", temperature: float | None = None) -> dict:
     source = limited(cell.source, protocol.limit)
     if len(source) == 0:
         raise InputError(f"{cell.source.name or cell.corruption}: cell {cell.corruption} severity {cell.severity} of "
@@ -218,7 +218,7 @@ def score_cell(model: nn.Module, cell: Cell, protocol: Protocol, prep: Preproces
         probs, labels = predict()
     if mapping is not None:  # the model's output index of each dataset class (classes matched by name)
         labels = torch.from_numpy(mapping)[labels.long()]
-    return {"corruption": cell.corruption, "severity": cell.severity, **cell_metrics(probs, labels)}
+    return {"corruption": cell.corruption, "severity": cell.severity, **cell_metrics(probs, labels, temperature)}
 
 
 def evaluate(model: nn.Module, meta: dict, dataset: Dataset, protocol: Protocol, device: torch.device,
@@ -242,7 +242,8 @@ def evaluate(model: nn.Module, meta: dict, dataset: Dataset, protocol: Protocol,
     prep = Preprocess(info["mean"], info["std"], _expected_size(info), info.get("resize"), device, name)
     results = []
     for cell in cells:
-        row = score_cell(model, cell, protocol, prep, int(info["num_classes"]), workers, mapping, name)
+        row = score_cell(model, cell, protocol, prep, int(info["num_classes"]), workers, mapping, name,
+                         temperature=info.get("temperature"))  # post-hoc calibration (train --calibrate)
         results.append(row)
         if on_cell:
             on_cell(row)

@@ -70,7 +70,9 @@ def _limit_words(limit) -> str:
 
 def _summary(result: dict, data_root: str | None, stacked: bool) -> Table:
     m = result["model"]
-    title = f"{_model_name(result)} ({m.get('arch')}, {m.get('act')}, {m.get('head')} head) on {_on(result, data_root)}"
+    # a model from elsewhere has no qact act/head: its spec's arch alone
+    what = ", ".join([str(m.get("arch"))] + ([str(m["act"]), f"{m.get('head')} head"] if m.get("act") else []))
+    title = f"{_model_name(result)} ({what}) on {_on(result, data_root)}"
     p = result["protocol"]
     caption = (f"batch {p['batch_size']}, context {p['context']}, adapt {p['adapt']}, {_limit_words(p.get('limit'))}, "
                f"seed {p['seed']}; ECE: {METRIC_NAMES['ece']}; CE-L2: {METRIC_NAMES['ce_marginal_l2']}")

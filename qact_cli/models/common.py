@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from ..nn.activations import make_activation
+from ..nn.activations import activation_name, make_activation
 
 
 def make_head(kind: str, in_features: int, num_classes: int) -> nn.Module:
@@ -16,9 +16,11 @@ def make_head(kind: str, in_features: int, num_classes: int) -> nn.Module:
 
     if kind == "linear":
         return LinearHead(in_features, num_classes)
-    if kind == "quantile":
+    if kind == "quantile":  # checkpoints before head variants: the first reading
         return QuantileHead(in_features, num_classes)
-    raise ValueError(f"unknown head {kind!r}; choose linear or quantile")
+    if kind.startswith("quantile:"):  # "quantile:<variant>", see nn/heads.py VARIANTS
+        return QuantileHead(in_features, num_classes, variant=kind.split(":", 1)[1])
+    raise ValueError(f"unknown head {kind!r}; choose linear, quantile or quantile:<variant>")
 
 
 class Classifier(nn.Module):
@@ -40,7 +42,8 @@ class Classifier(nn.Module):
         return (logits, feats) if return_features else logits
 
 
-def act_factory(act: str, qact_kwargs: dict | None):
-    """A callable `num_features -> activation module` with the model's QAct settings bound."""
-    kwargs = dict(qact_kwargs or {}) if act == "qact" else {}
+def act_factory(act, qact_kwargs: dict | None):
+    """A callable `num_features -> activation module` with the model's QAct settings bound. `act` is a
+    registered name or factory, or any `(num_features, **options) -> nn.Module` callable."""
+    kwargs = dict(qact_kwargs or {}) if activation_name(act) == "qact" else {}
     return lambda c: make_activation(act, c, **kwargs)

@@ -7,6 +7,7 @@ import torch
 from torch import nn
 
 from .common import Classifier, act_factory
+from .registry import register_model
 
 
 class DenseLayer(nn.Module):
@@ -22,6 +23,7 @@ class DenseLayer(nn.Module):
         return torch.cat([x, self.net(x)], 1)
 
 
+@register_model("densenet")
 class DenseNet(Classifier):
     def __init__(self, num_classes=10, act="relu", head="linear", depth=100, growth=12, reduction=0.5, qact_kwargs=None,
                  in_channels=3, input_size=None):

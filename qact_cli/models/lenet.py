@@ -9,8 +9,10 @@ from __future__ import annotations
 from torch import nn
 
 from .common import Classifier, act_factory
+from .registry import register_model
 
 
+@register_model("lenet")
 class LeNet(Classifier):
     def __init__(self, num_classes=10, act="relu", head="linear", input_size=(32, 32), widths=(20, 50), hidden=(256, 128),
                  qact_kwargs=None, in_channels=3, batch_norm=True):

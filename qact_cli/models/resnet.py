@@ -10,7 +10,9 @@ from __future__ import annotations
 
 from torch import nn
 
+from ..nn.activations import activation_name
 from .common import Classifier, act_factory
+from .registry import register_model
 
 
 class BasicBlock(nn.Module):
@@ -32,14 +34,16 @@ class BasicBlock(nn.Module):
         return self.act2(out + self.shortcut(x))
 
 
+@register_model("resnet18")
 class ResNet18(Classifier):
     def __init__(self, num_classes=10, act="relu", head="linear", placement="all", widths=(64, 128, 256, 512),
                  blocks=(2, 2, 2, 2), qact_kwargs=None, in_channels=3, input_size=None):
         super().__init__()
         if placement not in ("all", "official"):
             raise ValueError(f"unknown placement {placement!r}; choose all or official")
+        official_qact = placement == "official" and activation_name(act) == "qact"
         outer = act_factory(act, qact_kwargs)
-        inner = act_factory("relu", None) if (placement == "official" and act == "qact") else outer
+        inner = act_factory("relu", None) if official_qact else outer
         layers, cin = [nn.Conv2d(in_channels, widths[0], 3, 1, 1, bias=False), nn.BatchNorm2d(widths[0]), outer(widths[0])], widths[0]
         for i, (w, n) in enumerate(zip(widths, blocks)):
             for j in range(n):
@@ -47,5 +51,5 @@ class ResNet18(Classifier):
                 cin = w
         layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten()]
         self.body = nn.Sequential(*layers)
-        pre_head = outer(cin) if (placement == "official" and act == "qact") else None
+        pre_head = outer(cin) if official_qact else None
         self._finish(cin, num_classes, head, pre_head)

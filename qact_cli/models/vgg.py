@@ -5,10 +5,12 @@ from __future__ import annotations
 from torch import nn
 
 from .common import Classifier, act_factory
+from .registry import register_model
 
 VGG11 = (64, "M", 128, "M", 256, 256, "M", 512, 512, "M", 512, 512, "M")
 
 
+@register_model("vgg11")
 class VGG(Classifier):
     def __init__(self, num_classes=10, act="relu", head="linear", cfg=VGG11, qact_kwargs=None, in_channels=3, input_size=None):
         super().__init__()

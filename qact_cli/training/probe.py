@@ -233,7 +233,7 @@ def _head_accuracy(head: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size
 def fit_quantile(x_tr: torch.Tensor, y_tr: np.ndarray, x_va: torch.Tensor, y_va: np.ndarray, num_classes: int,
                  epochs: int, batch_size: int, lr: float, seed: int, early_stop: int, lr_patience: int,
                  device: torch.device, log: Callable[[str], None] = lambda s: None,
-                 on_epoch: Callable[[dict], None] | None = None) -> tuple[nn.Module, dict]:
+                 on_epoch: Callable[[dict], None] | None = None, kind: str = "quantile") -> tuple[nn.Module, dict]:
     """The quantile classifier trained on fixed features (Adam, best epoch on validation).
 
     It is trained on standardised features (train mean/std), which makes Adam's step size
@@ -243,7 +243,7 @@ def fit_quantile(x_tr: torch.Tensor, y_tr: np.ndarray, x_va: torch.Tensor, y_va:
     if batch_size < 2:
         raise UsageError("--head quantile needs --batch-size ≥ 2: the batch is the quantile layer's context")
     torch.manual_seed(seed)
-    head = make_head("quantile", x_tr.shape[1], num_classes).to(device)
+    head = make_head(kind, x_tr.shape[1], num_classes).to(device)
     mu, sd = x_tr.mean(0), x_tr.std(0).clamp_min(1e-6)
     xtr, ytr = ((x_tr - mu) / sd).to(device), torch.as_tensor(y_tr).to(device)
     xva, yva = ((x_va - mu) / sd).to(device), torch.as_tensor(y_va)
@@ -387,9 +387,11 @@ def _probe_res(cfg) -> int:
 
 def check_config(cfg) -> None:
     """The options a probe takes (exit 2 otherwise); checked before anything is loaded."""
-    if cfg.backbone and cfg.arch and cfg.arch != cfg.backbone:
+    if cfg.arch == "probe" and not cfg.backbone:
+        raise UsageError("--arch probe fits a probe on a frozen backbone: give it with --backbone SPEC")
+    if cfg.backbone and cfg.arch not in ("", "probe", cfg.backbone):
         raise UsageError(f"give --backbone or --arch, not both (--arch {cfg.arch}, --backbone {cfg.backbone})")
-    if cfg.head not in ("linear", "quantile"):
+    if cfg.head.split(":", 1)[0] not in ("linear", "quantile"):  # quantile:VARIANT (nn/heads.py)
         raise UsageError(unknown("--head", cfg.head, ("linear", "quantile")))
     if cfg.loss != "ce":
         raise UsageError("--loss watershed trains an embedding; a frozen backbone's embedding is fixed (use --loss ce)")
@@ -413,7 +415,7 @@ def train_probe(cfg, log: Callable[[str], None] = lambda s: None,
     """
     from ..checkpoint import make_checkpoint, save_checkpoint
     from ..data import get_dataset
-    from ..train import SPLIT_SEED, VAL_FRACTION, split_train_val
+    from .protocol import SPLIT_SEED, VAL_FRACTION, split_train_val
     from ..utils import environment, select_device
 
     t0 = time.time()
@@ -437,13 +439,16 @@ def train_probe(cfg, log: Callable[[str], None] = lambda s: None,
         feats, feat_record = _net_features(bb, source, mean, std, cfg, device, log)
     tr, va = split_train_val(len(source))
     args = (feats[tr], labels[tr], feats[va], labels[va], ds.num_classes)
+    from .loop import resolve_head
+
+    head_kind = resolve_head(cfg.head)  # --head quantile: the default variant, recorded
     if cfg.head == "linear":
         head, record = fit_linear(*args, log=log)
         best, best_epoch, epochs, history, stopped = record["val_acc"], 1, 1, record["sweep"], False
     else:
         head, record = fit_quantile(*args, epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr, seed=cfg.seed,
                                     early_stop=cfg.early_stop, lr_patience=cfg.lr_patience, device=device, log=log,
-                                    on_epoch=on_epoch)
+                                    on_epoch=on_epoch, kind=head_kind)
         best, best_epoch, history, stopped = record["val_acc"], record["best_epoch"], record["history"], record["stopped_early"]
         epochs = len(history)
     model = ProbeModel(bb, head)
@@ -451,11 +456,11 @@ def train_probe(cfg, log: Callable[[str], None] = lambda s: None,
     if isinstance(bb, DinoBackbone):
         arch, act, input_size = spec_text, "none", list(source.image_size)
     else:
-        arch = str(backbone.get("arch") or bb.name)
+        arch = "probe"  # rebuilt by the probe family; the backbone's own arch is in `backbone`
         act = backbone.get("act") or "none"  # a qact network keeps its activation; the probe adds none
         input_size = list(source.image_size)
     info = {
-        "arch": arch, "act": act, "head": cfg.head, "num_classes": ds.num_classes, "arch_kwargs": {},
+        "arch": arch, "act": act, "head": head_kind, "num_classes": ds.num_classes, "arch_kwargs": {},
         "input_size": input_size, "mean": mean, "std": std,
         "classes": list(ds.classes) if ds.classes else None, "backbone": backbone,
     }
@@ -463,9 +468,9 @@ def train_probe(cfg, log: Callable[[str], None] = lambda s: None,
     if isinstance(bb, DinoBackbone):
         train_cfg["probe_res"] = bb.spec.res
     train_info = {
-        "dataset": cfg.dataset, "epochs": epochs, "max_epochs": cfg.epochs if cfg.head == "quantile" else 1,
+        "dataset": cfg.dataset, "epochs": epochs, "max_epochs": cfg.epochs if cfg.head != "linear" else 1,
         "seed": cfg.seed, "loss": "ce", "head": cfg.head, "batch_size": cfg.batch_size,
-        "lr": cfg.lr if cfg.head == "quantile" else None, "optimizer": "adam" if cfg.head == "quantile" else "lbfgs",
+        "lr": cfg.lr if cfg.head != "linear" else None, "optimizer": "adam" if cfg.head != "linear" else "lbfgs",
         "split": {"val_fraction": VAL_FRACTION, "seed": SPLIT_SEED, "n_train": len(tr), "n_val": len(va)},
         "best_val_acc": float(best), "best_epoch": best_epoch, "stopped_early": stopped, "history": history,
         "config": train_cfg,

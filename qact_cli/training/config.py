@@ -1,0 +1,66 @@
+"""`TrainConfig`: the options of one `qact train` run, and their checks before anything is read."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from ..errors import UsageError
+from ..models import HEADS, get_model_family
+from ..nn.activations import ACTIVATIONS
+from ..suggest import unknown
+from .protocol import LR, LR_PATIENCE
+
+
+@dataclass
+class TrainConfig:
+    dataset: str
+    arch: str
+    out: str
+    data_root: str | None = None
+    download: bool = False
+    act: str = "relu"
+    loss: str = "ce"
+    head: str = "linear"
+    epochs: int = 30
+    batch_size: int = 128
+    lr: float = LR
+    seed: int = 0
+    device: str = "auto"
+    resume: bool = False
+    augment: bool = False
+    placement: str = "all"
+    early_stop: int = 10  # epochs without a 0.001 gain in validation accuracy
+    lr_patience: int = LR_PATIENCE
+    workers: int | None = None  # None: make_loader's default (up to 4 for image folders)
+    backbone: str | None = None  # a probe (arch "probe") on this frozen backbone: training/probe.py
+    weights: str | None = None  # frozen backbones only
+    probe_res: int = 224  # frozen backbones only: input resolution (multiple of 14)
+    sync_context: bool = True  # under torchrun: QAct context and BatchNorm statistics over the global batch
+    qact: dict = field(default_factory=dict)  # extra QAct options (context_size, n_quantiles, ...)
+    calibrate: str | None = None  # "temperature": fit T on the validation split after training (calibration.py)
+
+
+def validate_config(cfg: TrainConfig) -> None:
+    """Option checks that need no data: an experiment checks every model's config before training one."""
+    if cfg.loss not in ("ce", "watershed"):
+        raise UsageError(unknown("--loss", cfg.loss, ("ce", "watershed")))
+    if cfg.epochs < 1 or cfg.batch_size < 1 or not cfg.lr > 0:
+        raise UsageError("--epochs and --batch-size must be ≥ 1 and --lr > 0")
+    if cfg.act == "qact" and cfg.batch_size < 2:
+        raise UsageError("--act qact needs --batch-size ≥ 2: the batch is the activation's context")
+    family = get_model_family(cfg.arch, "--arch")
+    if family.frozen_backbone or cfg.backbone:  # a probe checks its own options
+        from .probe import check_config
+
+        check_config(cfg)
+    if cfg.calibrate not in (None, "none", "temperature"):
+        raise UsageError(unknown("--calibrate", cfg.calibrate, ("temperature",)))
+    if cfg.calibrate == "temperature" and family.frozen_backbone:
+        raise UsageError("--calibrate is not available for frozen-backbone probes yet; leave it out")
+    if not family.frozen_backbone:  # a probe checks its own --act and --head (models/probe.py)
+        ACTIVATIONS.get(cfg.act, "--act")
+        if cfg.head.split(":", 1)[0] not in HEADS:  # quantile:VARIANT (nn/heads.py)
+            raise UsageError(unknown("--head", cfg.head, HEADS))
+    size = (cfg.qact or {}).get("context_size")
+    if size is not None and (isinstance(size, bool) or not isinstance(size, int) or size < 1):
+        raise UsageError(f"--context-size {size!r}: expected a positive number of context samples per channel")

@@ -1,0 +1,138 @@
+"""No import cycle inside `qact_cli`.
+
+Every module is parsed (not imported) and its module-level imports become edges of a graph:
+`import a.b`, `from a import b` (to the submodule `a.b` when there is one, else to `a`), with
+relative imports resolved against the importing module's package. Imports that run when the module
+is imported count, including those in class bodies and in `try`/`if` blocks at module level.
+Imports inside functions are excluded: they are deliberate lazy imports (a heavy dependency, or
+code only one command needs) and run only once everything they name is loaded. `if TYPE_CHECKING:`
+blocks are excluded too (they never run). The test fails on any strongly connected component of
+more than one module, or a module importing itself, and names the modules of each cycle.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import qact_cli
+
+ROOT = Path(qact_cli.__file__).resolve().parent
+
+
+def module_files() -> dict[str, tuple[Path, bool]]:
+    """module name -> (file, is a package's __init__)."""
+    out = {}
+    for path in sorted(ROOT.rglob("*.py")):
+        parts = list(path.relative_to(ROOT.parent).with_suffix("").parts)
+        is_pkg = parts[-1] == "__init__"
+        if is_pkg:
+            parts = parts[:-1]
+        out[".".join(parts)] = (path, is_pkg)
+    return out
+
+
+def _is_type_checking(test: ast.expr) -> bool:
+    return (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or \
+        (isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING")
+
+
+def module_level_imports(tree: ast.Module):
+    """Import statements that run when the module is imported (not those inside functions)."""
+    stack = list(tree.body)
+    while stack:
+        node = stack.pop()
+        if isinstance(node, (ast.Import, ast.ImportFrom)):
+            yield node
+        elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda)):
+            continue
+        elif isinstance(node, ast.If) and _is_type_checking(node.test):
+            stack.extend(node.orelse)
+        else:
+            stack.extend(n for n in ast.iter_child_nodes(node) if isinstance(n, ast.stmt))
+
+
+def import_graph() -> dict[str, set[str]]:
+    modules = module_files()
+    graph: dict[str, set[str]] = {name: set() for name in modules}
+    for name, (path, is_pkg) in modules.items():
+        package = name if is_pkg else name.rpartition(".")[0]
+        for node in module_level_imports(ast.parse(path.read_text(encoding="utf-8"), str(path))):
+            if isinstance(node, ast.Import):
+                targets = [alias.name for alias in node.names]
+            else:
+                if node.level:
+                    base_parts = package.split(".")
+                    base_parts = base_parts[:len(base_parts) - (node.level - 1)]
+                    base = ".".join(base_parts + ([node.module] if node.module else []))
+                else:
+                    base = node.module or ""
+                targets = [f"{base}.{a.name}" if f"{base}.{a.name}" in modules else base for a in node.names]
+            graph[name] |= {t for t in targets if t in modules}
+    return graph
+
+
+def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """Strongly connected components with a cycle (Tarjan's algorithm, iterative)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    on_stack: set[str] = set()
+    stack: list[str] = []
+    found: list[list[str]] = []
+    counter = 0
+    for root in sorted(graph):
+        if root in index:
+            continue
+        work = [(root, iter(sorted(graph[root])))]
+        index[root] = low[root] = counter
+        counter += 1
+        stack.append(root)
+        on_stack.add(root)
+        while work:
+            node, children = work[-1]
+            child = next(children, None)
+            if child is not None:
+                if child not in index:
+                    index[child] = low[child] = counter
+                    counter += 1
+                    stack.append(child)
+                    on_stack.add(child)
+                    work.append((child, iter(sorted(graph[child]))))
+                elif child in on_stack:
+                    low[node] = min(low[node], index[child])
+                continue
+            work.pop()
+            if work:
+                low[work[-1][0]] = min(low[work[-1][0]], low[node])
+            if low[node] == index[node]:
+                component = []
+                while True:
+                    member = stack.pop()
+                    on_stack.discard(member)
+                    component.append(member)
+                    if member == node:
+                        break
+                if len(component) > 1 or node in graph[node]:
+                    found.append(sorted(component))
+    return found
+
+
+def test_the_graph_sees_the_imports_it_should():
+    graph = import_graph()
+    assert "qact_cli.models.registry" in graph["qact_cli.models.lenet"]  # from .registry import ...
+    assert "qact_cli.data.corrupted" in graph["qact_cli.data"]  # from . import corrupted
+    assert "qact_cli.errors" in graph["qact_cli.checkpoint"]  # from .errors import ...
+    assert "qact_cli.training.loop" in graph["qact_cli.training"]
+    # a lazy import inside a function is not an edge: qact_cli/__init__ loads api on first use
+    assert "qact_cli.api" not in graph["qact_cli"]
+
+
+def test_cycle_finder_finds_cycles():
+    assert cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+    assert cycles({"a": {"a"}, "b": set()}) == [["a"]]
+    assert cycles({"a": {"b"}, "b": set()}) == []
+
+
+def test_no_import_cycle_in_qact_cli():
+    found = cycles(import_graph())
+    assert not found, "import cycles (module-level imports): " + "; ".join(" <-> ".join(c) for c in found)
