@@ -1,4 +1,4 @@
-"""Exceptions that map to the CLI's exit codes (interface §6).
+"""Exceptions that map to the CLI's exit codes (docs/reference.md, "Exit codes").
 
 Library code raises these with one line saying what went wrong, which path, and what to do;
 the CLI prints the line on stderr and exits with `exit_code`, without a traceback.

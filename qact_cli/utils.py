@@ -44,7 +44,7 @@ def seed_everything(seed: int) -> None:
 
 
 def select_device(spec: str = "auto") -> torch.device:
-    """`auto` = CUDA if available, else CPU (interface §1); explicit devices are checked."""
+    """`auto` = CUDA if available, else CPU (docs/protocol.md); explicit devices are checked."""
     if spec == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
