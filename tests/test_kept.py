@@ -48,3 +48,17 @@ def test_kept_source_allocates_once_when_the_run_stays_within_its_capacity():
         x, _ = kept.__getitems__(idx)
     assert kept._x is store and len(store) == 20
     assert torch.equal(x, ArraySource.__getitems__(src, idx)[0])
+
+
+def test_kept_source_is_read_inside_and_outside_inference_mode():
+    for first_inference in (True, False):
+        src = _source()
+        kept = _KeptSource(src, capacity=10)
+        with torch.inference_mode(first_inference):
+            kept.__getitems__(np.arange(5))
+        with torch.inference_mode(not first_inference):
+            x, y = kept.__getitems__(np.arange(3, 12))  # past the capacity: the store grows, then is written
+        with torch.inference_mode(first_inference):
+            x2, _ = kept.__getitems__(np.arange(40, 45))
+        assert torch.equal(x, ArraySource.__getitems__(src, np.arange(3, 12))[0])
+        assert torch.equal(x2, ArraySource.__getitems__(src, np.arange(40, 45))[0])

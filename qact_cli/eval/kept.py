@@ -46,10 +46,13 @@ class _KeptSource(ImageSource):
         if len(missing):
             x, y = self.source.__getitems__(missing)
             start, end = self._n, self._n + len(missing)
-            if self._x is None or end > len(self._x):
-                self._reserve(x, y, end)
-            self._x[start:end] = x
-            self._y[start:end] = y
+            # the store is a normal tensor, written outside inference mode: the first read may happen under
+            # torch.inference_mode (scoring) and a later one outside it (adaptation), or the other way round
+            with torch.inference_mode(False):
+                if self._x is None or end > len(self._x):
+                    self._reserve(x, y, end)
+                self._x[start:end] = x
+                self._y[start:end] = y
             self._pos[missing] = np.arange(start, end)
             self._n = end
         rows = torch.from_numpy(self._pos[idx])
