@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from . import __version__
-from .errors import InputError
+from .errors import InputError, first_line
 from .models import rebuild_model
 from .utils import atomic_path
 
@@ -66,9 +66,8 @@ def load_file(path: Path) -> object:
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else "unsafe content"
         raise InputError(f"refusing to load {path}: it contains objects other than tensors and plain data "
-                         f"({first[:160]}); only load checkpoints written by qact") from None
+                         f"({first_line(e, limit=160)}); only load checkpoints written by qact") from None
     except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError, KeyError, AttributeError) as e:
         raise InputError(f"cannot read checkpoint {path}: the file is truncated or not a torch checkpoint "
                          f"({type(e).__name__}); re-create it with `qact train`") from None
@@ -133,8 +132,7 @@ def load_model(path: str | Path, device: str | torch.device = "cpu", **overrides
     try:
         model.load_state_dict(ckpt["state_dict"], strict=True)
     except (RuntimeError, KeyError) as e:
-        first = str(e).strip().splitlines()[0]
-        raise InputError(f"{path}: weights do not fit the {info.get('arch')} model ({first[:200]}); "
+        raise InputError(f"{path}: weights do not fit the {info.get('arch')} model ({first_line(e)}); "
                          "the checkpoint is damaged or was written by another version") from None
     meta = {k: v for k, v in ckpt.items() if k != "state_dict"}
     meta["path"] = str(path)

@@ -40,7 +40,7 @@ def _root(
 ):
     """Robustness evaluation of image classifiers under distribution shift (Quantile Activation)."""
 
-# Options every command takes (interface §1)
+# Options every command takes (docs/protocol.md, "Options every command shares")
 ConfigOpt = Annotated[Optional[Path], typer.Option("--config", callback=config_callback, is_eager=True, exists=True,
                                                    dir_okay=False, help="YAML file of option values; flags override it.")]
 DeviceOpt = Annotated[str, typer.Option("--device", help="auto|cpu|cuda|cuda:N|mps (auto: CUDA if available, else CPU).")]
@@ -78,7 +78,7 @@ _CLICK_ERRORS = tuple(c for c in typer.BadParameter.__mro__ if c.__name__ == "Cl
 
 
 def cli_errors(fn):
-    """Turn library errors into one stderr line and the contract's exit code (interface §6)."""
+    """Turn library errors into one stderr line and the contract's exit code (docs/reference.md, "Exit codes")."""
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):

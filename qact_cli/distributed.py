@@ -23,7 +23,6 @@ import atexit
 import contextlib
 import hashlib
 import os
-import re
 from datetime import timedelta
 from typing import Callable, Iterable, Iterator, TypeVar
 
@@ -32,7 +31,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from .errors import InputError, QactError, UsageError
+from .errors import InputError, QactError, UsageError, first_line
 from .nn import convert_sync_batchnorm, set_context_sync
 from .utils import select_device
 
@@ -121,7 +120,7 @@ def setup(device: str = "auto") -> torch.device:
                                     **({"device_id": dev} if backend == "nccl" else {}))
         except (RuntimeError, ValueError) as e:
             raise DistributedError(f"rank {os.environ['RANK']}: cannot join the process group at "
-                                   f"{os.environ['MASTER_ADDR']}:{os.environ['MASTER_PORT']} ({_first_line(e)}); "
+                                   f"{os.environ['MASTER_ADDR']}:{os.environ['MASTER_PORT']} ({first_line(e)}); "
                                    "check the torchrun rendezvous options") from None
         atexit.register(teardown)
     _device = dev
@@ -134,12 +133,6 @@ def teardown() -> None:
     if dist.is_available() and dist.is_initialized() and not _broken:
         with contextlib.suppress(Exception):
             dist.destroy_process_group()
-
-
-def _first_line(e: BaseException) -> str:
-    text = str(e).strip()
-    line = text.splitlines()[0] if text else type(e).__name__
-    return re.sub(r"^\[[^\]]*\]\s*", "", line)[:200]  # drop gloo's "[.../pair.cc:561] " source prefix
 
 
 def _is_comm_error(e: BaseException) -> bool:
@@ -162,7 +155,7 @@ def guard(what: str) -> Iterator[None]:
             raise
         _broken = True
         raise DistributedError(f"rank {rank()}: {what} stopped because another process failed or stopped answering "
-                               f"({_first_line(e)}); see that process's own message above (timeout {timeout_s():g}s, "
+                               f"({first_line(e)}); see that process's own message above (timeout {timeout_s():g}s, "
                                f"${TIMEOUT_ENV})") from None
 
 

@@ -1,8 +1,24 @@
-"""Exceptions that map to the CLI's exit codes (interface §6).
+"""Exceptions that map to the CLI's exit codes (docs/reference.md, "Exit codes").
 
 Library code raises these with one line saying what went wrong, which path, and what to do;
 the CLI prints the line on stderr and exits with `exit_code`, without a traceback.
 """
+
+from __future__ import annotations
+
+import re
+
+
+def first_line(e: BaseException, with_type: bool = False, limit: int = 200) -> str:
+    """An exception's message fit for a one-line error: its first line (at most `limit` characters) without the
+    "[file.cc:123] " source prefix that C++ backends such as gloo put in front; the type's name when the message is
+    empty, and in front of the line with `with_type` (for errors from libraries whose messages do not say what
+    failed)."""
+    text = str(e).strip()
+    if not text:
+        return type(e).__name__
+    line = re.sub(r"^\[[^\]]*\]\s*", "", text.splitlines()[0])[:limit]
+    return f"{type(e).__name__}: {line}" if with_type else line
 
 
 class QactError(Exception):

@@ -44,7 +44,7 @@ def seed_everything(seed: int) -> None:
 
 
 def select_device(spec: str = "auto") -> torch.device:
-    """`auto` = CUDA if available, else CPU (interface §1); explicit devices are checked."""
+    """`auto` = CUDA if available, else CPU (docs/protocol.md); explicit devices are checked."""
     if spec == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
@@ -173,7 +173,20 @@ def check_seed(seed: int) -> int:
     return seed
 
 
-def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
+_SHA256_MEMO: dict[tuple[str, int, int], str] = {}
+
+
+def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20, cached: bool = False) -> str:
+    """Hex sha256 of a file. `cached`: memoised per (real path, size, mtime) within the process, for large files
+    hashed again and again (pretrained weights); a rewrite within the file system's timestamp granularity
+    that keeps the size would go unseen, so files qact itself rewrites are hashed afresh (the default)."""
+    if cached:
+        real = os.path.realpath(path)
+        st = os.stat(real)
+        key = (real, st.st_size, st.st_mtime_ns)
+        if key not in _SHA256_MEMO:
+            _SHA256_MEMO[key] = sha256_file(real, chunk)
+        return _SHA256_MEMO[key]
     h = hashlib.sha256()
     with open(path, "rb") as f:
         while block := f.read(chunk):

@@ -1,4 +1,4 @@
-"""Tiny corrupted datasets in the published on-disk layouts (corruptions.md §3), for the eval tests.
+"""Tiny corrupted datasets in the published on-disk layouts (docs/data.md, "Formats"), for the eval tests.
 
 The images are the bundled digits (32x32) or small synthetic pictures, changed per (corruption,
 severity) by a deterministic stand-in "corruption", so that every cell holds different pixels and a

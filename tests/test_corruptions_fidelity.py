@@ -1,5 +1,6 @@
 """The eight deterministic corruptions against straightforward numpy / scipy / scikit-image / PIL versions of
-the reference formulas (corruptions.md §1.1): within one grey level on at least 98% of the pixels."""
+the reference formulas (Hendrycks' make_cifar_c.py / make_imagenet_c.py): within one grey level on at least
+98% of the pixels."""
 
 from __future__ import annotations
 

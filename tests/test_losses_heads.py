@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import pytest
 import torch
 import torch.nn.functional as F
 
@@ -112,3 +113,19 @@ def test_linear_head_is_cross_entropy():
     head = LinearHead(5, 3)
     x, y = torch.randn(7, 5), torch.randint(0, 3, (7,))
     assert torch.allclose(head.loss(head(x), y), F.cross_entropy(head.fc(x), y))
+
+
+def test_heads_registry_names_variants_and_refusals():
+    from qact_cli.nn.heads import HEADS, LinearHead, QuantileHead, make_head, split_head
+    from qact_cli.registry import UnknownName
+
+    assert HEADS.names() == ["linear", "quantile"]
+    assert isinstance(make_head("linear", 8, 3), LinearHead)
+    legacy, fitted = make_head("quantile", 8, 3), make_head("quantile:direct_fit", 8, 3)
+    assert isinstance(legacy, QuantileHead) and legacy.variant == "odds"  # checkpoints before variants
+    assert fitted.variant == "direct_fit"
+    assert split_head("quantile:scaled") == ("quantile", "scaled")
+    for bad, hint in (("quantil", "did you mean 'quantile'"), ("quantile:nope", "variant 'nope'"),
+                      ("linear:odds", "linear head variant")):
+        with pytest.raises(UnknownName, match=hint):
+            make_head(bad, 8, 3)

@@ -1,6 +1,7 @@
 """Accuracy-vs-severity and ECE-vs-severity curves, one line per model, with a band of ± the std
-over corruptions (the paper's error bars, qact-method.md §5). Rendered with matplotlib's Agg canvas
-directly, so no GUI backend or global pyplot state is touched."""
+over corruptions (the paper's error bars, arXiv 2405.11573, are taken across the 15 kinds of
+distortion). Rendered with matplotlib's Agg canvas directly, so no GUI backend or global pyplot
+state is touched."""
 
 from __future__ import annotations
 

@@ -16,11 +16,11 @@ import numpy as np
 import torch
 
 from ..errors import InputError, UsageError
-from ..suggest import unknown
 # The families register their corruptions as they are imported (@register in base.py). Import order, then
 # order of definition, is the benchmark's listing order: noise, blur, weather, digital, as in Hendrycks' tables.
 from . import noise, blur, weather, digital  # noqa: F401,I001
 from .base import CorruptionSpec, lookup, names, truncate_u8
+from .checks import MIN_SIZE, check_images, check_name, check_profile, check_severity, get_corruption, used_profile
 from .profiles import PROFILES, params, resolve_profile
 from .rng import ImageStreams
 
@@ -28,39 +28,9 @@ COMMON = names("common")
 EXTRA = names("extra")
 CORRUPTIONS = COMMON + EXTRA
 DETERMINISTIC = tuple(n for n in CORRUPTIONS if lookup(n).deterministic)  # same bytes whatever the seed
-MIN_SIZE = 16
 
-__all__ = ["corrupt", "CORRUPTIONS", "COMMON", "EXTRA", "DETERMINISTIC", "PROFILES", "resolve_profile", "check_name",
-           "check_severity", "get_corruption", "CorruptionSpec"]
-
-
-def get_corruption(name) -> CorruptionSpec:
-    """The registered corruption for a name or for the corruption function itself (as timm's lookups accept
-    either); a UsageError names the valid ones."""
-    spec = lookup(name)
-    if spec is None:
-        raise UsageError(unknown("corruption", getattr(name, "__name__", name), CORRUPTIONS))
-    return spec
-
-
-def check_name(name) -> str:
-    """The registered name of `name` (a name or the corruption function); a UsageError if there is none."""
-    return get_corruption(name).name
-
-
-def check_severity(severity, allow_zero: bool = False) -> int:
-    lo = 0 if allow_zero else 1
-    if isinstance(severity, bool) or not isinstance(severity, (int, np.integer)) or not lo <= int(severity) <= 5:
-        raise UsageError(f"severity {severity!r} is out of range; use an integer {lo}..5")
-    return int(severity)
-
-
-def _check_profile(profile: str, h: int, w: int) -> str:
-    if profile == "auto":
-        return resolve_profile(h, w)
-    if profile not in PROFILES:
-        raise UsageError(unknown("profile", profile, ("auto", *PROFILES)))
-    return profile
+__all__ = ["corrupt", "CORRUPTIONS", "COMMON", "EXTRA", "DETERMINISTIC", "PROFILES", "MIN_SIZE", "resolve_profile",
+           "check_name", "check_severity", "check_profile", "check_images", "get_corruption", "CorruptionSpec"]
 
 
 class _Batch:
@@ -72,27 +42,20 @@ class _Batch:
     """
 
     def __init__(self, images):
+        check_images(images, allow_empty=True)  # uint8, a known layout, >= MIN_SIZE pixels a side
         if isinstance(images, torch.Tensor):
             x, self.is_numpy = images, False
         elif isinstance(images, np.ndarray):
             x, self.is_numpy = images, True
         else:
             raise InputError(f"images must be a uint8 torch.Tensor or numpy array, got {type(images).__name__}")
-        if x.dtype not in (torch.uint8, np.uint8):
-            raise InputError(f"images must be uint8, got {x.dtype}; convert with (x * 255).round() or .astype(uint8) first")
         self.shape = tuple(x.shape)
         if self.is_numpy:
-            if x.ndim == 3 or (x.ndim == 4 and self.shape[-1] == 1):
-                self.grey, self.hwc = True, False
+            self.grey, self.hwc = x.ndim == 3 or self.shape[-1] == 1, x.ndim == 4 and self.shape[-1] == 3
+            if self.grey:
                 x = x.reshape(self.shape[:3])[:, None]
-            elif x.ndim == 4 and self.shape[-1] == 3:
-                self.grey, self.hwc = False, True
-            else:
-                raise InputError(f"numpy images must be (N, H, W, 3), (N, H, W, 1) or (N, H, W); got {self.shape}")
             self.device = torch.device("cpu")
         else:
-            if x.ndim != 4 or self.shape[1] not in (1, 3):
-                raise InputError(f"tensor images must be (N, 3, H, W) or (N, 1, H, W); got {self.shape}")
             self.grey, self.hwc, self.device = self.shape[1] == 1, False, x.device
         self.x = x
         self.n = self.shape[0]
@@ -159,9 +122,7 @@ def corrupt(images, name, severity: int, profile: str = "auto", seed: int = 0, s
         indices = np.asarray(indices, dtype=np.int64).reshape(-1)
         if len(indices) != n:
             raise UsageError(f"indices has {len(indices)} entries for {n} images")
-    if h < MIN_SIZE or w < MIN_SIZE:
-        raise InputError(f"images are {h}x{w}; corruptions need at least {MIN_SIZE}x{MIN_SIZE} pixels")
-    profile = _check_profile(profile, h, w)
+    profile = used_profile(profile, h, w)
     if n == 0:
         return images.copy() if batch.is_numpy else images.clone()
     c = params(profile, spec.name, severity) if severity else None

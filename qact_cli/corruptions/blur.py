@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 from .base import register, truncate_u8, unit, unit_to_uint8
-from .filters import _on, correlate2d, fold_index, gaussian_filter, pad_axis, motion_blur as _motion, zoom_blur_average
+from .filters import correlate2d, device_constant, fold_index, gaussian_filter, pad_axis, motion_blur as _motion, zoom_blur_average
 from .rng import ImageStreams
 
 
@@ -67,7 +67,7 @@ def _correlate2d_fft(x: torch.Tensor, kernel: np.ndarray) -> torch.Tensor:
             k[(i - r) % ph, (j - r) % pw] = v
         return np.conj(np.fft.rfft2(k))
 
-    spec = _on(("disk-fft", kernel.tobytes(), kernel.shape, ph, pw), spectrum, x.device, torch.complex64)
+    spec = device_constant(("disk-fft", kernel.tobytes(), kernel.shape, ph, pw), spectrum, x.device, torch.complex64)
     out = torch.fft.irfft2(torch.fft.rfft2(xp, s=(ph, pw)) * spec, s=(ph, pw))
     return out[..., r:r + h, r:r + w]
 

@@ -65,7 +65,10 @@ def _fold_matrix(n: int, weights: tuple[float, ...], mode: str) -> np.ndarray:
 _DEVICE_CACHE: dict = {}
 
 
-def _on(key, make, device: torch.device, dtype=torch.float32) -> torch.Tensor:
+def device_constant(key, make, device: torch.device, dtype=torch.float32) -> torch.Tensor:
+    """The tensor `make()` (index tables, weights, spectra) on `device` as `dtype`, built once per (key, device,
+    dtype) and reused by every later batch: rebuilding and copying these constants per call would cost more
+    than the small batches that use them."""
     k = (key, str(device), dtype)
     t = _DEVICE_CACHE.get(k)
     if t is None:
@@ -85,7 +88,7 @@ def pad_axis(x: torch.Tensor, before: int, after: int, dim: int, mode: str) -> t
             and max(before, after) < n):  # torch's own padding kernels where they apply
         pad = (before, after, 0, 0) if dim == x.dim() - 1 else (0, 0, before, after)
         return torch.nn.functional.pad(x, pad, mode=_TORCH_PAD[mode])
-    idx = _on(("pad", n, before, after, mode),
+    idx = device_constant(("pad", n, before, after, mode),
               lambda: fold_index(np.arange(-before, n + after), n, mode), x.device, torch.int64)
     return x.index_select(dim, idx)
 
@@ -98,7 +101,7 @@ def correlate1d(x: torch.Tensor, weights: tuple[float, ...], dim: int, mode: str
     if k == 1:
         return x * weights[0] if weights[0] != 1.0 else x
     if k > 48 or 8 * k > n:
-        m = _on(("fold", n, weights, mode), lambda: _fold_matrix(n, weights, mode), x.device, x.dtype)
+        m = device_constant(("fold", n, weights, mode), lambda: _fold_matrix(n, weights, mode), x.device, x.dtype)
         return torch.movedim(torch.matmul(torch.movedim(x, dim, -1), m.T), -1, dim)
     r = k // 2
     xp = pad_axis(x, r, r, dim, mode)
@@ -133,16 +136,16 @@ def correlate2d(x: torch.Tensor, kernel: np.ndarray, mode: str) -> torch.Tensor:
     return out
 
 
-def _zoom_axis(n: int, z: float) -> tuple[int, int, int, int]:
+def zoom_axis(n: int, z: float) -> tuple[int, int, int, int]:
     """One axis of the reference `clipped_zoom`: crop ceil(n/z) centred (start `top`), zoom to round(ch*z)
     (scipy.ndimage.zoom's output size), keep the centre n from `trim`."""
     ch = int(math.ceil(n / z))
     return ch, (n - ch) // 2, int(round(ch * z)), (int(round(ch * z)) - n) // 2
 
 
-def _zoom_taps(n: int, z: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def zoom_taps(n: int, z: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The two source pixels and weights along one axis for every output pixel of `clipped_zoom`."""
-    ch, top, out, trim = _zoom_axis(n, z)
+    ch, top, out, trim = zoom_axis(n, z)
     pos = np.arange(trim, trim + n, dtype=np.float64) * ((ch - 1) / (out - 1) if out > 1 else 0.0)
     i0 = np.clip(np.floor(pos).astype(np.int64), 0, ch - 1)
     return i0 + top, np.minimum(i0 + 1, ch - 1) + top, pos - i0
@@ -155,7 +158,7 @@ def _zoom_blur_csr(h: int, w: int, factors: tuple[float, ...]) -> tuple[np.ndarr
     pix = np.arange(h * w)
     rows, cols, vals = [pix], [pix], [np.ones(h * w)]
     for z in factors:
-        (a0, a1, fa), (b0, b1, fb) = _zoom_taps(h, z), _zoom_taps(w, z)
+        (a0, a1, fa), (b0, b1, fb) = zoom_taps(h, z), zoom_taps(w, z)
         for ai, wa in ((a0, 1 - fa), (a1, fa)):
             for bj, wb in ((b0, 1 - fb), (b1, fb)):
                 rows.append(pix)
@@ -341,8 +344,8 @@ def pil_box_resize(x: torch.Tensor, out_h: int, out_w: int) -> torch.Tensor:
         if n_in == n_out:
             return v
         idx_np, wts_np = _pil_box_taps(n_in, n_out)
-        idx = _on(("box-idx", n_in, n_out), lambda: idx_np, v.device, torch.int64)
-        wts = _on(("box-w", n_in, n_out), lambda: wts_np, v.device, torch.int32)
+        idx = device_constant(("box-idx", n_in, n_out), lambda: idx_np, v.device, torch.int64)
+        wts = device_constant(("box-w", n_in, n_out), lambda: wts_np, v.device, torch.int32)
         shape = [1] * v.dim()
         shape[dim] = n_out
         acc = torch.full((), 1 << 21, dtype=torch.int32, device=v.device)

@@ -12,6 +12,13 @@ Speed notes (CPU, one thread), which shape the code:
   produce bool tensors, `torch.where` and `masked_fill` cost 1-4 ns. Conditions are therefore integer masks
   (-1 where true, 0 where false) taken from the sign bit of a difference, combined with `&`, `|`, min and max.
 The public functions take and return (N, H, W) tensors of 8-bit values.
+
+`water_mask` is what spatter uses: it runs the steps fused on one padded buffer in the working layout. The
+steps also stand alone (`canny`, `chamfer_distance`, `box3_sum`, `equalize_hist`, `emboss`), each the batched
+equivalent of one OpenCV call. They are public on purpose: the spatter fidelity checks compare each step with
+OpenCV's or scipy's own result (a fused mask could only be compared whole), and they are useful on their own
+to anyone emulating an OpenCV pipeline in torch. `water_mask` uses the same private kernels, so the checks of
+the steps are checks of spatter.
 """
 
 from __future__ import annotations
@@ -21,6 +28,8 @@ from functools import lru_cache
 
 import numpy as np
 import torch
+
+__all__ = ["water_mask", "canny", "chamfer_distance", "box3_sum", "equalize_hist", "emboss"]
 
 # OpenCV's Canny sectors: |gy| << 15 < tg22 |gx| (horizontal), |gy| << 15 > tg22 |gx| + (|gx| << 16) (vertical),
 # in 15-bit fixed point; computed here as P |gy| < Q |gx| and P |gx| < Q |gy| (see _canny_masks; the tests check

@@ -9,6 +9,7 @@ import numpy as np
 
 from ..errors import InputError, UsageError
 from ..suggest import unknown
+from .checks import check_format, check_images, check_profile, used_profile
 
 
 class SourceArray:
@@ -90,9 +91,7 @@ def load_input(input: Path | None, labels: Path | None, dataset: str | None, spl
         raise UsageError("--no-labels goes with --input alone (not with --labels or --dataset)")
     if input is not None:
         images = load_npy(Path(input), "input images")
-        if images.dtype != np.uint8 or images.ndim not in (3, 4) or (images.ndim == 4 and images.shape[-1] not in (1, 3)):
-            raise InputError(f"{input}: expected uint8 (N, H, W, 3) or (N, H, W), got {images.dtype} {images.shape}; "
-                             "convert the array first")
+        check_images(images, input)
         if labels is not None:
             y = np.asarray(load_npy(Path(labels), "labels"))
             if y.ndim != 1 or len(y) != len(images):
@@ -119,15 +118,12 @@ def run_corrupt(out: str, dataset: str | None, split: str, input, labels, corrup
     from ..selection import parse_corruptions, parse_severities
     from ..ui import progress, stderr_console
     from ..utils import check_output_dir, check_output_file, select_device
-    from . import resolve_profile
     from .writer import write_corrupted, write_preview
 
     if not out:
         raise UsageError("missing --out DIR; see `qact corrupt --help`")
-    if fmt not in ("npy", "jpeg", "png"):
-        raise UsageError(unknown("--format", fmt, ("npy", "jpeg", "png")))
-    if profile not in ("auto", "cifar", "tiny", "imagenet"):
-        raise UsageError(unknown("--profile", profile, ("auto", "cifar", "tiny", "imagenet")))
+    check_format(fmt, "--format")
+    check_profile(profile, "--profile")
     if split not in ("test", "train"):
         raise UsageError(unknown("--split", split, ("test", "train")))
     if limit is not None and limit < 1:
@@ -138,7 +134,7 @@ def run_corrupt(out: str, dataset: str | None, split: str, input, labels, corrup
     check_output_file(preview, "--preview")
     dev = select_device(device)
     images, y, classes, what, path = load_input(input, labels, dataset, split, data_root, download, no_labels, fmt)
-    used = resolve_profile(images.shape[1], images.shape[2]) if profile == "auto" else profile
+    used = used_profile(profile, images.shape[1], images.shape[2])
     err = stderr_console()
     selection = None
     if limit is not None and limit < len(images):

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 from .base import register, unit, unit_to_uint8
-from .filters import _on
+from .filters import device_constant
 from .rng import ImageStreams
 
 
@@ -68,15 +68,15 @@ def shot_noise(x: torch.Tensor, c: float, rng: ImageStreams) -> torch.Tensor:
     cells_np, spans_np, cdf_np, levels_np = _poisson_tables(float(c))
     kmax = len(levels_np)
     dev = x.device
-    cells = _on(("poisson-cells", c), lambda: cells_np, dev, torch.int16)
+    cells = device_constant(("poisson-cells", c), lambda: cells_np, dev, torch.int16)
     u = rng.bits(x[0].numel(), _U_BITS).reshape(-1)
     level = x.reshape(-1).to(torch.int32)
     cell = (level << _CELL_BITS) | (u >> (_U_BITS - _CELL_BITS))
     out = cells.index_select(0, cell)
     open_ = _negative_positions(out)
     if open_.numel():
-        spans = _on(("poisson-spans", c), lambda: spans_np, dev, torch.int32).index_select(0, cell[open_])
-        cdf = _on(("poisson-cdf", c), lambda: cdf_np, dev, torch.int32)
+        spans = device_constant(("poisson-spans", c), lambda: spans_np, dev, torch.int32).index_select(0, cell[open_])
+        cdf = device_constant(("poisson-cdf", c), lambda: cdf_np, dev, torch.int32)
         lo, hi = spans & 0xFFFF, spans >> 16  # the count is in [lo, hi]: the first k with u < F(k)
         row, uo = level[open_] * kmax, u[open_]
         for _ in range(int(hi.sub(lo).max()).bit_length()):
@@ -84,7 +84,7 @@ def shot_noise(x: torch.Tensor, c: float, rng: ImageStreams) -> torch.Tensor:
             below = uo < cdf.index_select(0, row + mid)
             hi = torch.where(below, mid, hi)
             lo = torch.where(below, lo, mid + 1)
-        levels = _on(("poisson-levels", c), lambda: levels_np, dev, torch.int16)
+        levels = device_constant(("poisson-levels", c), lambda: levels_np, dev, torch.int16)
         out[open_] = levels.index_select(0, lo)
     return out.to(torch.uint8).reshape(x.shape)
 

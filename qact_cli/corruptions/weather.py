@@ -12,7 +12,7 @@ import torch
 
 from . import imgproc
 from .base import gray, register, to_uint8, truncate_u8, unit, unit_to_uint8
-from .filters import _zoom_axis, _zoom_taps, gaussian_filter, motion_blur
+from .filters import gaussian_filter, motion_blur, zoom_axis, zoom_taps
 from .rng import ImageStreams
 
 FROST_FILES = ("frost1.png", "frost2.png", "frost3.png", "frost4.jpg", "frost5.jpg", "frost6.jpg")
@@ -23,8 +23,8 @@ FROST_USED = 5  # the reference draws np.random.randint(5): frost6.jpg is never 
 def _zoom_lerp(n: int, zoom: float) -> tuple[int, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """One axis of clipped_zoom read from its centre crop: the crop size, and for every kept output pixel the
     two crop indices and their float32 weights."""
-    size, start, _, _ = _zoom_axis(n, zoom)
-    i0, i1, frac = _zoom_taps(n, zoom)
+    size, start, _, _ = zoom_axis(n, zoom)
+    i0, i1, frac = zoom_taps(n, zoom)
     return size, i0 - start, i1 - start, (1.0 - frac).astype(np.float32), frac.astype(np.float32)
 
 

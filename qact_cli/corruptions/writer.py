@@ -27,35 +27,15 @@ import torch
 from .. import __version__
 from ..data.identity import input_fingerprint
 from ..errors import InputError, UsageError
-from ..suggest import unknown
-from . import CORRUPTIONS, check_name, corrupt, resolve_profile
-from .profiles import PROFILES
+from . import corrupt
+from .checks import check_images, check_request, used_profile
 
 SCHEMA = "qact.corrupt/1"
-FORMATS = ("npy", "jpeg", "png")
 JPEG_QUALITY = 85  # as the published Tiny-ImageNet-C / ImageNet-C files
 _PARTIAL = ".partial"
 
 
 # ------------------------------------------------------------------------------------------------ checks
-
-
-def _check_images(images, images_path) -> tuple[int, int, int]:
-    where = f"{images_path}: " if images_path else ""
-    shape, dtype = getattr(images, "shape", None), getattr(images, "dtype", None)
-    if shape is None or dtype is None:
-        raise InputError(f"{where}images must be an array (N, H, W, 3) or (N, H, W) of uint8, got {type(images).__name__}")
-    if np.dtype(dtype) != np.uint8:
-        raise InputError(f"{where}images must be uint8, got {np.dtype(dtype)}; convert them to 8-bit first")
-    ok = len(shape) == 3 or (len(shape) == 4 and shape[-1] in (1, 3))
-    if not ok:
-        raise InputError(f"{where}images must be (N, H, W, 3), (N, H, W, 1) or (N, H, W); got {tuple(shape)}")
-    n, h, w = (int(s) for s in shape[:3])
-    if n == 0:
-        raise InputError(f"{where}no images to corrupt (N = 0)")
-    if min(h, w) < 16:
-        raise InputError(f"{where}images are {h}x{w}; corruptions need at least 16x16 pixels")
-    return n, h, w
 
 
 def _check_labels(labels, n: int, labels_path) -> np.ndarray:
@@ -66,27 +46,6 @@ def _check_labels(labels, n: int, labels_path) -> np.ndarray:
     if not (np.issubdtype(y.dtype, np.integer) or y.dtype == bool):
         raise InputError(f"{where}: labels must be integers, got {y.dtype}")
     return y.astype(np.int64)
-
-
-def _check_request(corruptions, severities, fmt, profile) -> tuple[list[str], list[int]]:
-    names = [corruptions] if isinstance(corruptions, str) else list(corruptions)
-    if not names:
-        raise UsageError(f"no corruptions asked for; valid: {', '.join(CORRUPTIONS)}")
-    for c in names:
-        check_name(c)
-    sev = [severities] if isinstance(severities, (int, np.integer)) else list(severities)
-    if not sev:
-        raise UsageError("no severities asked for; use 1..5")
-    for s in sev:
-        if isinstance(s, bool) or not isinstance(s, (int, np.integer)) or not 1 <= int(s) <= 5:
-            raise UsageError(f"severity {s!r} is out of range; use integers 1..5")
-    if len(set(names)) != len(names) or len(set(sev)) != len(sev):
-        raise UsageError("corruptions and severities must not repeat")
-    if fmt not in FORMATS:
-        raise UsageError(unknown("format", fmt, ("npy", "jpeg", "png")))
-    if profile != "auto" and profile not in PROFILES:
-        raise UsageError(unknown("profile", profile, ("auto", *PROFILES)))
-    return names, [int(s) for s in sev]
 
 
 def _prepare_folder(out: Path) -> None:
@@ -226,13 +185,13 @@ def write_corrupted(images, labels, out_dir, corruptions: Sequence[str], severit
     `dataset` names where the images come from (e.g. "cifar10 (test)"), recorded in the manifest.
     `labelled=False` (`--no-labels`): the labels are placeholders; the manifest says so and eval refuses to
     score accuracy on the folder. Another run writing into `out_dir` at the same time is refused (a lock)."""
-    names, sev = _check_request(corruptions, severities, fmt, profile)
-    n, h, w = _check_images(images, images_path)
+    names, sev = check_request(corruptions, severities, fmt, profile)
+    n, h, w = check_images(images, images_path)
     y = _check_labels(labels, n, labels_path)
     if not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
         raise UsageError(f"batch size must be a positive integer, got {batch_size!r}")
     device = torch.device(device)
-    used = resolve_profile(h, w) if profile == "auto" else profile
+    used = used_profile(profile, h, w)
     folders = _class_folders(y, class_names, labels_path) if fmt != "npy" else None
     out = Path(out_dir)
     _prepare_folder(out)
@@ -335,11 +294,11 @@ def write_preview(images, out_png, corruptions: Sequence[str], severities: Seque
     each cell showing the first `n` images side by side."""
     from PIL import Image, ImageDraw
 
-    names, sev = _check_request(corruptions, severities, "npy", profile)
-    count, h, w = _check_images(images, None)
+    names, sev = check_request(corruptions, severities, "npy", profile)
+    count, h, w = check_images(images)
     k = min(int(n), count)
     sample = np.ascontiguousarray(_rgb(np.asarray(images[:k])))
-    used = resolve_profile(h, w) if profile == "auto" else profile
+    used = used_profile(profile, h, w)
     zoom = max(1, 96 // max(h, w))  # small images are enlarged (nearest) so they stay visible
     cell_w, cell_h, pad, label_w, head = k * w * zoom, h * zoom, 4, 150, 18
     cols = [0] + sev

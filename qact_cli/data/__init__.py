@@ -1,4 +1,4 @@
-"""Datasets by name.
+"""Datasets by name (docs/data.md; the README's "Data" section).
 
 `get_dataset("cifar10c", root=..., download=False)` returns a `Dataset` whose `split("train"|"test")`
 gives `ImageSource`s and whose `cells(corruptions, severities)` gives the evaluation cells. Names

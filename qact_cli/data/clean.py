@@ -9,15 +9,11 @@ from typing import Callable
 import numpy as np
 import torch
 
+from ..constants import CIFAR10_MEAN, CIFAR10_STD, CIFAR100_MEAN, CIFAR100_STD, IMAGENET_MEAN, IMAGENET_STD
 from ..errors import InputError, UsageError
 from .arrays import load_cifar_batch, load_npy
 from .base import ArraySource, FolderSource, ImageSource, scan_folder
 from .registry import register_dataset
-
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-CIFAR10_MEAN, CIFAR10_STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
-CIFAR100_MEAN, CIFAR100_STD = (0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762)
 
 
 @dataclass

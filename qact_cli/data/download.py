@@ -1,4 +1,4 @@
-"""Verified, resumable downloads and atomic extraction of the published datasets (interface §2).
+"""Verified, resumable downloads and atomic extraction of the published datasets (docs/data.md).
 
 `download_url` streams to `<dest>.part`, resumes a partial file with an HTTP Range request,
 checks the md5 and only then gives the file its final name. `download_and_extract` does that for

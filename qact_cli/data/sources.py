@@ -1,4 +1,4 @@
-"""Where the published datasets come from (corruptions.md §3; interface §2).
+"""Where the published datasets come from (docs/data.md, "Sources and checksums").
 
 Each `Source` is one archive: its URLs (tried in order when one cannot be reached), its md5, the
 top folder it unpacks to and the folder name qact expects under the data root, and the md5 of
@@ -57,7 +57,7 @@ CIFAR100 = Source(
 )
 
 # CIFAR-10-C / CIFAR-100-C: Hendrycks & Dietterich's Zenodo records; archive md5s from Zenodo,
-# per-file md5s from torch-uncertainty's `ctest_list` (corruptions.md §3.1).
+# per-file md5s from torch-uncertainty's `ctest_list`.
 _C_NAMES = (
     "brightness", "contrast", "defocus_blur", "elastic_transform", "fog", "frost", "gaussian_blur",
     "gaussian_noise", "glass_blur", "impulse_noise", "jpeg_compression", "labels", "motion_blur",
@@ -105,7 +105,7 @@ CIFAR100C = Source(
     files={f"{n}.npy": m for n, m in zip(_C_NAMES, _CIFAR100C_MD5)},
 )
 
-# Tiny-ImageNet-200 (cs231n; md5 as corruptions.md §3.3).
+# Tiny-ImageNet-200 (cs231n; the archive's md5).
 TINYIMAGENET = Source(
     name="tinyimagenet",
     urls=("http://cs231n.stanford.edu/tiny-imagenet-200.zip",),
@@ -132,7 +132,7 @@ TINYIMAGENETC = Source(
 )
 
 # MNIST-C (Mu & Gilmer 2019): Zenodo record 3239543. The md5 is the one that two independent
-# public loaders check (it is not in corruptions.md).
+# public loaders check (no checksum is published with the record).
 MNISTC = Source(
     name="mnistc",
     urls=("https://zenodo.org/records/3239543/files/mnist_c.zip?download=1",
@@ -144,7 +144,7 @@ MNISTC = Source(
 )
 
 # ImageNet-C: five tars of 7-21 GB, one per corruption family, on Zenodo record 2235448
-# (md5s from pytorch-ood, corruptions.md §3.4). Too large to fetch silently.
+# (md5s as pytorch-ood lists them). Too large to fetch silently.
 IMAGENETC_TARS = {
     "noise.tar": "e80562d7f6c3f8834afb1ecf27252745",
     "blur.tar": "2d8e81fdd8e07fef67b9334fa635e45c",

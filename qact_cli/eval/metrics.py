@@ -1,8 +1,8 @@
-"""Accuracy and calibration metrics of one evaluation cell, and their summary (interface §4).
+"""Accuracy and calibration metrics of one evaluation cell, and their summary (docs/reference.md, "Result JSON").
 
 Every function takes PROBABILITIES `probs` (N, K) (the caller computes `softmax(logits)`; never
 logits) and integer `labels` (N,), and computes in float64. Two calibration errors are reported
-because "calibration error" is not one number (ecosystem.md §2):
+because "calibration error" is not one number (docs/protocol.md, "Metrics and their estimators"):
 
 - `ece`: Guo et al. 2017, top-label, L1, 15 equal-width bins ((m-1)/15, m/15] -- what
   torchmetrics, `calibration.get_ece` and most robustness papers report;
@@ -24,7 +24,7 @@ METRIC_NAMES = {
     "ce_marginal_l2": "marginal debiased L2, 15 equal-mass bins (Kumar et al. 2019)",
 }
 
-# Top-1 error of AlexNet on ImageNet-C, averaged over severities 1..5 (corruptions.md §5; the
+# Top-1 error of AlexNet on ImageNet-C, averaged over severities 1..5 (Hendrycks & Dietterich 2019, ImageNet-C; the
 # table used by AugMix's `compute_mce`, FAN and easyrobust). Only the 15 benchmark corruptions.
 ALEXNET_ERR = {
     "gaussian_noise": 0.886428, "shot_noise": 0.894468, "impulse_noise": 0.922640,
@@ -246,7 +246,7 @@ def mce_imagenet_c(cells: Iterable[Mapping]) -> float | None:
 
 
 def summarize(cells: Iterable[Mapping], dataset: str | None = None) -> dict:
-    """The `summary` of the result JSON (interface §4) from its `cells`.
+    """The `summary` of the result JSON (docs/reference.md, "Result JSON") from its `cells`.
 
     by_severity: for each severity present (as a string key, ascending), the mean and the
     population std over corruptions of acc and ece. mean_corruption_acc: mean acc over all cells

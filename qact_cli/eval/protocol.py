@@ -224,7 +224,7 @@ def score_cell(model: nn.Module, cell: Cell, protocol: Protocol, prep: Preproces
 def evaluate(model: nn.Module, meta: dict, dataset: Dataset, protocol: Protocol, device: torch.device,
              cells: list[Cell] | None = None, on_cell: Callable[[dict], None] | None = None,
              workers: int | None = None) -> dict:
-    """Score `model` on every cell of `dataset` under `protocol`; returns the §4 result document."""
+    """Score `model` on every cell of `dataset` under `protocol`; returns the result document (docs/reference.md, "Result JSON")."""
     protocol.check()
     t0 = time.time()
     cells = cells if cells is not None else dataset.cells(protocol.corruptions, protocol.severities, seed=protocol.seed)

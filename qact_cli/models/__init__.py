@@ -11,7 +11,7 @@ from __future__ import annotations
 from torch import nn
 
 from ..nn.activations import get_activation
-from ..suggest import unknown
+from ..nn.heads import HEADS as HEAD_REGISTRY, split_head
 from .dinov2 import ARCHS as DINOV2_ARCHS
 from .lenet import LeNet  # the import order is the order `--arch` choices are listed in
 from .resnet import ResNet18
@@ -19,7 +19,7 @@ from .vgg import VGG
 from .densenet import DenseNet
 from .registry import MODEL_FAMILIES, ModelFamily, get_model_family, model_names, register_family, register_model
 
-HEADS = ("linear", "quantile")
+HEADS = tuple(HEAD_REGISTRY.names())  # "quantile" also takes a variant: "quantile:direct_fit" (nn/heads.py)
 
 
 def _rebuild_probe(info: dict, weights=None, download: bool = False, **overrides) -> nn.Module:
@@ -43,8 +43,7 @@ def build_model(arch: str, act: str = "relu", num_classes: int = 10, head: str =
         raise ValueError(f"arch {arch!r} is a probe on a frozen backbone: it is built from its checkpoint "
                          "(qact_cli.checkpoint.load_model), or fitted with `qact train`")
     get_activation(act)
-    if head.split(":", 1)[0] not in HEADS:  # quantile:VARIANT (nn/heads.py)
-        raise ValueError(unknown("head", head, HEADS))
+    split_head(head)
     return family.build(num_classes=num_classes, act=act, head=head, **arch_kwargs)
 
 
@@ -58,9 +57,5 @@ def rebuild_model(info: dict, **overrides) -> nn.Module:
                        **info.get("arch_kwargs", {}))
 
 
-def list_models() -> list[str]:
-    return model_names()
-
-
 __all__ = ["DenseNet", "HEADS", "LeNet", "MODEL_FAMILIES", "ModelFamily", "ResNet18", "VGG", "build_model",
-           "get_model_family", "list_models", "model_names", "rebuild_model", "register_family", "register_model"]
+           "get_model_family", "model_names", "rebuild_model", "register_family", "register_model"]

@@ -14,7 +14,7 @@ from pathlib import Path
 import yaml
 from torch import nn
 
-from ..errors import InputError, UsageError
+from ..errors import InputError, UsageError, first_line
 from .classnames import dataset_class_names, known_datasets
 
 CARD_KEYS = ("model", "weights", "model_kwargs", "num_classes", "input_size", "resize", "mean", "std",
@@ -46,8 +46,8 @@ def read_card(source) -> Card:
         try:
             data = yaml.safe_load(path.read_text())
         except (yaml.YAMLError, UnicodeDecodeError, OSError) as e:
-            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            raise InputError(f"cannot read model card {path}: not valid YAML ({first[:120]}); fix the file") from None
+            raise InputError(f"cannot read model card {path}: not valid YAML ({first_line(e, limit=120)}); "
+                             "fix the file") from None
         base, where = path.resolve().parent, f"model card {path}"
     if not isinstance(data, dict):
         raise InputError(f"{where} must be a mapping with keys {', '.join(CARD_KEYS)}")

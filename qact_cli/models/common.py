@@ -9,18 +9,7 @@ from __future__ import annotations
 from torch import nn
 
 from ..nn.activations import activation_name, make_activation
-
-
-def make_head(kind: str, in_features: int, num_classes: int) -> nn.Module:
-    from ..nn.heads import LinearHead, QuantileHead
-
-    if kind == "linear":
-        return LinearHead(in_features, num_classes)
-    if kind == "quantile":  # checkpoints before head variants: the first reading
-        return QuantileHead(in_features, num_classes)
-    if kind.startswith("quantile:"):  # "quantile:<variant>", see nn/heads.py VARIANTS
-        return QuantileHead(in_features, num_classes, variant=kind.split(":", 1)[1])
-    raise ValueError(f"unknown head {kind!r}; choose linear, quantile or quantile:<variant>")
+from ..nn.heads import make_head
 
 
 class Classifier(nn.Module):

@@ -21,14 +21,13 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from ..constants import IMAGENET_MEAN, IMAGENET_STD
 from ..errors import InputError, UsageError
 from ..utils import sha256_file
 from . import specs
 from .cards import check_values, is_card, read_card
 from .weights import archive_kind, fit_weights, is_safetensors, read_state_dict
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 @dataclass

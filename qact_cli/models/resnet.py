@@ -1,7 +1,7 @@
 """ResNet18, CIFAR style: 3x3 stem, no max-pool, global average pooling.
 
 Placement of QAct (`placement`): "all" puts the chosen activation everywhere (the paper: "replace
-the usual ReLU"); "official" follows the official code's ResNet18 (qact-method.md §4): the first
+the usual ReLU"); "official" follows the official code's ResNet18 (adityac20/quantile_activation, `models/resnet.py`): the first
 activation of every block stays ReLU, QAct only at the stem, after each residual sum, and as a 1-D
 QAct on the pooled feature before the classifier.
 """

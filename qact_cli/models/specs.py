@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ..errors import InputError, UsageError
+from ..errors import InputError, UsageError, first_line
 from ..utils import sha256_file
 from .weights import read_state_dict
 
@@ -32,11 +32,6 @@ _CALLABLE = re.compile(r"[A-Za-z_][\w.]*")
 def did_you_mean(name: str, choices) -> str:
     close = difflib.get_close_matches(name, list(choices), n=3, cutoff=0.6)
     return f"; did you mean {' or '.join(close)}?" if close else ""
-
-
-def one_line(e: BaseException) -> str:
-    text = str(e).strip().splitlines()
-    return f"{type(e).__name__}: {text[0][:200]}" if text else type(e).__name__
 
 
 # torchvision ---------------------------------------------------------------------------------------
@@ -69,9 +64,9 @@ def _build(make, what: str) -> nn.Module:
     try:
         return make()
     except TypeError as e:
-        raise UsageError(f"{what} does not take these arguments ({one_line(e)}); check --model-kwargs") from None
+        raise UsageError(f"{what} does not take these arguments ({first_line(e, with_type=True)}); check --model-kwargs") from None
     except (ValueError, RuntimeError) as e:
-        raise InputError(f"cannot build {what} ({one_line(e)})") from None
+        raise InputError(f"cannot build {what} ({first_line(e, with_type=True)})") from None
 
 
 def _looks_like_enum(weights: str) -> bool:
@@ -100,7 +95,7 @@ def _torchvision_pretrained(name: str, weights: str, values: dict, download: boo
     try:
         model = tvm.get_model(name, weights=w, progress=False, **values.get("model_kwargs", {}))
     except (RuntimeError, ValueError, TypeError, KeyError) as e:
-        raise InputError(f"{path}: torchvision cannot load these weights into {name} ({one_line(e)}); "
+        raise InputError(f"{path}: torchvision cannot load these weights into {name} ({first_line(e, with_type=True)}); "
                          "delete the file and fetch it again with --download") from None
     defaults = {"num_classes": k, "weights": str(w), "weights_path": str(path),
                 "classes": categories or None, "class_source": "weights" if categories else None}
@@ -130,7 +125,7 @@ def hub_file(url: str, what: str, download: bool) -> Path:
     try:
         download_url_to_file(url, str(path), hash_prefix=m.group(1) if m else None, progress=True)
     except (OSError, RuntimeError) as e:
-        raise InputError(f"cannot download {url} to {path} ({one_line(e)}); check the network or fetch it by hand") from None
+        raise InputError(f"cannot download {url} to {path} ({first_line(e, with_type=True)}); check the network or fetch it by hand") from None
     return path
 
 
@@ -181,7 +176,7 @@ def callable_model(spec: str, values: dict) -> tuple[nn.Module, dict]:
     try:
         model = obj(**values.get("model_kwargs", {}))
     except Exception as e:  # the user's code: any failure becomes one line naming it
-        raise InputError(f"{spec} raised {one_line(e)}; check --model-kwargs and the code") from None
+        raise InputError(f"{spec} raised {first_line(e, with_type=True)}; check --model-kwargs and the code") from None
     if not isinstance(model, nn.Module):
         raise InputError(f"{spec} returned {type(model).__name__}, not a torch.nn.Module")
     kw = values.get("model_kwargs", {})
@@ -210,7 +205,7 @@ def _import(head: str):
         try:
             spec.loader.exec_module(module)
         except Exception as e:  # the user's module
-            raise InputError(f"cannot import {path}: {one_line(e)}") from None
+            raise InputError(f"cannot import {path}: {first_line(e, with_type=True)}") from None
         return module
     # as `python script.py` / `python -m` would: modules in the working directory are importable
     if os.getcwd() not in sys.path and "" not in sys.path:
@@ -222,9 +217,9 @@ def _import(head: str):
         if e.name == top:
             raise UsageError(f"unknown model spec prefix {top!r} (not torchvision, timm or an importable module)"
                              f"{did_you_mean(top, PREFIXES)}") from None
-        raise InputError(f"cannot import {head}: {one_line(e)}") from None
+        raise InputError(f"cannot import {head}: {first_line(e, with_type=True)}") from None
     except Exception as e:  # the user's module
-        raise InputError(f"cannot import {head}: {one_line(e)}") from None
+        raise InputError(f"cannot import {head}: {first_line(e, with_type=True)}") from None
 
 
 # TorchScript / torch.export archives -----------------------------------------------------------------
@@ -242,5 +237,5 @@ def archive_model(path: Path, kind: str, trust: bool, device) -> tuple[nn.Module
         else:
             model = torch.export.load(str(path)).module()
     except Exception as e:  # loading these formats runs arbitrary stored code: report any failure in one line
-        raise InputError(f"cannot load {label} archive {path} ({one_line(e)})") from None
+        raise InputError(f"cannot load {label} archive {path} ({first_line(e, with_type=True)})") from None
     return model, {"weights": str(path), "weights_sha256": sha256_file(path)}

@@ -22,6 +22,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..registry import Registry, UnknownName
+from ..suggest import unknown
 from .qact import QAct
 
 _EPS = 1e-6
@@ -146,3 +148,26 @@ VARIANTS = {
     "scaled_silverman": (_scaled_odds, _weighted_bce, {"bandwidth": "silverman"}, 1.0),
 }
 DEFAULT_VARIANT = "direct_fit"  # what `--head quantile` trains (recorded as "quantile:<variant>"); docs/calibration.md
+
+# head name -> `(in_features, num_classes, variant) -> nn.Module`; a name may carry a variant, "quantile:odds"
+HEADS = Registry("--head")
+HEADS.add("linear", lambda in_features, num_classes, variant=None: LinearHead(in_features, num_classes))
+# "quantile" alone is the first reading ("odds"), so checkpoints written before variants load as they were
+HEADS.add("quantile", lambda in_features, num_classes, variant=None: QuantileHead(in_features, num_classes,
+                                                                                  variant=variant or "odds"))
+
+
+def split_head(name: str) -> tuple[str, str | None]:
+    """"quantile:direct_fit" -> ("quantile", "direct_fit"); an unknown head or variant is exit 2."""
+    base, _, variant = str(name).partition(":")
+    HEADS.get(base)
+    if variant and (base != "quantile" or variant not in VARIANTS):
+        raise UnknownName(unknown("quantile head variant" if base == "quantile" else f"{base} head variant",
+                                  variant, VARIANTS if base == "quantile" else ()))
+    return base, variant or None
+
+
+def make_head(name: str, in_features: int, num_classes: int) -> nn.Module:
+    """The head registered as `name` ("linear", "quantile", "quantile:<variant>")."""
+    base, variant = split_head(name)
+    return HEADS.get(base)(in_features, num_classes, variant)

@@ -5,7 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from ..errors import UsageError
-from ..models import HEADS, get_model_family
+from ..models import get_model_family
+from ..nn.heads import split_head
 from ..nn.activations import ACTIVATIONS
 from ..suggest import unknown
 from .protocol import LR, LR_PATIENCE
@@ -59,8 +60,7 @@ def validate_config(cfg: TrainConfig) -> None:
         raise UsageError("--calibrate is not available for frozen-backbone probes yet; leave it out")
     if not family.frozen_backbone:  # a probe checks its own --act and --head (models/probe.py)
         ACTIVATIONS.get(cfg.act, "--act")
-        if cfg.head.split(":", 1)[0] not in HEADS:  # quantile:VARIANT (nn/heads.py)
-            raise UsageError(unknown("--head", cfg.head, HEADS))
+        split_head(cfg.head)
     size = (cfg.qact or {}).get("context_size")
     if size is not None and (isinstance(size, bool) or not isinstance(size, int) or size < 1):
         raise UsageError(f"--context-size {size!r}: expected a positive number of context samples per channel")
