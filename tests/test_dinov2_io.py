@@ -13,7 +13,8 @@ import torch
 
 from qact_cli.errors import InputError
 from qact_cli.models import dinov2
-from qact_cli.models.dinov2 import FeatureSpec, backbone_features, extract_features, load_backbone, sha256_file
+from qact_cli.models.dinov2 import FeatureSpec, backbone_features, extract_features, load_backbone
+from qact_cli.utils import sha256_file
 
 TINY = "dinov2_tiny"  # embed 32, depth 2, heads 2: a ~0.4 MB file with the official key layout
 
@@ -151,13 +152,13 @@ def test_explicit_path_and_sha256(tmp_path):
 def test_sha256_is_memoised_by_path_size_and_mtime(tmp_path):
     path = tmp_path / "f.bin"
     path.write_bytes(b"a" * 1000)
-    first = sha256_file(path)
+    first = sha256_file(path, cached=True)  # what load_backbone uses for pretrained weights
     st = os.stat(path)
     path.write_bytes(b"b" * 1000)  # same size; restore the mtime: the memo cannot tell
     os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
-    assert sha256_file(path) == first
+    assert sha256_file(path, cached=True) == first
     os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
-    assert sha256_file(path) == hashlib.sha256(b"b" * 1000).hexdigest()
+    assert sha256_file(path, cached=True) == hashlib.sha256(b"b" * 1000).hexdigest()
 
 
 # --- download -----------------------------------------------------------------------------------

@@ -18,7 +18,8 @@ from qact_cli.data.transforms import to_model_input
 from qact_cli.errors import InputError
 from qact_cli.models import dinov2, probe
 from qact_cli.training import probe as fitting
-from qact_cli.models.dinov2 import load_backbone, sha256_file
+from qact_cli.models.dinov2 import load_backbone
+from qact_cli.utils import sha256_file
 from qact_cli.models.vit import DinoVisionTransformer
 from qact_cli.training import TrainConfig, split_train_val, train
 

@@ -14,7 +14,6 @@ default; we stay in float and only clamp to [0, 1], so we differ from PIL by its
 
 from __future__ import annotations
 
-import hashlib
 import os
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
@@ -24,13 +23,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from qact_cli.errors import InputError, UsageError
-from qact_cli.suggest import unknown
-from qact_cli.models.vit import DinoVisionTransformer
+from ..constants import IMAGENET_MEAN, IMAGENET_STD
+from ..errors import InputError, UsageError, first_line
+from ..suggest import unknown
+from ..utils import select_device, sha256_file
+from .vit import DinoVisionTransformer
 
 WEIGHTS_BASE_URL = "https://dl.fbaipublicfiles.com/dinov2"
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 
 # name -> (embed_dim, depth, num_heads); all patch 14, mlp_ratio 4, built for 518 px (37×37 grid).
 ARCHS: dict[str, tuple[int, int, int]] = {
@@ -53,23 +52,6 @@ def weights_url(name: str) -> str:
 def default_weights_path(name: str) -> Path:
     """Where torch.hub would cache the file (honours TORCH_HOME and XDG_CACHE_HOME like torch)."""
     return Path(torch.hub.get_dir()) / "checkpoints" / f"{name}_pretrain.pth"
-
-
-_SHA256_CACHE: dict[tuple[str, int, int], str] = {}
-
-
-def sha256_file(path: str | os.PathLike) -> str:
-    """Hex sha256 of a file, memoised per (real path, size, mtime) within the process."""
-    path = os.path.realpath(path)
-    st = os.stat(path)
-    key = (path, st.st_size, st.st_mtime_ns)
-    if key not in _SHA256_CACHE:
-        h = hashlib.sha256()
-        with open(path, "rb") as f:
-            while chunk := f.read(1 << 22):
-                h.update(chunk)
-        _SHA256_CACHE[key] = h.hexdigest()
-    return _SHA256_CACHE[key]
 
 
 def resolve_weights(
@@ -135,17 +117,12 @@ def _random_state_dict(model: DinoVisionTransformer, seed: int) -> dict[str, tor
     return sd
 
 
-def _first_line(e: BaseException) -> str:
-    text = str(e).strip().splitlines()
-    return f"{type(e).__name__}: {text[0]}" if text else type(e).__name__
-
-
 def _read_state_dict(path: Path, model: torch.nn.Module, name: str) -> dict[str, torch.Tensor]:
     try:
         sd = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # any failure to unpickle means a truncated or foreign file
         raise InputError(
-            f"cannot read DINOv2 weights {path} ({_first_line(e)}): the file is truncated or corrupt; "
+            f"cannot read DINOv2 weights {path} ({first_line(e, with_type=True, limit=10_000)}): the file is truncated or corrupt; "
             "delete it and download it again (--download), or pass --weights PATH"
         ) from None
     if not isinstance(sd, dict) or not all(isinstance(v, torch.Tensor) for v in sd.values()):
@@ -192,7 +169,7 @@ def load_backbone(
     else:
         path = resolve_weights(name, weights, download, progress)
         _materialize(model, _read_state_dict(path, model, name))
-        sha, model.seed = sha256_file(path), None
+        sha, model.seed = sha256_file(path, cached=True), None
     if expected_sha256 is not None and sha != expected_sha256:
         raise InputError(
             f"DINOv2 weights {path or 'random'} have sha256 {sha}, but {expected_sha256} was expected "
@@ -317,12 +294,6 @@ def _batches(images, batch_size: int) -> Iterable[torch.Tensor]:
             yield _as_nchw_uint8(chunk[i : i + batch_size])
 
 
-def resolve_device(device: str | torch.device | None) -> torch.device:
-    if device is None or device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
-
-
 def extract_features(
     backbone: DinoVisionTransformer,
     images,
@@ -338,7 +309,7 @@ def extract_features(
     "auto": CUDA if present); the backbone is moved there. `progress(n_done)` after each batch.
     """
     spec = spec or FeatureSpec()
-    dev = resolve_device(device)
+    dev = select_device("auto" if device is None else str(device))
     backbone.to(dev).eval()
     out = []
     with torch.inference_mode():

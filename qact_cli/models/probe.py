@@ -33,10 +33,11 @@ import torch
 from torch import nn
 
 from ..errors import InputError, UsageError
+from ..utils import sha256_file
 from . import feature_cache
 from .backbones import Backbone, DinoBackbone, from_record
 from .common import make_head
-from .dinov2 import DinoVisionTransformer, FeatureSpec, default_weights_path, load_backbone, sha256_file
+from .dinov2 import DinoVisionTransformer, FeatureSpec, default_weights_path, load_backbone
 
 IMPL = "qact-dinov2"
 DEFAULT_RES = 224

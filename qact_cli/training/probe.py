@@ -48,7 +48,7 @@ from ..errors import InputError, UsageError
 from ..models import feature_cache
 from ..models.backbones import DinoBackbone, NetBackbone, resolve_backbone
 from ..models.common import make_head
-from ..models.dinov2 import IMAGENET_MEAN, IMAGENET_STD
+from ..constants import IMAGENET_MEAN, IMAGENET_STD
 from ..models.probe import DEFAULT_RES, ProbeModel
 from ..suggest import unknown
 
