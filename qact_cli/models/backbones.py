@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+from abc import ABC, abstractmethod
 from pathlib import Path
 
 import torch
@@ -40,7 +41,7 @@ class _Stop(Exception):
     """Raised by a feature hook: the layers after the features need not run."""
 
 
-class Backbone:
+class Backbone(ABC):
     """A frozen feature extractor. `features(x)` takes model inputs `(uint8/255 - mean)/std` (N, 3, H, W)
     and returns (N, dim); `module` is the network (kept in eval mode; the probe moves it)."""
 
@@ -50,11 +51,13 @@ class Backbone:
     def __init__(self, module: nn.Module, dim: int):
         self.module, self.dim = module.eval(), int(dim)
 
+    @abstractmethod
     def features(self, x: torch.Tensor) -> torch.Tensor:
-        raise NotImplementedError
+        """(N, 3, H, W) model inputs -> (N, dim) features, without gradients."""
 
+    @abstractmethod
     def record(self) -> dict:
-        raise NotImplementedError
+        """The backbone's identity for the probe checkpoint (spec or path, options, sha256)."""
 
 
 class DinoBackbone(Backbone):
