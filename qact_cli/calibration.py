@@ -19,7 +19,8 @@ _T_RANGE = (1e-2, 1e2)  # beyond this the fit is meaningless (a constant or a on
 
 
 def fit_temperature(logits: torch.Tensor, labels: torch.Tensor, max_iter: int = 100) -> float:
-    """The T minimising mean NLL of softmax(logits / T), by LBFGS on log T (so T stays positive)."""
+    """The T minimising mean NLL of softmax(logits / T), by LBFGS on log T (so T stays positive).
+    A 1-D convex problem (the NLL is convex in 1/T), so the fit does not depend on where it starts."""
     logits = logits.detach().double()
     labels = labels.long()
     log_t = torch.zeros((), dtype=torch.float64, requires_grad=True)
@@ -35,12 +36,31 @@ def fit_temperature(logits: torch.Tensor, labels: torch.Tensor, max_iter: int = 
     return float(log_t.detach().exp().clamp(*_T_RANGE))
 
 
+def nll(logits: torch.Tensor, labels: torch.Tensor, temperature: float = 1.0) -> float:
+    """Mean NLL of softmax(logits / temperature), in float64."""
+    return nn.functional.cross_entropy(logits.double() / temperature, labels.long()).item()
+
+
+def fit_sharpness(head: nn.Module, outputs: torch.Tensor, labels: torch.Tensor) -> dict:
+    """Refit the sharpness a of a quantile head (p ~ q^a, nn/heads.py) exactly, by NLL on `outputs`:
+    the head's log-probabilities a log q - logsumexp, computed at its current a with the quantiles
+    held fixed. softmax(outputs / T) is p ~ q^(a / T), so a' = a / T with T = fit_temperature(outputs),
+    a 1-D convex fit that does not depend on how many SGD steps the training gave a. The new a is
+    stored in the head (its `log_scale`, in the state_dict); returns the record for the checkpoint."""
+    before = head.sharpness
+    t = fit_temperature(outputs, labels)
+    head.set_sharpness(before / t)
+    return {"a_before": before, "a": head.sharpness, "train_nll_before": nll(outputs, labels),
+            "train_nll_after": nll(outputs, labels, t)}
+
+
 @torch.no_grad()
-def model_outputs(model: nn.Module, loader, device, mean, std) -> tuple[torch.Tensor, torch.Tensor]:
-    """The model's outputs (logits or log-probabilities) and labels over `loader`, in eval mode."""
+def model_outputs(model: nn.Module, loader, device, mean, std, shard: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+    """The model's outputs (logits or log-probabilities) and labels over `loader`, in eval mode; under
+    torchrun this rank's share of the batches, or every batch with `shard=False`."""
     model.eval()
     outs, ys = [], []
-    for xb, yb in distributed.local_batches(loader):
+    for xb, yb in (distributed.local_batches(loader) if shard else loader):
         outs.append(model(to_model_input(xb.to(device), mean, std)).float().cpu())
         ys.append(yb)
     return torch.cat(outs), torch.cat(ys)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from qact_cli.calibration import fit_temperature
+from qact_cli.calibration import fit_sharpness, fit_temperature
 from qact_cli.eval import metrics
 from qact_cli.models import build_model
 from qact_cli.nn.heads import DEFAULT_VARIANT, VARIANTS, QuantileHead
@@ -132,3 +132,59 @@ def test_direct_fit_trains_the_network_as_direct_and_fits_only_the_sharpness():
 def test_cli_rejects_an_unknown_calibration(cli, tmp_path):
     code, _, err = cli("train", "--dataset", "digits", "--arch", "lenet", "--out", tmp_path / "x.pt", "--calibrate", "platt")
     assert code == 2 and "--calibrate" in err
+
+
+def _head_outputs(head, feats, batch=64):
+    head.eval()
+    with torch.no_grad():
+        return torch.cat([head(f) for f in feats.split(batch)])
+
+
+def test_post_hoc_sharpness_fit_lowers_train_nll_of_a_missharpened_head_and_is_used_at_eval():
+    g = torch.Generator().manual_seed(0)
+    labels = torch.randint(0, 10, (640,), generator=g)
+    feats = torch.randn(640, 12, generator=g)
+    feats[:, :10] += 2.0 * torch.nn.functional.one_hot(labels, 10)  # separable enough to want a sharp head
+    head = QuantileHead(12, 10, variant="direct_fit")
+    with torch.no_grad():
+        head.fc.weight.zero_()
+        head.fc.weight[:, :10] = torch.eye(10)
+    assert head.refits_sharpness and not QuantileHead(12, 10, variant="power4").refits_sharpness
+    fitted = []
+    for wrong in (0.3, 60.0):  # far too flat, far too sharp
+        head.set_sharpness(wrong)
+        assert head.sharpness == pytest.approx(wrong, rel=1e-6)
+        out = _head_outputs(head, feats)
+        record = fit_sharpness(head, out, labels)
+        assert record["a_before"] == pytest.approx(wrong, rel=1e-6)
+        assert record["train_nll_after"] < 0.9 * record["train_nll_before"]
+        # the head now computes with the fitted a: its outputs give the NLL the fit reported
+        again = torch.nn.functional.nll_loss(_head_outputs(head, feats).double(), labels).item()
+        assert again == pytest.approx(record["train_nll_after"], rel=1e-4)
+        fitted.append(head.sharpness)
+    assert fitted[0] == pytest.approx(fitted[1], rel=1e-3)  # the exact minimum, wherever a started
+    a = fitted[0]
+    for other in (0.8 * a, 1.25 * a):
+        head.set_sharpness(other)
+        worse = torch.nn.functional.nll_loss(_head_outputs(head, feats).double(), labels).item()
+        assert worse > record["train_nll_after"]
+
+
+def test_training_refits_the_sharpness_and_the_checkpoint_carries_it(tmp_path):
+    from qact_cli.checkpoint import load_model, read_checkpoint
+    from qact_cli.training import TrainConfig, train
+
+    out = tmp_path / "q.pt"
+    info = train(TrainConfig(dataset="digits", arch="lenet", act="qact", head="quantile", out=str(out), epochs=1,
+                             batch_size=64, device="cpu"))
+    sharp = info["head_sharpness"]
+    assert (sharp["split"], sharp["batch_size"], sharp["context"]) == ("train", 64, "batch")
+    assert sharp["a"] != pytest.approx(sharp["a_before"]) and sharp["train_nll_after"] < sharp["train_nll_before"]
+    ckpt = read_checkpoint(out)
+    assert ckpt["train"]["head_sharpness"] == sharp
+    model, _ = load_model(out)
+    assert model.head.sharpness == pytest.approx(sharp["a"], rel=1e-5)
+    # a head whose sharpness is learned by its training loss (or has none) is left as trained
+    other = train(TrainConfig(dataset="digits", arch="lenet", act="qact", head="quantile:odds",
+                              out=str(tmp_path / "o.pt"), epochs=1, batch_size=64, device="cpu"))
+    assert "head_sharpness" not in other

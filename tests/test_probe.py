@@ -120,6 +120,10 @@ def test_quantile_probe_folds_its_standardisation(small_digits, tmp_path, cli):
     ckpt = read_checkpoint(out)
     assert all(k.startswith("head.") for k in ckpt["state_dict"]) and ckpt["model"]["backbone"]["weights_sha256"] is None
     assert 1 <= info["best_epoch"] <= info["epochs"] <= 3 and info["optimizer"] == "adam"
+    # --head quantile is direct_fit: its sharpness refitted on the training features and carried by the head
+    sharp = info["head_sharpness"]
+    assert sharp["split"] == "train" and sharp["train_nll_after"] <= sharp["train_nll_before"]
+    assert load_model(out)[0].head.sharpness == pytest.approx(sharp["a"], rel=1e-5)
     code, _, err = cli(*eval_args(out, tmp_path))
     assert code == 0, err
 

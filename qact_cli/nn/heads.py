@@ -72,6 +72,22 @@ class QuantileHead(nn.Module):
             # the rate lets Adam's ~lr-sized steps move it by a factor of e in ~100 steps
             self.log_scale = nn.Parameter(torch.zeros(()))
 
+    @property
+    def refits_sharpness(self) -> bool:
+        """Whether training ends by refitting the sharpness a exactly on the training split
+        (calibration.py `fit_sharpness`): the variants whose a is fitted by NLL with the quantiles fixed."""
+        return self.variant in POST_HOC_SHARPNESS
+
+    @property
+    def sharpness(self) -> float:
+        """The sharpness a of the scaled odds or of p ~ q^a."""
+        return float(self.scale0 * (_SCALE_RATE * self.log_scale.detach()).exp())
+
+    def set_sharpness(self, a: float) -> None:
+        """Store a in `log_scale` (a = scale0 * exp(_SCALE_RATE * log_scale)), so checkpoints carry it."""
+        with torch.no_grad():
+            self.log_scale.fill_(float(torch.log(torch.tensor(a / self.scale0, dtype=torch.float64))) / _SCALE_RATE)
+
     def quantiles(self, features: Tensor) -> Tensor:
         """The K one-vs-rest quantiles q_k = QAct(s_k) in (0, 1)."""
         return self.quantile(self.fc(features)).clamp(_EPS, 1 - _EPS)
@@ -147,6 +163,9 @@ VARIANTS = {
     # the KDE bandwidth of the gradient follows the scores' spread instead of a fixed 0.5 (score units)
     "scaled_silverman": (_scaled_odds, _weighted_bce, {"bandwidth": "silverman"}, 1.0),
 }
+# variants whose sharpness is refitted by NLL on the training split once training ends (the SGD fit
+# during training cannot converge in a few dozen steps: docs/calibration.md)
+POST_HOC_SHARPNESS = frozenset({"direct_fit"})
 DEFAULT_VARIANT = "direct_fit"  # what `--head quantile` trains (recorded as "quantile:<variant>"); docs/calibration.md
 
 # head name -> `(in_features, num_classes, variant) -> nn.Module`; a name may carry a variant, "quantile:odds"

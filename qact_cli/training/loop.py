@@ -215,12 +215,42 @@ def finish(run: Run, stopped_early: bool, t0: float, val_loader=None, log: Calla
     info = train_info(run, stopped_early)
     info["elapsed_s"] = round(time.time() - t0, 2)
     info["environment"] = environment(run.device)
+    refit_sharpness(run, final, info, log)  # before the temperature, which is fitted on the final outputs
     calibrate(run, final, info, val_loader, log)
     if distributed.is_main():
         save_checkpoint(make_checkpoint(final, run.info, info), run.out)
         run.state_path.unlink(missing_ok=True)
     distributed.barrier()  # the checkpoint exists on return, on every rank
     return info
+
+
+def refit_sharpness(run: Run, model: nn.Module, info: dict, log: Callable[[str], None]) -> None:
+    """A quantile head whose sharpness a (p ~ q^a) is fitted by NLL gets it fitted exactly once training
+    ends, the network held fixed: on the training split (the paper fits its classifier on the train
+    embedding), in eval mode with every QAct's context the batch, batches of the training batch size
+    (the context the network was trained with). Recorded as the checkpoint's `train.head_sharpness`."""
+    head = getattr(model, "head", None)
+    if not getattr(head, "refits_sharpness", False):
+        return
+    from ..calibration import fit_sharpness, model_outputs
+    from ..nn import QAct, set_context
+
+    cfg, ds = run.cfg, run.ds
+    # seeded shuffled batches, as in training (a batch in file order could hold one class); no augmentation
+    loader = make_loader(run.train_src, cfg.batch_size, shuffle=True, seed=cfg.seed * 1000 + cfg.epochs,
+                         workers=cfg.workers, drop_last=len(run.train_src) % cfg.batch_size == 1)
+    contexts = [(m, m.context) for m in model.modules() if isinstance(m, QAct)]
+    set_context(model, "batch")
+    try:  # every rank sees every batch, so that every rank fits the same a
+        outputs, labels = model_outputs(model.to(run.device), loader, run.device, ds.mean, ds.std, shard=False)
+    finally:
+        for m, context in contexts:
+            m.context = context
+        model.cpu()
+    record = info["head_sharpness"] = {"split": "train", "batch_size": cfg.batch_size, "context": "batch",
+                                       **fit_sharpness(head, outputs, labels)}
+    log(f"quantile head sharpness refitted on the training split: a = {record['a_before']:.3f} -> {record['a']:.3f} "
+        f"(train NLL {record['train_nll_before']:.4f} -> {record['train_nll_after']:.4f})")
 
 
 def calibrate(run: Run, model: nn.Module, info: dict, val_loader, log: Callable[[str], None]) -> None:

@@ -282,11 +282,30 @@ def fit_quantile(x_tr: torch.Tensor, y_tr: np.ndarray, x_va: torch.Tensor, y_va:
             log(f"early stop after epoch {epoch + 1}: no 0.001 gain in validation accuracy for {early_stop} epochs")
             break
     head.load_state_dict(best_state)
+    sharpness = _refit_sharpness(head, xtr, ytr, batch_size, seed) if head.refits_sharpness else None
     head = head.cpu().eval()
     _fold_standardisation(head.fc, mu, sd)
     record = {"optimizer": "adam", "best_epoch": best_epoch, "val_acc": best, "history": history,
               "stopped_early": len(history) < epochs, "standardize": "folded into the head"}
+    if sharpness:
+        record["head_sharpness"] = sharpness
     return head, record
+
+
+def _refit_sharpness(head: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int, seed: int) -> dict:
+    """The head's sharpness a (p ~ q^a) fitted exactly by NLL on the training features, the scores held
+    fixed: eval mode, the head's QAct context the batch, seeded batches of the training batch size (the
+    contexts it was trained with). See calibration.py `fit_sharpness`."""
+    from ..calibration import fit_sharpness
+    from ..nn import set_context
+
+    head.eval()
+    set_context(head, "batch")
+    batches = [torch.as_tensor(i, device=x.device) for i in feature_batches(len(x), batch_size, seed)]
+    with torch.no_grad():
+        outputs = torch.cat([head(x[i]).float().cpu() for i in batches])
+    labels = torch.cat([y[i].cpu() for i in batches])
+    return {"split": "train", "batch_size": batch_size, "context": "batch", **fit_sharpness(head, outputs, labels)}
 
 
 def _fold_standardisation(fc: nn.Linear, mu: torch.Tensor, sd: torch.Tensor) -> None:
@@ -450,6 +469,8 @@ def train_probe(cfg, log: Callable[[str], None] = lambda s: None,
                                     early_stop=cfg.early_stop, lr_patience=cfg.lr_patience, device=device, log=log,
                                     on_epoch=on_epoch, kind=head_kind)
         best, best_epoch, history, stopped = record["val_acc"], record["best_epoch"], record["history"], record["stopped_early"]
+        if "head_sharpness" in record:
+            log(f"quantile head sharpness refitted on the training features: a = {record['head_sharpness']['a']:.3f}")
         epochs = len(history)
     model = ProbeModel(bb, head)
     backbone = bb.record()
@@ -474,11 +495,13 @@ def train_probe(cfg, log: Callable[[str], None] = lambda s: None,
         "split": {"val_fraction": VAL_FRACTION, "seed": SPLIT_SEED, "n_train": len(tr), "n_val": len(va)},
         "best_val_acc": float(best), "best_epoch": best_epoch, "stopped_early": stopped, "history": history,
         "config": train_cfg,
-        "probe": {k: v for k, v in record.items() if k not in ("sweep", "history")}
+        "probe": {k: v for k, v in record.items() if k not in ("sweep", "history", "head_sharpness")}
         | {"backbone": spec_text, "backbone_sha256": backbone.get("sha256", backbone.get("weights_sha256"))}
         | feat_record,
         "elapsed_s": round(time.time() - t0, 2), "environment": environment(device),
     }
+    if "head_sharpness" in record:
+        train_info["head_sharpness"] = record["head_sharpness"]
     # A probe is not data-parallel: under torchrun every rank fits the same (deterministic) probe
     # and the first one writes it.
     if int(os.environ.get("RANK", "0")) == 0:
