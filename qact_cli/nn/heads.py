@@ -13,7 +13,8 @@ which the official code does not contain; what follows is our reading of it (INF
 A quantile is a rank, so a typical negative sits near q = 1/4 and a typical positive near 3/4 however
 well the scores separate: read as odds or used directly, the quantiles give p_y around 1/2 and the
 head is under-confident by ~0.3 (docs/calibration.md). The default variant "direct_fit" trains the
-network on q / sum q (which measured the most accurate) and fits one sharpness a of p ~ q^a by NLL.
+network on q / sum q (which measured the most accurate) and fits one sharpness a of p ~ q^a by NLL,
+by SGD during training and then exactly on the training split (training/loop.py `refit_sharpness`).
 """
 
 from __future__ import annotations
