@@ -1,5 +1,5 @@
 """ImageNet-C / CIFAR-10-C style corruptions, batched in torch (Hendrycks and Dietterich, ICLR 2019; the
-reference generators make_imagenet_c.py and make_cifar_c.py; fidelity notes in docs/corruptions.md).
+reference generators make_imagenet_c.py and make_cifar_c.py; fidelity notes in docs/corruption-fidelity.md).
 
     from qact_cli.corruptions import corrupt, CORRUPTIONS, COMMON, EXTRA
     out = corrupt(images, "fog", 3, profile="cifar", seed=0)

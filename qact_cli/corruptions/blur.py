@@ -1,5 +1,5 @@
 """Blur family: defocus_blur, glass_blur, motion_blur, zoom_blur, gaussian_blur (Hendrycks' make_imagenet_c.py /
-make_cifar_c.py, functions of the same names; docs/corruptions.md, "Per corruption")."""
+make_cifar_c.py, functions of the same names; docs/corruption-fidelity.md, "Per corruption")."""
 
 from __future__ import annotations
 

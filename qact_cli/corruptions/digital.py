@@ -1,5 +1,5 @@
 """Digital family: contrast, saturate, elastic_transform, pixelate, jpeg_compression (Hendrycks' make_imagenet_c.py
-and make_cifar_c.py, functions of the same names; docs/corruptions.md). Within each group the order of
+and make_cifar_c.py, functions of the same names; docs/corruption-fidelity.md). Within each group the order of
 definition is the benchmark's listing order."""
 
 from __future__ import annotations

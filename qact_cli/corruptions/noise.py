@@ -1,5 +1,5 @@
 """Noise family: gaussian_noise, shot_noise, impulse_noise, speckle_noise (Hendrycks' make_imagenet_c.py /
-make_cifar_c.py, functions of the same names; docs/corruptions.md, "Per corruption")."""
+make_cifar_c.py, functions of the same names; docs/corruption-fidelity.md, "Per corruption")."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Per-profile parameter tables of the reference generators, as data (docs/corruptions.md, "Profiles").
+"""Per-profile parameter tables of the reference generators, as data (docs/corruption-fidelity.md, "Profiles").
 
 `cifar` is Hendrycks' `make_cifar_c.py` (32 px), `tiny` is `make_tinyimagenet_c.py` (64 px, also
 ImageNet-64x64), `imagenet` is `make_imagenet_c.py` (224 px): each corruption function there opens with

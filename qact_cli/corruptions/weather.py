@@ -1,5 +1,5 @@
 """Weather family: snow, frost, fog, brightness, spatter (Hendrycks' make_imagenet_c.py / make_cifar_c.py,
-functions of the same names; docs/corruptions.md, "Per corruption")."""
+functions of the same names; docs/corruption-fidelity.md, "Per corruption")."""
 
 from __future__ import annotations
 
