@@ -137,3 +137,20 @@ def test_corrupt_limit_records_the_rows_and_a_rerun_says_it_resumes(cli, tmp_pat
     contrast = np.load(tmp_path / "out" / "contrast.npy")
     assert contrast.shape == (16, 32, 32, 3)
     assert cli("corrupt", "--input", tmp_path / "x.npy", "--limit", "0", "--out", tmp_path / "o2")[0] == 2
+
+
+def test_corrupt_limit_folder_reads_the_same_rows_back_as_severity_0(cli, tmp_path):
+    from fixtures_corrupted import synthetic
+    from qact_cli.data import get_dataset
+
+    images, labels = synthetic(40, 32, seed=2), np.arange(40) % 10
+    np.save(tmp_path / "x.npy", images)
+    np.save(tmp_path / "y.npy", labels)
+    code, _, err = cli("corrupt", "--input", tmp_path / "x.npy", "--labels", tmp_path / "y.npy", "--corruptions", "fog",
+                       "--limit", "8", "--out", tmp_path / "out")
+    assert code == 0, err
+    (clean, *_), = [get_dataset("cifar10c", tmp_path / "out").cells(["fog"], [0, 1])[:1]]
+    x, y = clean.source.__getitems__(np.arange(len(clean.source)))
+    rows = np.arange(8) * 40 // 8
+    assert len(clean.source) == 8 and np.array_equal(y.numpy(), labels[rows])
+    assert np.array_equal(x.permute(0, 2, 3, 1).numpy(), images[rows])

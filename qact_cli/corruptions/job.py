@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..data.base import RowSubset, limit_indices
 from ..errors import InputError, UsageError
 from ..suggest import unknown
 from .checks import check_format, check_images, check_profile, used_profile
@@ -35,32 +36,6 @@ class SourceArray:
 
     def __array__(self, dtype=None, copy=None):
         return self[:]
-
-
-class RowSubset:
-    """Read-only view of the rows `index` of an (N, ...) array-like, sliced lazily (for `--limit`)."""
-
-    def __init__(self, array, index: np.ndarray):
-        self.array, self.index = array, index
-        self.shape = (len(index), *array.shape[1:])
-        self.ndim = len(self.shape)
-        self.dtype = array.dtype
-
-    def __len__(self):
-        return self.shape[0]
-
-    def __getitem__(self, key):
-        if isinstance(key, (int, np.integer)):
-            return self.array[int(self.index[key])]
-        return np.asarray(self.array[self.index[key]])
-
-    def __array__(self, dtype=None, copy=None):
-        return self[:]
-
-
-def limit_rows(n: int, limit: int) -> np.ndarray:
-    """`--limit N`: N evenly spaced rows of 0..n-1 in file order ((k * n) // N), the rule of `qact eval --limit`."""
-    return (np.arange(min(limit, n), dtype=np.int64) * n) // min(limit, n)
 
 
 def resume_state(out: Path, fmt: str, names: list[str], sev: list[int]) -> tuple[int, int] | None:
@@ -137,9 +112,9 @@ def run_corrupt(out: str, dataset: str | None, split: str, input, labels, corrup
     used = used_profile(profile, images.shape[1], images.shape[2])
     err = stderr_console()
     selection = None
-    if limit is not None and limit < len(images):
+    rows = limit_indices(len(images), limit)
+    if rows is not None:
         selection = {"limit": int(limit), "of": len(images), "rows": "evenly spaced, in file order: (k * of) // limit"}
-        rows = limit_rows(len(images), limit)
         images, y = RowSubset(images, rows), y[rows]
         what = f"{what}, {limit} evenly spaced of {selection['of']}"
     state = resume_state(Path(out), fmt, names, sev)
@@ -153,14 +128,7 @@ def run_corrupt(out: str, dataset: str | None, split: str, input, labels, corrup
         manifest = write_corrupted(images, y, out, names, sev, profile=used, fmt=fmt, seed=seed, batch_size=batch_size,
                                    device=dev, class_names=classes, progress=lambda n: bar.advance(task, n),
                                    images_path=path, labels_path=labels, dataset=f"{dataset} ({split})" if dataset else None,
-                                   labelled=not no_labels)
-    if selection is not None:  # recorded beside the source: which rows of the input were corrupted
-        import json
-
-        from ..utils import write_text_atomic
-
-        manifest["source"]["selection"] = selection
-        write_text_atomic(Path(out) / "manifest.json", json.dumps(manifest, indent=2) + "\n")
+                                   labelled=not no_labels, selection=selection)
     if preview:
         write_preview(images, preview, names, sev, profile=used, seed=seed)
         err.print(f"preview grid -> {preview}", highlight=False)

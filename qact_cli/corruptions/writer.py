@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import hashlib
 import json
 import os
 import tempfile
@@ -179,12 +178,14 @@ def write_corrupted(images, labels, out_dir, corruptions: Sequence[str], severit
                     profile: str = "auto", fmt: str = "npy", seed: int = 0, batch_size: int = 256,
                     device: str | torch.device = "cpu", class_names: Sequence[str] | None = None,
                     progress: Callable[[int], None] | None = None, images_path=None, labels_path=None,
-                    dataset: str | None = None, labelled: bool = True) -> dict:
+                    dataset: str | None = None, labelled: bool = True, selection: dict | None = None) -> dict:
     """Corrupt `images` (uint8 (N, H, W, 3) / (N, H, W) array-like, read slice by slice) with every corruption
     at every severity and write them under `out_dir` in `fmt`; returns the manifest. Reruns resume.
     `dataset` names where the images come from (e.g. "cifar10 (test)"), recorded in the manifest.
     `labelled=False` (`--no-labels`): the labels are placeholders; the manifest says so and eval refuses to
-    score accuracy on the folder. Another run writing into `out_dir` at the same time is refused (a lock)."""
+    score accuracy on the folder. `selection` ({"limit", "of"}: `--limit`) says which rows of the file at
+    `images_path` `images` are, so eval reads the same rows back as severity 0. Another run writing into
+    `out_dir` at the same time is refused (a lock)."""
     names, sev = check_request(corruptions, severities, fmt, profile)
     n, h, w = check_images(images, images_path)
     y = _check_labels(labels, n, labels_path)
@@ -197,7 +198,7 @@ def write_corrupted(images, labels, out_dir, corruptions: Sequence[str], severit
     _prepare_folder(out)
     with _folder_lock(out):
         return _write_all(out, images, y, names, sev, profile, used, fmt, seed, batch_size, device, folders, n, h, w,
-                          progress, images_path, labels_path, dataset, labelled)
+                          progress, images_path, labels_path, dataset, labelled, selection)
 
 
 @contextlib.contextmanager
@@ -221,7 +222,7 @@ def _folder_lock(out: Path):
 
 
 def _write_all(out, images, y, names, sev, profile, used, fmt, seed, batch_size, device, folders, n, h, w, progress,
-               images_path, labels_path, dataset, labelled) -> dict:
+               images_path, labels_path, dataset, labelled, selection) -> dict:
     settings = {"format": fmt, "profile": used, "seed": int(seed), "severities": sev, "n_images": n,
                 "image_size": [h, w], "input_fingerprint": input_fingerprint(images, y)}
     done = _load_manifest(out, settings)
@@ -239,7 +240,8 @@ def _write_all(out, images, y, names, sev, profile, used, fmt, seed, batch_size,
         "classes": list(folders) if folders is not None else None,
         # absolute: eval reads the clean images back as severity 0 from wherever it runs (and checks the fingerprint)
         "source": {"dataset": dataset, "images": str(Path(images_path).resolve()) if images_path else None,
-                   "labels": str(Path(labels_path).resolve()) if labels_path else None},
+                   "labels": str(Path(labels_path).resolve()) if labels_path else None,
+                   **({"selection": dict(selection)} if selection else {})},
         "labelled": bool(labelled),
         "versions": {"qact": __version__, "torch": torch.__version__, "numpy": np.__version__},
         "device_type": device.type,

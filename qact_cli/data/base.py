@@ -29,6 +29,37 @@ def to_nchw(images: np.ndarray) -> torch.Tensor:
     return t.expand(-1, 3, -1, -1).contiguous() if t.shape[1] == 1 else t
 
 
+def limit_indices(n: int, limit: int | None) -> np.ndarray | None:
+    """`--limit`: `limit` evenly spaced indices of 0..n-1 in increasing order, (k * n) // limit (None: all of
+    them). The one rule of `qact eval --limit` and `qact corrupt --limit`: the first N of an image tree sorted
+    by class would hold only its first classes."""
+    if limit is None or limit >= n:
+        return None
+    return (np.arange(limit, dtype=np.int64) * n) // limit
+
+
+class RowSubset:
+    """Read-only view of the rows `index` of an (N, ...) array-like (numpy, memory map, NpyRows), read lazily."""
+
+    def __init__(self, array, index: np.ndarray):
+        self.array, self.index = array, np.asarray(index, dtype=np.int64)
+        self.shape = (len(self.index), *array.shape[1:])
+        self.ndim = len(self.shape)
+        self.dtype = array.dtype
+
+    def __len__(self):
+        return self.shape[0]
+
+    def __getitem__(self, key):
+        if isinstance(key, (int, np.integer)):
+            return self.array[int(self.index[key])]
+        return np.asarray(self.array[self.index[key]])
+
+    def __array__(self, dtype=None, copy=None):
+        out = self[:]
+        return out if dtype is None else out.astype(dtype, copy=False)
+
+
 class ImageSource(Dataset):
     num_classes: int
     classes: list[str] | None = None

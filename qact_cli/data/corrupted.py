@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import InputError, UsageError
-from .base import ArraySource, FolderSource, ImageSource, WrappedSource, scan_folder
+from .base import ArraySource, FolderSource, ImageSource, RowSubset, WrappedSource, limit_indices, scan_folder
 from .clean import (CIFAR10_MEAN, CIFAR10_STD, CIFAR100_MEAN, CIFAR100_STD, IMAGENET_MEAN, IMAGENET_STD, Cell, Dataset,
                     tiny_wnids)
 from .npyrows import NpyRows
@@ -185,6 +185,11 @@ def _manifest_source(manifest: dict | None, name: str):
                              "evaluate with --severities 1-5")
         y = np.asarray(NpyRows.open(Path(labels), "clean labels named by the manifest"))
         x = NpyRows.open(Path(images), "clean images named by the manifest")
+        selection = src.get("selection")  # `qact corrupt --limit`: the rows of the file that were corrupted
+        if isinstance(selection, dict) and len(y) == len(x) == selection.get("of"):
+            rows = limit_indices(len(x), int(selection["limit"]))
+            if rows is not None:
+                x, y = RowSubset(x, rows), y[rows]
         want = manifest.get("input_fingerprint")
         if want and (len(y) != len(x) or input_fingerprint(x, y) != want):
             raise InputError(f"{images} (with {labels}) is not the input {manifest['_path']} was made from "

@@ -21,7 +21,7 @@ from torch import nn
 
 from .. import __version__, distributed
 from ..data import Cell, Dataset, ImageSource, make_loader
-from ..data.base import loader_workers
+from ..data.base import limit_indices, loader_workers
 from ..data.identity import data_identity
 from ..errors import InputError
 from ..utils import environment, sha256_file
@@ -91,13 +91,6 @@ def check_compatible(model_info: dict, dataset: Dataset, cells: list[Cell], path
             raise InputError(f"{path} expects {size[0]}x{size[1]} images but {cell.source.name} has {got[0]}x{got[1]}; "
                              "use a dataset of the size the model was trained on, or give --resize bilinear|bicubic")
     return mapping
-
-
-def limit_indices(n: int, limit: int | None) -> np.ndarray | None:
-    """`--limit`: `limit` evenly spaced indices of 0..n-1 in increasing order (None: all of them)."""
-    if limit is None or limit >= n:
-        return None
-    return (np.arange(limit, dtype=np.int64) * n) // limit
 
 
 def limited(source: ImageSource, limit: int | None) -> ImageSource:
