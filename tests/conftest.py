@@ -1,5 +1,6 @@
 import os
 
+import numpy as np
 import pytest
 import torch
 
@@ -35,3 +36,17 @@ def cli():
         return r.exit_code, r.stdout, r.stderr
 
     return run
+
+
+@pytest.fixture(scope="module")
+def small_digits(tmp_path_factory):
+    """Shared by the probe tests: npy:DIR with 120 training and 30 test images of digits (all 10 classes, 32x32 RGB)."""
+    from qact_cli.data import get_dataset
+
+    d = tmp_path_factory.mktemp("digits_npy")
+    ds = get_dataset("digits")
+    for split, n in (("train", 120), ("test", 30)):
+        src = ds.split(split)
+        np.save(d / f"{split}_images.npy", np.asarray(src.images[:n]))
+        np.save(d / f"{split}_labels.npy", np.asarray(src.labels[:n]))
+    return f"npy:{d}"

@@ -53,18 +53,6 @@ def calls(monkeypatch):
     return seen
 
 
-@pytest.fixture(scope="module")
-def small_digits(tmp_path_factory):
-    """npy:DIR with 120 training and 30 test images of digits (all 10 classes, 32x32 RGB)."""
-    d = tmp_path_factory.mktemp("digits_npy")
-    ds = get_dataset("digits")
-    for split, n in (("train", 120), ("test", 30)):
-        src = ds.split(split)
-        np.save(d / f"{split}_images.npy", np.asarray(src.images[:n]))
-        np.save(d / f"{split}_labels.npy", np.asarray(src.labels[:n]))
-    return f"npy:{d}"
-
-
 def write_weights(seed=0):
     """The tiny backbone's state dict (official key layout) in the hub cache; returns its path."""
     path = dinov2.default_weights_path(TINY)

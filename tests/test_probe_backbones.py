@@ -33,18 +33,6 @@ def env(monkeypatch, tmp_path):
     monkeypatch.setattr(fitting, "LOGREG_MAX_ITER", 100)
 
 
-@pytest.fixture(scope="module")
-def small_digits(tmp_path_factory):
-    """npy:DIR with 120 training and 30 test images of digits (32x32 RGB)."""
-    d = tmp_path_factory.mktemp("digits_npy")
-    ds = get_dataset("digits")
-    for split, n in (("train", 120), ("test", 30)):
-        src = ds.split(split)
-        np.save(d / f"{split}_images.npy", np.asarray(src.images[:n]))
-        np.save(d / f"{split}_labels.npy", np.asarray(src.labels[:n]))
-    return f"npy:{d}"
-
-
 def lenet_checkpoint(path, act="relu", seed=0, batch_size=16):
     """A small random LeNet checkpoint as `qact train` writes it (train.batch_size recorded)."""
     torch.manual_seed(seed)
