@@ -99,19 +99,11 @@ def _with_overrides(base: Protocol, job: EvalJob) -> Protocol:
 
 
 def load(job: EvalJob, device, download: bool = False, backbone_weights: str | None = None):
-    """The job's (model, meta); a card given as a dict is split into its MODEL and its options."""
+    """The job's (model, meta); a card (file or dict) is read by the models resolver, `features:` included."""
     from ..models.external import resolve_model
 
-    model, options = job.model, job.model_options
-    if isinstance(model, dict):
-        from .options import model_options
-
-        card = {str(k).replace("-", "_"): v for k, v in model.items()}
-        if "model" not in card:
-            raise UsageError(f"a model card needs a `model:` key (a spec or a file); it has {', '.join(card) or 'none'}")
-        model = card.pop("model")
-        options = model_options(**card)
-    model, meta = resolve_model(model, options, device, download=download, backbone_weights=backbone_weights)
+    model, meta = resolve_model(job.model, job.model_options, device, download=download,
+                                backbone_weights=backbone_weights)
     name = job.name or meta.get("name")
     if name and Path(str(name)).is_file():  # a result names a model file by its stem, as `qact train` names runs
         name = Path(str(name)).stem
