@@ -1,6 +1,6 @@
 """qact: robustness evaluation of image classifiers, built around the Quantile Activation."""
 
-__version__ = "0.1.0"
+from .version import __version__
 
 __all__ = ["evaluate", "load_model", "__version__"]
 

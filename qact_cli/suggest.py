@@ -19,8 +19,12 @@ def closest(value: object, choices: Iterable[str]) -> str | None:
     return lowered[hit[0]] if hit else None
 
 
-def did_you_mean(value: object, choices: Iterable[str]) -> str:
-    """'; did you mean 'x'?' for an error message, or '' when no choice is close."""
+def did_you_mean(value: object, choices: Iterable[str], several: bool = False) -> str:
+    """'; did you mean 'x'?' for an error message, or '' when no choice is close. `several`: up to three
+    close names, exact case, unquoted ('; did you mean resnet18 or resnet34?'), as model names are given."""
+    if several:
+        close = difflib.get_close_matches(str(value), [str(c) for c in choices], n=3, cutoff=0.6)
+        return f"; did you mean {' or '.join(close)}?" if close else ""
     hit = closest(value, choices)
     return f"; did you mean {hit!r}?" if hit else ""
 

@@ -196,7 +196,7 @@ def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20, cached: bool = Fa
 
 def environment(device: torch.device | str | None = None) -> dict:
     """Versions and hardware, recorded in every result and checkpoint."""
-    from . import __version__
+    from .version import __version__
 
     env = {
         "qact": __version__,

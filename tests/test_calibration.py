@@ -103,7 +103,7 @@ def test_quantile_head_variants_are_selectable_and_old_name_is_the_first_reading
 
 
 def test_training_records_the_default_variant(tmp_path):
-    from qact_cli.training.loop import resolve_head
+    from qact_cli.nn.heads import resolve_head
 
     assert resolve_head("quantile") == f"quantile:{DEFAULT_VARIANT}"
     assert resolve_head("linear") == "linear" and resolve_head("quantile:direct") == "quantile:direct"

@@ -5,7 +5,7 @@ import torch
 
 from qact_cli.models import dinov2
 from qact_cli.models.dinov2 import FeatureSpec, extract_features, load_backbone
-from qact_cli.models.feature_cache import cache_path, cache_root, cached_features
+from qact_cli.probes.feature_cache import cache_path, cache_root, cached_features
 
 TINY = "dinov2_tiny"
 SPEC = FeatureSpec(res=28)

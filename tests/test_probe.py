@@ -16,8 +16,9 @@ from qact_cli.checkpoint import load_model, read_checkpoint
 from qact_cli.data import get_dataset
 from qact_cli.data.transforms import to_model_input
 from qact_cli.errors import InputError
-from qact_cli.models import dinov2, probe
-from qact_cli.training import probe as fitting
+from qact_cli.models import dinov2
+from qact_cli.probes import model as probe
+from qact_cli.probes import linear as fitting, quantile_head
 from qact_cli.models.dinov2 import load_backbone
 from qact_cli.utils import sha256_file
 from qact_cli.models.vit import DinoVisionTransformer
@@ -119,7 +120,7 @@ def test_quantile_probe_folds_its_standardisation(small_digits, tmp_path, cli):
     x = torch.randn(7, 5) * 40 + 3
     mu, sd = x.mean(0), x.std(0)
     expected = fc((x - mu) / sd)
-    fitting._fold_standardisation(fc, mu, sd)
+    quantile_head._fold_standardisation(fc, mu, sd)
     torch.testing.assert_close(fc(x), expected, rtol=1e-4, atol=1e-4)
 
 

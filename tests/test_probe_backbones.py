@@ -14,9 +14,10 @@ from qact_cli.data import get_dataset
 from qact_cli.data.transforms import to_model_input
 from qact_cli.errors import InputError
 from qact_cli.models import build_model, dinov2
-from qact_cli.models.backbones import locate_features, resolve_backbone
+from qact_cli.probes.backbones import backbone_unchanged, locate_features, resolve_backbone
 from qact_cli.train import TrainConfig, split_train_val, train
-from qact_cli.training import probe as fitting
+from qact_cli.probes import linear as fitting
+from qact_cli.probes.features import feature_batches
 from qact_cli.utils import sha256_file
 
 TINY = "dinov2_tiny_test"
@@ -120,9 +121,9 @@ def test_probe_on_a_qact_checkpoint_takes_the_batch_as_context(small_digits, tmp
 
 
 def test_feature_batches_never_leave_one_image_alone():
-    batches = fitting.feature_batches(9, 4, None)
+    batches = feature_batches(9, 4, None)
     assert [len(b) for b in batches] == [4, 5] and np.array_equal(np.concatenate(batches), np.arange(9))
-    shuffled = fitting.feature_batches(10, 4, 0)
+    shuffled = feature_batches(10, 4, 0)
     assert sorted(np.concatenate(shuffled).tolist()) == list(range(10)) and [len(b) for b in shuffled] == [4, 4, 2]
     assert not np.array_equal(np.concatenate(shuffled), np.arange(10))
 
@@ -208,7 +209,7 @@ def test_a_probe_refuses_another_backbone(small_digits, tmp_path, cli):
     assert cli(*eval_args(out, tmp_path, "--weights", moved))[0] == 3
     code, _, err = cli("train", "--dataset", small_digits, "--backbone", out, "--out", tmp_path / "pp.pt", "--device", "cpu")
     assert code == 3 and "itself a probe" in err
-    assert fitting.backbone_unchanged(out) is False
+    assert backbone_unchanged(out) is False
 
 
 def test_experiment_fits_a_probe_on_a_model_it_trains(small_digits, tmp_path):

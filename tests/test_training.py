@@ -9,7 +9,7 @@ from qact_cli.errors import InputError, UsageError
 
 
 def test_split_is_fixed_by_seed_42_and_covers_every_index():
-    from qact_cli.training.protocol import split_train_val
+    from qact_cli.schedule import split_train_val
 
     tr, va = split_train_val(100)
     assert len(va) == 20 and len(tr) == 80
@@ -20,7 +20,7 @@ def test_split_is_fixed_by_seed_42_and_covers_every_index():
 
 
 def test_scheduler_follows_the_papers_settings():
-    from qact_cli.training.protocol import make_optimizer, make_scheduler
+    from qact_cli.schedule import make_optimizer, make_scheduler
 
     opt = make_optimizer([torch.nn.Parameter(torch.zeros(1))])
     sched = make_scheduler(opt, patience=2)
@@ -33,7 +33,7 @@ def test_scheduler_follows_the_papers_settings():
 
 
 def test_early_stopping_keeps_small_gains_as_best_but_keeps_counting():
-    from qact_cli.training.protocol import EarlyStopping
+    from qact_cli.schedule import EarlyStopping
 
     stop = EarlyStopping(patience=3)
     assert stop.update(0.5, 1) and stop.stale == 0

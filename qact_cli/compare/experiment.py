@@ -225,7 +225,7 @@ def unavailable(spec: ModelSpec, opts: EvalOptions) -> str | None:
     """Why a model cannot run here (frozen-backbone weights absent; a GPU-only model on a CPU), else None."""
     arch = str(spec.train.get("backbone") or spec.train.get("arch", ""))
     if arch.startswith("dinov2") and not opts.download:
-        from ..models.probe import dinov2_weights_available  # the probe's own resolution: path, else the hub cache
+        from ..probes.model import dinov2_weights_available  # the probe's own resolution: path, else the hub cache
 
         found, where = dinov2_weights_available(arch, spec.train.get("weights"))
         if not found:
@@ -285,7 +285,7 @@ def prepare_checkpoints(exp: Experiment, opts: EvalOptions, out_dir: Path, hooks
             ckpts[spec.name] = str(path)
             plan.append((spec, path, train_config(spec, opts, path)))
     from ..training import validate_config
-    from ..training.probe import backbone_unchanged
+    from ..probes.backbones import backbone_unchanged
 
     for spec, _, cfg in plan:  # a typo in the last model fails now, not after the others trained
         try:

@@ -25,9 +25,10 @@ from rich.console import Console, RenderableType
 from rich.table import Table
 from rich.text import Text
 
-from .. import __version__
+from ..version import __version__
 from ..errors import InputError, UsageError
-from ..eval.gates import PROTOCOL_KEYS
+from ..eval.comparability import protocol_differences
+from ..eval.report import limit_words
 from ..suggest import unknown
 
 COMPARE_SCHEMA = "qact.compare/1"
@@ -105,26 +106,12 @@ class Comparison:
 # ---------------------------------------------------------------------------------------------- protocol
 
 
-def _protocol_view(result: dict) -> dict:
-    view = {"dataset": result["dataset"],
-            **{k: result["protocol"].get(k) for k in PROTOCOL_KEYS if k not in EVAL_MODE_KEYS}}
-    if str(result["dataset"]).startswith("gen:"):  # generated corruptions depend on the seed
-        view["seed"] = result["protocol"].get("seed")
-    return view
-
-
 def protocol_diffs(ref: Entry, other: Entry) -> list[str]:
     """Protocol fields on which two results differ, ignoring those either model set on purpose.
     `adapt` and `context` are part of the model's label (how it is evaluated), never a difference."""
-    a, b = _protocol_view(ref.result), _protocol_view(other.result)
-    on_purpose = set(ref.declared) | set(other.declared)
-    diffs = [f"{k} {a.get(k)} vs {b.get(k)}" for k in dict.fromkeys([*a, *b])
-             if k not in on_purpose and a.get(k) != b.get(k)]
-    # the images scored (content fingerprint); results written before qact recorded it are taken as they are
-    da, db = (e.result["protocol"].get("data") or {} for e in (ref, other))
-    if da.get("fingerprint") and db.get("fingerprint") and da["fingerprint"] != db["fingerprint"]:
-        diffs.append(f"data {da['fingerprint']} vs {db['fingerprint']}")
-    return diffs
+    on_purpose = set(ref.declared) | set(other.declared) | set(EVAL_MODE_KEYS)
+    # the images scored too (content fingerprint); results written before qact recorded it are taken as they are
+    return protocol_differences(ref.result, other.result, ignore=on_purpose, model_classes=False, data=True)
 
 
 def check_protocols(entries: list[Entry], allow_mixed: bool = False) -> None:
@@ -277,10 +264,6 @@ def title(cmp: Comparison) -> str:
     return f"{_dataset_words(cmp, r)}: {_metric_words(cmp.metrics)} per severity{over}"
 
 
-def _limit_words(limit) -> str:
-    return "all images" if limit is None else f"limit {limit}"
-
-
 def notes(cmp: Comparison) -> list[str]:
     """The lines under the table: what the numbers are, differences, skipped and mixed columns."""
     lines = []
@@ -292,7 +275,7 @@ def notes(cmp: Comparison) -> list[str]:
         if "ce" in cmp.metrics:
             what.append(f"CE-L2: {defined.get('ce_marginal_l2', 'marginal debiased L2 (Kumar et al. 2019)')}")
         lines.append(f"protocol: {_dataset_words(cmp, ref.result)}, severities {','.join(map(str, p.get('severities', [])))}, "
-                     f"batch {p.get('batch_size')}, {_limit_words(p.get('limit'))}, seed {p.get('seed')}; "
+                     f"batch {p.get('batch_size')}, {limit_words(p.get('limit'))}, seed {p.get('seed')}; "
                      f"context {p.get('context')} and adapt {p.get('adapt')} unless a label says +context / +adapt; "
                      + "; ".join(what))
         lines.append("mean corruption: mean over all corruption x severity cells >= 1 (RobustBench); "

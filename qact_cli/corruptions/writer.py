@@ -23,7 +23,7 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
-from .. import __version__
+from ..version import __version__
 from ..data.identity import input_fingerprint
 from ..errors import InputError, UsageError
 from . import corrupt

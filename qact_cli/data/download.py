@@ -26,7 +26,7 @@ import zipfile
 from pathlib import Path, PurePosixPath
 from typing import Callable, Iterator, Mapping
 
-from .. import __version__
+from ..version import __version__
 from ..errors import InputError, UsageError
 from .sources import SOURCES, Source
 

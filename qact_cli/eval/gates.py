@@ -3,7 +3,7 @@
 A regression (exit 1) is a severity whose mean accuracy fell, or whose mean ECE rose, by more than
 the tolerance (absolute fractions). Results evaluated under another protocol are not comparable:
 that is an input error (exit 3), checked before the evaluation starts (`check_baseline_protocol`)
-and again on the finished results.
+and again on the finished results; comparability.py says what a protocol difference is.
 
 The model itself may change: a new checkpoint, other weights of the same spec, another spec, other
 preprocessing (input size, resize, mean, std) are what a regression check compares. What is a
@@ -19,17 +19,15 @@ import math
 from pathlib import Path
 
 from ..errors import InputError, UsageError
+from .comparability import protocol_differences
 from .metrics import summarize
+from .options import check_value
 
-# protocol fields that must match for two results to be comparable (eval --baseline; docs/reference.md)
-PROTOCOL_KEYS = ("corruptions", "severities", "batch_size", "context", "adapt", "limit")
 _EPS = 1e-9  # a change of exactly the tolerance passes, whatever the float rounding of the difference
 
 
 def check_options(tolerance: float, fail_under: float | None) -> None:
     """Both are fractions in [0, 1] (a 1 for "one percentage point" would pass everything)."""
-    from .options import check_value
-
     check_value("tolerance", tolerance)
     check_value("fail_under", fail_under)
 
@@ -99,22 +97,6 @@ def check_result(r: dict, path) -> None:
     mca, want_mca = summary.get("mean_corruption_acc"), want["mean_corruption_acc"]
     if (mca is None) != (want_mca is None) or (mca is not None and (not _num(mca) or abs(mca - want_mca) > _SUMMARY_TOL)):
         raise bad(f"summary mean_corruption_acc {mca!r} disagrees with its cells ({want_mca})")
-
-
-def protocol_differences(a: dict, b: dict) -> list[str]:
-    """What differs between the protocols of results `a` and `b` (empty: comparable)."""
-    diffs = []
-    if a["dataset"] != b["dataset"]:
-        diffs.append(f"dataset {a['dataset']} vs {b['dataset']}")
-    # the seed decides the images only where they are generated (gen:NAME)
-    keys = PROTOCOL_KEYS + (("seed",) if str(a["dataset"]).startswith("gen:") else ())
-    for k in keys:
-        if a["protocol"].get(k) != b["protocol"].get(k):
-            diffs.append(f"{k} {a['protocol'].get(k)} vs {b['protocol'].get(k)}")
-    ka, kb = (r.get("model", {}).get("num_classes") for r in (a, b))
-    if ka is not None and kb is not None and ka != kb:
-        diffs.append(f"model classes {ka} vs {kb}")
-    return diffs
 
 
 def _mismatch(path, diffs: list[str]) -> InputError:

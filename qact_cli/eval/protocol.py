@@ -19,12 +19,14 @@ import numpy as np
 import torch
 from torch import nn
 
-from .. import __version__, distributed
+from .. import distributed
 from ..data import Cell, Dataset, ImageSource, make_loader
 from ..data.base import limit_indices, loader_workers
 from ..data.identity import data_identity
 from ..errors import InputError
+from ..nn.qact import has_qact
 from ..utils import environment, sha256_file
+from ..version import __version__
 from .classes import label_map
 from .metrics import METRIC_NAMES, cell_metrics, summarize
 from .options import check_value
@@ -53,14 +55,6 @@ class Protocol:
     def check(self) -> None:
         for key in ("context", "adapt", "batch_size", "limit"):
             check_value(key, getattr(self, key))
-
-
-def has_qact(model: nn.Module) -> bool:
-    try:
-        from ..nn.qact import QAct
-    except ImportError:  # a build without the QAct layer has no QAct models either
-        return False
-    return any(isinstance(m, QAct) for m in model.modules())
 
 
 def _expected_size(model_info: dict) -> list[int] | None:

@@ -64,7 +64,8 @@ def _on(result: dict, data_root: str | None) -> str:
     return f"{result['dataset']} ({data_root})" if data_root else str(result["dataset"])
 
 
-def _limit_words(limit) -> str:
+def limit_words(limit) -> str:
+    """How a protocol's `limit` reads in a caption."""
     return "all images" if limit is None else f"limit {limit}"
 
 
@@ -74,7 +75,7 @@ def _summary(result: dict, data_root: str | None, stacked: bool) -> Table:
     what = ", ".join([str(m.get("arch"))] + ([str(m["act"]), f"{m.get('head')} head"] if m.get("act") else []))
     title = f"{_model_name(result)} ({what}) on {_on(result, data_root)}"
     p = result["protocol"]
-    caption = (f"batch {p['batch_size']}, context {p['context']}, adapt {p['adapt']}, {_limit_words(p.get('limit'))}, "
+    caption = (f"batch {p['batch_size']}, context {p['context']}, adapt {p['adapt']}, {limit_words(p.get('limit'))}, "
                f"seed {p['seed']}; ECE: {METRIC_NAMES['ece']}; CE-L2: {METRIC_NAMES['ce_marginal_l2']}")
     t = Table(title=title, caption=caption)
     t.add_column("severity", justify="right", no_wrap=not stacked)

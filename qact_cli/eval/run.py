@@ -21,13 +21,17 @@ from ..data.identity import data_identity
 from ..errors import InputError, UsageError
 from ..selection import parse_corruptions, parse_severities
 from ..utils import seed_everything, write_text_atomic
+from ..models.external import resolve_model
+from ..models.kinds import ARCHIVE_SUFFIXES, CARD_SUFFIXES, is_checkpoint  # noqa: F401  (compare reads them here)
+from ..probes import model as _probe_families  # noqa: F401  (registers the dinov2_* and probe families)
+from .comparability import protocol_differences
+from .gates import load_result
+from .generated_cells import keep_generated
 from .options import EvalOptions
 from .protocol import Protocol, evaluate, model_record, multi_document
 
 # test-time choices one model of a comparison may make for itself (the data, cells and limit stay shared)
 OVERRIDABLE = {"adapt", "context", "batch_size"}
-CARD_SUFFIXES = (".yaml", ".yml")
-ARCHIVE_SUFFIXES = (".ts", ".pt2")
 
 
 @dataclass
@@ -50,14 +54,6 @@ class Hooks:
     on_cell: Callable[[dict], None] | None = None
     log: Callable[[str], None] = lambda s: None
     before: Callable[[str, Protocol], None] | None = None
-
-
-def is_checkpoint(model) -> bool:
-    """A qact checkpoint file (not a card, an archive, a spec or an in-memory model)."""
-    if not isinstance(model, (str, Path)):
-        return False
-    path = Path(str(model))
-    return path.is_file() and path.suffix.lower() not in CARD_SUFFIXES + ARCHIVE_SUFFIXES
 
 
 def make_protocol(dataset, opts: EvalOptions) -> Protocol:
@@ -100,8 +96,6 @@ def _with_overrides(base: Protocol, job: EvalJob) -> Protocol:
 
 def load(job: EvalJob, device, download: bool = False, backbone_weights: str | None = None):
     """The job's (model, meta); a card (file or dict) is read by the models resolver, `features:` included."""
-    from ..models.external import resolve_model
-
     model, meta = resolve_model(job.model, job.model_options, device, download=download,
                                 backbone_weights=backbone_weights)
     name = job.name or meta.get("name")
@@ -114,8 +108,6 @@ def load(job: EvalJob, device, download: bool = False, backbone_weights: str | N
 def _cached(job: EvalJob, dataset: str, protocol: Protocol, meta: dict, data: Callable[[], dict]) -> dict | None:
     """The stored result of this model identity (file, spec, weights, preprocessing), protocol and data
     (`data()`: the identity of the cells about to be scored), else None."""
-    from .gates import load_result
-
     if job.cache is None or not job.cache.is_file():
         return None
     try:
@@ -125,8 +117,8 @@ def _cached(job: EvalJob, dataset: str, protocol: Protocol, meta: dict, data: Ca
     r = results[0] if len(results) == 1 else None
     if r is None or r.get("dataset") != dataset:
         return None
-    stored = dict(r.get("protocol") or {})
-    if stored.pop("data", None) != data() or stored != protocol.to_json():
+    planned = {"dataset": dataset, "protocol": {**protocol.to_json(), "data": data()}}
+    if protocol_differences(r, planned, model_classes=False, exact=True):
         return None
     return r if r.get("model") == json.loads(json.dumps(model_record(meta))) else None
 
@@ -135,8 +127,6 @@ def run_jobs(jobs: list[EvalJob], opts: EvalOptions, hooks: Hooks | None = None,
              backbone_weights: str | None = None) -> list[dict]:
     """One result document per job, in order, every model on the same cells.
     `backbone_weights`: a DINOv2 probe's frozen backbone file (default: the hub cache)."""
-    from .kept import keep_generated
-
     hooks = hooks or Hooks()
     opts.check()
     if not jobs:

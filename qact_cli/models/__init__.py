@@ -2,37 +2,29 @@
 checkpoint's `model` section, `rebuild_model(info)`.
 
 Every architecture takes the activation as a parameter and is `head(features(x))`; each family
-registers itself with `@register_model` (registry.py). Frozen backbones with a fitted probe
-(dinov2_*) register a family too, rebuilt from their checkpoints (see `probe.py`).
+registers itself with `@register_model` (registry.py). Probes on frozen backbones (dinov2_*,
+probe) are families too, registered by the `qact_cli.probes` package when it is imported.
+`load_checkpoint(path)` reads a qact checkpoint (checkpoint_file.py) and rebuilds its network.
 """
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import torch
 from torch import nn
 
+from ..errors import InputError, first_line
 from ..nn.activations import get_activation
 from ..nn.heads import HEADS as HEAD_REGISTRY, split_head
-from .dinov2 import ARCHS as DINOV2_ARCHS
 from .lenet import LeNet  # the import order is the order `--arch` choices are listed in
 from .resnet import ResNet18
 from .vgg import VGG
 from .densenet import DenseNet
+from .checkpoint_file import read_checkpoint
 from .registry import MODEL_FAMILIES, ModelFamily, get_model_family, model_names, register_family, register_model
 
 HEADS = tuple(HEAD_REGISTRY.names())  # "quantile" also takes a variant: "quantile:direct_fit" (nn/heads.py)
-
-
-def _rebuild_probe(info: dict, weights=None, download: bool = False, **overrides) -> nn.Module:
-    """A DINOv2 probe from its checkpoint: `weights` and `download` locate the frozen backbone."""
-    from .probe import build_probe  # on first use: the probe code is only needed for probe checkpoints
-
-    return build_probe(info, weights=weights, download=download, **overrides)
-
-
-# the family answers to every name in dinov2.ARCHS, also ones added there later
-register_family(ModelFamily("dinov2", DINOV2_ARCHS.keys(), rebuild=_rebuild_probe, frozen_backbone=True))
-# a probe on any other frozen backbone (`qact train --backbone SPEC`): a qact network, a model from elsewhere
-register_family(ModelFamily("probe", ("probe",), rebuild=_rebuild_probe, frozen_backbone=True))
 
 
 def build_model(arch: str, act: str = "relu", num_classes: int = 10, head: str = "linear", **arch_kwargs) -> nn.Module:
@@ -57,5 +49,24 @@ def rebuild_model(info: dict, **overrides) -> nn.Module:
                        **info.get("arch_kwargs", {}))
 
 
+def load_checkpoint(path: str | Path, device: str | torch.device = "cpu", **overrides) -> tuple[nn.Module, dict]:
+    """Rebuild the model from the checkpoint alone. Returns (model in eval mode, meta without state_dict).
+    `overrides` (`weights`, `download`) locate a probe's frozen backbone (rebuild_model)."""
+    ckpt = read_checkpoint(path)
+    info = ckpt["model"]
+    try:
+        model = rebuild_model(info, **overrides)
+    except (ValueError, TypeError, KeyError) as e:
+        raise InputError(f"{path}: cannot rebuild its model ({e}); the checkpoint is damaged or from another qact") from None
+    try:
+        model.load_state_dict(ckpt["state_dict"], strict=True)
+    except (RuntimeError, KeyError) as e:
+        raise InputError(f"{path}: weights do not fit the {info.get('arch')} model ({first_line(e)}); "
+                         "the checkpoint is damaged or was written by another version") from None
+    meta = {k: v for k, v in ckpt.items() if k != "state_dict"}
+    meta["path"] = str(path)
+    return model.to(device).eval(), meta
+
+
 __all__ = ["DenseNet", "HEADS", "LeNet", "MODEL_FAMILIES", "ModelFamily", "ResNet18", "VGG", "build_model",
-           "get_model_family", "model_names", "rebuild_model", "register_family", "register_model"]
+           "get_model_family", "load_checkpoint", "model_names", "rebuild_model", "register_family", "register_model"]

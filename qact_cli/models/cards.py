@@ -16,11 +16,11 @@ from torch import nn
 
 from ..errors import InputError, UsageError, first_line
 from .classnames import dataset_class_names, known_datasets
+from .kinds import is_card
 
-CARD_KEYS = ("model", "weights", "model_kwargs", "num_classes", "input_size", "resize", "mean", "std",
+MODEL_CARD_KEYS = ("model", "weights", "model_kwargs", "num_classes", "input_size", "resize", "mean", "std",
              "class_names", "features")
 RESIZE_MODES = ("bilinear", "bicubic")
-CARD_SUFFIXES = (".yaml", ".yml")
 # a torchvision weights name (DEFAULT, IMAGENET1K_V1, ResNet18_Weights.IMAGENET1K_V1), not a file name
 WEIGHTS_NAME = re.compile(r"(\w+\.)?[A-Z][A-Z0-9_]*")
 
@@ -30,10 +30,6 @@ class Card:
     model: object            # the MODEL the card names (spec string, or a path made absolute)
     values: dict             # checked option values (see check_values)
     path: Path | None        # the card file (None for a dict)
-
-
-def is_card(model) -> bool:
-    return isinstance(model, dict) or (isinstance(model, (str, Path)) and Path(str(model)).suffix in CARD_SUFFIXES)
 
 
 def read_card(source) -> Card:
@@ -50,10 +46,10 @@ def read_card(source) -> Card:
                              "fix the file") from None
         base, where = path.resolve().parent, f"model card {path}"
     if not isinstance(data, dict):
-        raise InputError(f"{where} must be a mapping with keys {', '.join(CARD_KEYS)}")
-    unknown = sorted(str(k) for k in data if k not in CARD_KEYS)
+        raise InputError(f"{where} must be a mapping with keys {', '.join(MODEL_CARD_KEYS)}")
+    unknown = sorted(str(k) for k in data if k not in MODEL_CARD_KEYS)
     if unknown:
-        raise UsageError(f"{where}: unknown key(s) {', '.join(unknown)}; valid keys: {', '.join(CARD_KEYS)}")
+        raise UsageError(f"{where}: unknown key(s) {', '.join(unknown)}; valid keys: {', '.join(MODEL_CARD_KEYS)}")
     model = data.pop("model", None)
     if isinstance(model, nn.Module) and path is None:  # a Python card may carry the module itself
         return Card(model, check_values(data, base, where), None)

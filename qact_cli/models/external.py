@@ -24,8 +24,10 @@ from torch import nn
 from ..constants import IMAGENET_MEAN, IMAGENET_STD
 from ..errors import InputError, UsageError
 from ..utils import sha256_file
-from . import specs
-from .cards import check_values, is_card, read_card
+from ..suggest import did_you_mean
+from . import load_checkpoint, specs
+from .cards import check_values, read_card
+from .kinds import is_card
 from .weights import archive_kind, fit_weights, is_safetensors, read_state_dict
 
 
@@ -87,7 +89,8 @@ def resolve_model(model, options: ModelOptions | None = None, device: str | torc
         net, defaults = specs.callable_model(text, values)
         source = "callable"
     elif sep:
-        raise UsageError(f"unknown model spec prefix {prefix!r} in {text}{specs.did_you_mean(prefix, specs.PREFIXES)}; "
+        raise UsageError(f"unknown model spec prefix {prefix!r} in {text}"
+                         f"{did_you_mean(prefix, specs.PREFIXES, several=True)}; "
                          + SPEC_HELP)
     else:
         raise InputError(f"model not found: {text}; {SPEC_HELP}")
@@ -116,8 +119,6 @@ def load_model(spec_or_path, device: str | torch.device = "cpu", download: bool 
 
 
 def _qact_checkpoint(path: Path, values: dict, device, download, backbone_weights, card) -> tuple[nn.Module, dict]:
-    from ..checkpoint import load_model as load_checkpoint
-
     features = values.pop("features", None)
     if values:
         raise UsageError(f"{path} is a qact checkpoint, which carries its own weights, classes and preprocessing; "
@@ -181,4 +182,5 @@ def _finish(net: nn.Module, defaults: dict, values: dict, sources: dict, device,
 def _check_features(net: nn.Module, features: str, where: str) -> None:
     names = [n for n, _ in net.named_modules() if n]
     if features not in names:
-        raise InputError(f"{where}: features {features!r} is not a module of the model{specs.did_you_mean(features, names)}")
+        raise InputError(f"{where}: features {features!r} is not a module of the model"
+                         f"{did_you_mean(features, names, several=True)}")

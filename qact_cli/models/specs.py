@@ -8,7 +8,6 @@ explicit options over it. Nothing is downloaded unless `download` is true.
 
 from __future__ import annotations
 
-import difflib
 import importlib
 import importlib.util
 import inspect
@@ -22,16 +21,12 @@ import torch
 from torch import nn
 
 from ..errors import InputError, UsageError, first_line
+from ..suggest import did_you_mean
 from ..utils import sha256_file
 from .weights import read_state_dict
 
 PREFIXES = ("torchvision", "timm")
 _CALLABLE = re.compile(r"[A-Za-z_][\w.]*")
-
-
-def did_you_mean(name: str, choices) -> str:
-    close = difflib.get_close_matches(name, list(choices), n=3, cutoff=0.6)
-    return f"; did you mean {' or '.join(close)}?" if close else ""
 
 
 # torchvision ---------------------------------------------------------------------------------------
@@ -47,7 +42,7 @@ def torchvision_model(name: str, values: dict, download: bool) -> tuple[nn.Modul
 
     names = _torchvision_names()
     if name not in names:
-        raise UsageError(f"unknown torchvision model {name!r}{did_you_mean(name, names)} "
+        raise UsageError(f"unknown torchvision model {name!r}{did_you_mean(name, names, several=True)} "
                          "(torchvision.models.list_models() lists them)")
     weights = values.get("weights")
     if weights is None:
@@ -137,7 +132,8 @@ def timm_model(name: str, values: dict) -> tuple[nn.Module, dict]:
     except ImportError:
         raise InputError(f'timm:{name} needs the timm package; install it with: pip install "qact[timm]"') from None
     if not timm.is_model(name):
-        raise UsageError(f"unknown timm model {name!r}{did_you_mean(name.split('.')[0], timm.list_models())} "
+        close = did_you_mean(name.split('.')[0], timm.list_models(), several=True)
+        raise UsageError(f"unknown timm model {name!r}{close} "
                          "(timm.list_models() lists them)")
     if values.get("weights") is None:
         raise UsageError(f"timm:{name} needs --weights FILE (.safetensors or a state dict); qact never fetches timm weights")
@@ -169,7 +165,7 @@ def callable_model(spec: str, values: dict) -> tuple[nn.Module, dict]:
     obj = module
     for part in attr.split("."):
         if not hasattr(obj, part):
-            raise UsageError(f"{head} has no attribute {attr!r}{did_you_mean(part, dir(obj))}")
+            raise UsageError(f"{head} has no attribute {attr!r}{did_you_mean(part, dir(obj), several=True)}")
         obj = getattr(obj, part)
     if not callable(obj):
         raise UsageError(f"{spec}: {attr} is not callable; name a function or class that returns an nn.Module")
@@ -216,7 +212,7 @@ def _import(head: str):
         top = head.split(".")[0]
         if e.name == top:
             raise UsageError(f"unknown model spec prefix {top!r} (not torchvision, timm or an importable module)"
-                             f"{did_you_mean(top, PREFIXES)}") from None
+                             f"{did_you_mean(top, PREFIXES, several=True)}") from None
         raise InputError(f"cannot import {head}: {first_line(e, with_type=True)}") from None
     except Exception as e:  # the user's module
         raise InputError(f"cannot import {head}: {first_line(e, with_type=True)}") from None

@@ -14,10 +14,21 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ..checkpoint import clean_state_dict
 from ..errors import InputError
+from .kinds import ARCHIVE_KINDS
 
 SHOWN = 3  # how many differing keys an error message names
+
+
+def clean_state_dict(state_dict: dict) -> dict:
+    """Strip the prefixes DistributedDataParallel (`module.`) and torch.compile (`_orig_mod.`) add."""
+    out = {}
+    for k, v in state_dict.items():
+        for prefix in ("module.", "_orig_mod."):
+            while k.startswith(prefix):
+                k = k[len(prefix):]
+        out[k] = v
+    return out
 
 
 def is_safetensors(path: Path) -> bool:
@@ -31,10 +42,8 @@ def is_safetensors(path: Path) -> bool:
 
 def archive_kind(path: Path) -> str | None:
     """'torchscript' or 'export' when `path` is such an archive (these run code while loading), else None."""
-    if path.suffix == ".pt2":
-        return "export"
-    if path.suffix == ".ts":
-        return "torchscript"
+    if path.suffix in ARCHIVE_KINDS:
+        return ARCHIVE_KINDS[path.suffix]
     if not zipfile.is_zipfile(path):
         return None
     try:

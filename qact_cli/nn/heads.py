@@ -177,6 +177,12 @@ HEADS.add("quantile", lambda in_features, num_classes, variant=None: QuantileHea
                                                                                   variant=variant or "odds"))
 
 
+def resolve_head(head: str) -> str:
+    """`--head quantile` trains the default variant and records it ("quantile:<variant>"), so that
+    checkpoints from before variants (head "quantile") keep loading as the first reading."""
+    return f"quantile:{DEFAULT_VARIANT}" if head == "quantile" else head
+
+
 def split_head(name: str) -> tuple[str, str | None]:
     """"quantile:direct_fit" -> ("quantile", "direct_fit"); an unknown head or variant is exit 2."""
     base, _, variant = str(name).partition(":")

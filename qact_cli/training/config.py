@@ -1,4 +1,5 @@
-"""`TrainConfig`: the options of one `qact train` run, and their checks before anything is read."""
+"""`TrainConfig`: the options of one `qact train` run, and every check of them before anything is read
+(a network's options in `validate_config`, a probe's in `check_probe_config`)."""
 
 from __future__ import annotations
 
@@ -6,10 +7,12 @@ from dataclasses import dataclass, field
 
 from ..errors import UsageError
 from ..models import get_model_family
-from ..nn.heads import split_head
 from ..nn.activations import ACTIVATIONS
+from ..nn.heads import split_head
+from ..probes.backbones import backbone_spec, is_dinov2
+from ..probes.model import DEFAULT_RES
+from ..schedule import LR, LR_PATIENCE
 from ..suggest import unknown
-from .protocol import LR, LR_PATIENCE
 
 
 @dataclass
@@ -33,7 +36,7 @@ class TrainConfig:
     early_stop: int = 10  # epochs without a 0.001 gain in validation accuracy
     lr_patience: int = LR_PATIENCE
     workers: int | None = None  # None: make_loader's default (up to 4 for image folders)
-    backbone: str | None = None  # a probe (arch "probe") on this frozen backbone: training/probe.py
+    backbone: str | None = None  # a probe (arch "probe") on this frozen backbone: probes/fit.py
     weights: str | None = None  # frozen backbones only
     probe_res: int = 224  # frozen backbones only: input resolution (multiple of 14)
     sync_context: bool = True  # under torchrun: QAct context and BatchNorm statistics over the global batch
@@ -51,16 +54,41 @@ def validate_config(cfg: TrainConfig) -> None:
         raise UsageError("--act qact needs --batch-size ≥ 2: the batch is the activation's context")
     family = get_model_family(cfg.arch, "--arch")
     if family.frozen_backbone or cfg.backbone:  # a probe checks its own options
-        from .probe import check_config
-
-        check_config(cfg)
+        check_probe_config(cfg)
     if cfg.calibrate not in (None, "none", "temperature"):
         raise UsageError(unknown("--calibrate", cfg.calibrate, ("temperature",)))
     if cfg.calibrate == "temperature" and family.frozen_backbone:
         raise UsageError("--calibrate is not available for frozen-backbone probes yet; leave it out")
-    if not family.frozen_backbone:  # a probe checks its own --act and --head (models/probe.py)
+    if not family.frozen_backbone:  # a probe checks its own --act and --head (check_probe_config)
         ACTIVATIONS.get(cfg.act, "--act")
         split_head(cfg.head)
     size = (cfg.qact or {}).get("context_size")
     if size is not None and (isinstance(size, bool) or not isinstance(size, int) or size < 1):
         raise UsageError(f"--context-size {size!r}: expected a positive number of context samples per channel")
+
+
+def probe_res(cfg: TrainConfig) -> int:
+    """DINOv2's input resolution (`--probe-res`), a positive multiple of the patch size 14."""
+    res = getattr(cfg, "probe_res", None) or DEFAULT_RES
+    if int(res) <= 0 or int(res) % 14:
+        raise UsageError(f"--probe-res must be a positive multiple of 14 (the patch size), got {res}")
+    return int(res)
+
+
+def check_probe_config(cfg: TrainConfig) -> None:
+    """The options a probe takes (exit 2 otherwise); checked before anything is loaded."""
+    if cfg.arch == "probe" and not cfg.backbone:
+        raise UsageError("--arch probe fits a probe on a frozen backbone: give it with --backbone SPEC")
+    if cfg.backbone and cfg.arch not in ("", "probe", cfg.backbone):
+        raise UsageError(f"give --backbone or --arch, not both (--arch {cfg.arch}, --backbone {cfg.backbone})")
+    if cfg.head.split(":", 1)[0] not in ("linear", "quantile"):  # quantile:VARIANT (nn/heads.py)
+        raise UsageError(unknown("--head", cfg.head, ("linear", "quantile")))
+    if cfg.loss != "ce":
+        raise UsageError("--loss watershed trains an embedding; a frozen backbone's embedding is fixed (use --loss ce)")
+    if cfg.act not in ("relu", "none"):
+        raise UsageError(f"--act {cfg.act} does not apply to a frozen backbone (its activations are fixed); "
+                         "use --head quantile for the paper's quantile classifier on its features")
+    if cfg.augment:
+        raise UsageError("--augment does not apply to a probe: features of the training images are computed once")
+    if is_dinov2(backbone_spec(cfg)):
+        probe_res(cfg)

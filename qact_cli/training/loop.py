@@ -1,10 +1,10 @@
-"""Network training with the paper's protocol (protocol.py): `train(cfg)` writes the best checkpoint.
+"""Network training with the paper's schedule (qact_cli/schedule.py): `train_network(cfg)` writes the best checkpoint.
 
 One run is four steps: `setup` (device, data and its 80:20 split, model, optimizer, scheduler),
 `resume` (from `<out>.state`, see state.py), `run_epoch` (one pass over the training split, then
 validation), and the saves (`save_best` when validation accuracy is the best so far, `save_state`
 after every epoch, `finish` with the best weights). Frozen-backbone families (DINOv2 probes) are
-fitted by the probe trainer instead.
+fitted by the probe trainer instead (probes/fit.py); `training.train` picks one or the other.
 """
 
 from __future__ import annotations
@@ -12,34 +12,23 @@ from __future__ import annotations
 import copy
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 from torch import nn
 
 from .. import distributed
-from ..checkpoint import make_checkpoint, save_checkpoint
 from ..data import Dataset, ImageSource, get_dataset, make_loader
 from ..data.transforms import crop_flip, to_model_input
 from ..errors import InputError, UsageError
-from ..models import build_model, get_model_family
+from ..models import build_model
+from ..models.checkpoint_file import make_checkpoint, save_checkpoint
+from ..nn.heads import resolve_head
 from ..utils import environment, seed_everything
-from .config import TrainConfig, validate_config
-from .protocol import EarlyStopping, make_optimizer, make_scheduler, split_record, split_train_val
+from ..schedule import EarlyStopping, make_optimizer, make_scheduler, recorded_options, split_record, split_train_val
+from .config import TrainConfig
 from .state import check_resumable, read_state, save_state, state_path
-
-# options that do not belong in a checkpoint's record of the run (where it ran, where it wrote)
-NOT_RECORDED = ("resume", "device", "out", "workers")
-
-
-def resolve_head(head: str) -> str:
-    """`--head quantile` trains the default variant and records it ("quantile:<variant>"), so that
-    checkpoints from before variants (head "quantile") keep loading as the first reading."""
-    from ..nn.heads import DEFAULT_VARIANT
-
-    return f"quantile:{DEFAULT_VARIANT}" if head == "quantile" else head
-
 
 def model_info(cfg: TrainConfig, ds: Dataset, input_size) -> dict:
     """The checkpoint's `model` section: what `rebuild_model` needs, and the input normalisation."""
@@ -129,7 +118,7 @@ def setup(cfg: TrainConfig) -> Run:
     step_model = distributed.prepare_training(model, device, cfg.sync_context)
     opt = make_optimizer(model.parameters(), cfg.lr)
     return Run(cfg=cfg, device=device, ds=ds, train_src=source.subset(tr_idx), val_src=source.subset(va_idx), info=info,
-               train_cfg={k: v for k, v in asdict(cfg).items() if k not in NOT_RECORDED}, model=model,
+               train_cfg=recorded_options(cfg), model=model,
                step_model=step_model, opt=opt, sched=make_scheduler(opt, cfg.lr_patience),
                stopper=EarlyStopping(cfg.early_stop), out=Path(cfg.out), state_path=state_path(cfg.out))
 
@@ -284,16 +273,11 @@ def train_info(run: Run, stopped_early: bool) -> dict:
     }
 
 
-def train(cfg: TrainConfig, on_epoch: Callable[[dict], None] | None = None,
-          on_step: Callable[[int, int, float], None] | None = None, log: Callable[[str], None] = lambda s: None) -> dict:
-    """Train and write the best checkpoint to `cfg.out`. Returns the checkpoint's `train` section."""
-    validate_config(cfg)
-    if get_model_family(cfg.arch, "--arch").frozen_backbone:
-        if distributed.launched():
-            raise UsageError("a frozen-backbone probe (--backbone, dinov2_*) trains in one process; run it without torchrun")
-        from .probe import train_probe
-
-        return train_probe(cfg, log=log)
+def train_network(cfg: TrainConfig, on_epoch: Callable[[dict], None] | None = None,
+                  on_step: Callable[[int, int, float], None] | None = None,
+                  log: Callable[[str], None] = lambda s: None) -> dict:
+    """Train a network (options checked by `validate_config`) and write the best checkpoint to
+    `cfg.out`. Returns the checkpoint's `train` section."""
     if cfg.weights:
         raise UsageError("--weights is only for frozen backbones (--backbone SPEC, --arch dinov2_vits14)")
     run = setup(cfg)

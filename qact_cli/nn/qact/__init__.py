@@ -14,4 +14,9 @@ from .table import (BANDWIDTH_RULES, DEFAULT_CONTEXT_SIZE, DEFAULT_TABLE_SIZE, R
                     sample_context)
 
 __all__ = ["BANDWIDTH_RULES", "CONTEXTS", "DEFAULT_CONTEXT_SIZE", "DEFAULT_TABLE_SIZE", "OUTPUTS", "QAct", "REFINE",
-           "Table", "grounded_table", "sample_context", "set_context", "set_context_sync", "table_lookup"]
+           "Table", "grounded_table", "has_qact", "sample_context", "set_context", "set_context_sync", "table_lookup"]
+
+
+def has_qact(model) -> bool:
+    """Whether `model` holds a QAct layer (its outputs then depend on the batch: the context)."""
+    return any(isinstance(m, QAct) for m in model.modules())

@@ -28,8 +28,13 @@ import torch
 from torch import nn
 
 from ..errors import InputError, UsageError
+from ..models import dinov2
+from ..models.checkpoint_file import read_checkpoint
+from ..models.external import ModelOptions, resolve_model
+from ..models.kinds import is_checkpoint
+from ..nn.qact import has_qact
+from ..suggest import did_you_mean
 from ..utils import sha256_file
-from . import dinov2
 
 FORWARD_CHUNK = 64  # images per DINOv2 call inside forward (bounds memory for large eval batches)
 FEATURES_HELP = "name the module whose output is the feature with `features: MODULE` in a model card (.yaml)"
@@ -86,8 +91,6 @@ class NetBackbone(Backbone):
         self.input_size = list(info["input_size"]) if info.get("input_size") else None
         self.resize = info.get("resize")
         self.name = str(meta.get("name") or meta.get("path") or info.get("spec") or info.get("arch"))
-        from ..eval.protocol import has_qact
-
         self.batch_dependent = has_qact(module)
         super().__init__(module, 0)
         self.dim = int(identity.get("embed_dim") or 0)  # 0: known once features are computed (training)
@@ -170,20 +173,25 @@ def _absolute(value):
 # resolving
 
 
+def backbone_spec(cfg) -> str:
+    """The frozen backbone a TrainConfig fits a probe on: `--backbone`, else a dinov2_* `--arch`."""
+    return str(cfg.backbone or cfg.arch)
+
+
+def is_dinov2(spec: str) -> bool:
+    return str(spec).startswith("dinov2")
+
+
 def resolve_backbone(spec: str, weights: str | None = None, download: bool = False, seed: int = 0,
                      res: int = 224, device: str | torch.device = "cpu", options: dict | None = None) -> Backbone:
     """`--backbone SPEC` -> a Backbone. `weights`: DINOv2's weights file (or "random"), or the weights of a
     model from elsewhere; `options`: further card keys of a model from elsewhere."""
-    from .external import ModelOptions, resolve_model
-
     spec = str(spec)
     if spec in dinov2.ARCHS:
         bb = dinov2.load_backbone(spec, weights=weights, download=download, seed=seed)
         return DinoBackbone(bb, dinov2.FeatureSpec(res=res))
     if spec.startswith("dinov2"):
-        from .specs import did_you_mean
-
-        raise UsageError(f"unknown DINOv2 backbone {spec!r}{did_you_mean(spec, dinov2.ARCHS)}; "
+        raise UsageError(f"unknown DINOv2 backbone {spec!r}{did_you_mean(spec, dinov2.ARCHS, several=True)}; "
                          f"choose one of {', '.join(dinov2.ARCHS)}")
     if not Path(spec).is_file() and ":" not in spec:
         raise InputError(f"backbone not found: {spec}; {BACKBONE_HELP}")
@@ -204,9 +212,6 @@ def resolve_backbone(spec: str, weights: str | None = None, download: bool = Fal
 
 def _refuse_probe(spec: str) -> None:
     """A probe checkpoint as a backbone: refused before its own backbone is looked for."""
-    from ..checkpoint import read_checkpoint
-    from ..eval.run import is_checkpoint
-
     if is_checkpoint(spec) and not spec.endswith((".safetensors",)):
         try:
             rec = read_checkpoint(spec)["model"].get("backbone")
@@ -247,8 +252,6 @@ def from_record(record: dict, weights: str | None = None, download: bool = False
                 device: str | torch.device = "cpu") -> NetBackbone:
     """The backbone a probe checkpoint records, found again (`weights`: another place for its file);
     exit 3 when it is missing or is not the same backbone (sha256)."""
-    from .external import ModelOptions, resolve_model
-
     impl, want = record.get("impl"), record.get("sha256")
     if impl == "qact-checkpoint":
         path = Path(weights or record["path"])
@@ -281,3 +284,16 @@ def _other(where, got: str, want: str) -> str:
     return (f"{where} is not the backbone this probe was fitted on (sha256 {str(got)[:12]}..., expected "
             f"{str(want)[:12]}...); give the original with --weights PATH, or fit a new probe on it with "
             "`qact train --backbone ...`")
+
+
+def backbone_unchanged(probe_path) -> bool:
+    """False when a probe's recorded backbone file now holds other weights (an experiment then fits the
+    probe again instead of reusing it)."""
+    try:
+        record = read_checkpoint(probe_path)["model"].get("backbone") or {}
+    except InputError:
+        return False
+    path = record.get("path")
+    if record.get("impl") != "qact-checkpoint" or not path:
+        return True
+    return os.path.isfile(path) and sha256_file(path) == record.get("sha256")

@@ -1,7 +1,7 @@
 """Probes: a frozen backbone (backbones.py: DINOv2, a qact network's features, or any model cut at
 its penultimate features) + a fitted head, run by `qact eval` like any other checkpoint.
 
-Fitting lives in training/probe.py (`qact train --backbone SPEC --head linear|quantile`).
+Fitting lives in fit.py (`qact train --backbone SPEC --head linear|quantile`).
 
 The checkpoint holds the head only (a few kB) plus the backbone's identity (`model.backbone`:
 how to find it again and its sha256) and, for DINOv2, the `FeatureSpec`; `build_probe` reloads the
@@ -33,11 +33,12 @@ import torch
 from torch import nn
 
 from ..errors import InputError, UsageError
+from ..models import ModelFamily, register_family
 from ..utils import sha256_file
 from . import feature_cache
 from .backbones import Backbone, DinoBackbone, from_record
-from .common import make_head
-from .dinov2 import DinoVisionTransformer, FeatureSpec, default_weights_path, load_backbone
+from ..models.common import make_head
+from ..models.dinov2 import ARCHS as DINOV2_ARCHS, DinoVisionTransformer, FeatureSpec, default_weights_path, load_backbone
 
 IMPL = "qact-dinov2"
 DEFAULT_RES = 224
@@ -171,3 +172,14 @@ def dinov2_weights_available(name: str = "dinov2_vits14", weights: str | os.Path
         return True, None
     path = Path(weights).expanduser() if weights is not None else default_weights_path(name)
     return path.is_file(), path
+
+
+def _rebuild(info: dict, weights=None, download: bool = False, **overrides) -> nn.Module:
+    """A probe from its checkpoint's `model` section: `weights` and `download` locate the frozen backbone."""
+    return build_probe(info, weights=weights, download=download, **overrides)
+
+
+# the family answers to every name in dinov2.ARCHS, also ones added there later
+register_family(ModelFamily("dinov2", DINOV2_ARCHS.keys(), rebuild=_rebuild, frozen_backbone=True))
+# a probe on any other frozen backbone (`qact train --backbone SPEC`): a qact network, a model from elsewhere
+register_family(ModelFamily("probe", ("probe",), rebuild=_rebuild, frozen_backbone=True))

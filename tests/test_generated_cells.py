@@ -7,7 +7,7 @@ import numpy as np
 import torch
 
 from qact_cli.data.base import ArraySource
-from qact_cli.eval.kept import _KeptSource
+from qact_cli.eval.generated_cells import _KeptSource
 
 
 class _Counting(ArraySource):

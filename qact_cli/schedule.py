@@ -1,4 +1,6 @@
-"""The paper's training protocol, shared by network training (loop.py) and probe fitting.
+"""The paper's training schedule and how a run records it, shared by network training
+(training/loop.py) and probe fitting (probes/fit.py), which training/run.py dispatches to: it sits
+below both, so that neither package imports the other's back.
 
 The quantile-activation paper's training recipe: Adam (lr 1e-3), an 80:20 train/validation split of
 the training set fixed by seed 42, ReduceLROnPlateau on validation accuracy (factor 0.1, patience
@@ -9,6 +11,7 @@ stops improving by 0.001, and the best epoch chosen on validation, never on the 
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import asdict
 
 import numpy as np
 import torch
@@ -18,6 +21,8 @@ VAL_FRACTION = 0.2
 LR = 1e-3
 LR_PATIENCE = 50
 MIN_GAIN = 1e-3  # the validation-accuracy gain that resets the early-stopping count
+# options that do not belong in a checkpoint's record of the run (where it ran, where it wrote)
+NOT_RECORDED = ("resume", "device", "out", "workers")
 
 
 def split_train_val(n: int, seed: int = SPLIT_SEED) -> tuple[np.ndarray, np.ndarray]:
@@ -30,6 +35,11 @@ def split_train_val(n: int, seed: int = SPLIT_SEED) -> tuple[np.ndarray, np.ndar
 def split_record() -> dict:
     """The split as a checkpoint's `train` section records it."""
     return {"val_fraction": VAL_FRACTION, "seed": SPLIT_SEED}
+
+
+def recorded_options(cfg) -> dict:
+    """The options of a run (a TrainConfig) as its checkpoint records them (NOT_RECORDED left out)."""
+    return {k: v for k, v in asdict(cfg).items() if k not in NOT_RECORDED}
 
 
 def make_optimizer(params: Iterable[torch.nn.Parameter], lr: float = LR) -> torch.optim.Optimizer:
