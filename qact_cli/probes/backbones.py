@@ -3,7 +3,7 @@ network's train-set embeddings, not the network end to end (Challa et al., arXiv
 "Last layer"; docs/reference.md, "Probes on any frozen backbone").
 
 A backbone is one of
-- DINOv2 (`dinov2_vits14|vitb14|vitl14`): the CLS token after the final norm (dinov2.py);
+- DINOv2 (`dinov2_vits14|vitb14|vitl14`): the CLS token after the final norm (models/dinov2.py);
 - a qact checkpoint: its network's `features(x)` (every qact model is `head(features(x))`);
 - any model from elsewhere (a spec such as `torchvision:resnet18`, `timm:NAME`,
   `pkg.module:callable`, or a model card): its penultimate features, found by this rule:

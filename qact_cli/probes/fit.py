@@ -4,19 +4,20 @@ embeddings (Challa et al., arXiv 2405.11573, "Last layer"): logistic regression 
 and DINOv2, the quantile classifier for QAct networks. The backbones are in backbones.py,
 the model that `qact eval` runs in model.py, the training features in features.py.
 
-- `--head linear` (linear.py) follows DINOv2's logistic-regression eval (`dinov2/eval/log_regression.py`):
-  L2-regularised multinomial logistic regression (L-BFGS, max_iter 1000, float64) on the raw
-  features, no standardisation, C chosen on a held-out split; DINOv2 chooses by accuracy (ties to
-  the smaller C), we by validation log-loss (C_SELECT says why; `fit_linear(select="acc")` is DINOv2's).
+- `--head linear` (linear.py) follows DINOv2's logistic-regression eval
+  (`dinov2/eval/log_regression.py`): L2-regularised multinomial logistic regression (L-BFGS,
+  max_iter 1000, float64) on the raw features, no standardisation, C chosen on a held-out split;
+  DINOv2 chooses by accuracy (ties to the smaller C), we by validation log-loss (C_SELECT says why;
+  `fit_linear(select="acc")` is DINOv2's).
   DINOv2 sweeps 45 values 10^-6..10^5 (0.25-decade steps); we walk the same grid coarse to fine:
   up the decades, each fit warm-started from the previous one, until three decades in a row bring
   no better validation score, then ±0.25/0.5/0.75 decade around the best one (at most 18 fits).
   The held-out split is the 80:20 validation split of training (seed 42). Unlike DINOv2 we do
   *not* refit on train+val: every model in a qact comparison then sees the same 80 % of the
   training set, and `best_val_acc` stays a held-out figure.
-- `--head quantile` (quantile_head.py): the paper's quantile classifier (nn/heads.py) trained on the features with
-  Adam (`--lr`, `--epochs`, `--batch-size`), ReduceLROnPlateau and early stopping as in training,
-  best epoch on validation.
+- `--head quantile` (quantile_head.py): the paper's quantile classifier (nn/heads.py) trained on
+  the features with Adam (`--lr`, `--epochs`, `--batch-size`), ReduceLROnPlateau and early stopping
+  as in training, best epoch on validation.
 
 Training features. DINOv2's are computed once per (weights, dataset content, resolution) and cached
 on disk (feature_cache.py). A network with QAct layers gives an image features that depend
@@ -29,6 +30,7 @@ context "batch", or the context its checkpoint records. At eval time each evalua
 cell is that context (`qact eval --context`), as for the network itself. Other backbones are
 computed in plain batches.
 """
+
 from __future__ import annotations
 
 import time

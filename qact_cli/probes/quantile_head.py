@@ -1,6 +1,6 @@
 """`--head quantile`: the paper's quantile classifier (nn/heads.py) trained on fixed features with
-training's schedule (schedule.py: Adam, ReduceLROnPlateau, early stopping, best epoch on
-validation)."""
+the schedule of network training (qact_cli/schedule.py: Adam, ReduceLROnPlateau, early stopping,
+best epoch on validation)."""
 
 from __future__ import annotations
 

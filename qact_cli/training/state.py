@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..checkpoint import check_finite, load_file, save_checkpoint
+from ..models.checkpoint_file import check_finite, load_file, save_checkpoint
 from ..errors import InputError
 
 STATE_FORMAT = "qact-train-state"
