@@ -106,3 +106,24 @@ def test_running_out_of_memory_stays_a_memory_error(exc):
 
     with pytest.raises(MemoryError):
         call_model(Oom(), torch.zeros(1, 3, 2, 2), "m")
+
+
+def test_qacts_quantile_heads_return_log_probabilities(tmp_path):
+    from qact_cli.checkpoint import make_checkpoint, save_checkpoint
+    from qact_cli.eval.outputs import declared_kind
+    from qact_cli.models import build_model
+
+    torch.manual_seed(0)
+    kwargs = {"input_size": [32, 32], "widths": [4, 8], "hidden": [16, 16]}
+    model = build_model("lenet", act="relu", num_classes=10, head="quantile:direct_fit", **kwargs)
+    info = {"arch": "lenet", "act": "relu", "head": "quantile:direct_fit", "num_classes": 10, "arch_kwargs": kwargs,
+            "input_size": [32, 32], "mean": [0.5] * 3, "std": [0.25] * 3, "classes": None, "backbone": None}
+    save_checkpoint(make_checkpoint(model, info, {"dataset": "random", "epochs": 0, "seed": 0}), tmp_path / "q.pt")
+    net, meta = resolve_model(str(tmp_path / "q.pt"))
+    assert declared_kind(meta["model"]) == "log-probs" and declared_kind({"head": "linear"}) == "logits"
+    protocol = Protocol("digits", [], [0], 64, limit=80)
+    doc = evaluate(net, meta, get_dataset("digits"), protocol, torch.device("cpu"))
+    assert doc["cells"][0]["n"] == 80
+    meta["model"]["outputs"] = "logits"  # declared wrongly: the check sees the log-probabilities
+    with pytest.raises(InputError, match="returns log-probabilities"):
+        evaluate(net, meta, get_dataset("digits"), protocol, torch.device("cpu"))

@@ -46,7 +46,10 @@ def call_model(model: nn.Module, x: torch.Tensor, name: str) -> torch.Tensor:
         raise InputError(f"model {name} failed on input {tuple(x.shape)}: {text}{hint}") from None
 
 
-def check_kind(kind: str) -> str:
+def declared_kind(info: dict) -> str:
+    """What the model of `meta["model"]` returns: its `outputs` (card key / flag) when given, else
+    log-probabilities for qact's quantile heads (they return log p, nn/heads.py), else logits."""
+    kind = info.get("outputs") or ("log-probs" if str(info.get("head") or "").startswith("quantile") else "logits")
     if kind not in OUTPUT_KINDS:
         raise UsageError(f"outputs must be one of {', '.join(OUTPUT_KINDS)}, got {kind!r}")
     return kind

@@ -29,7 +29,7 @@ from ..models.exported import eval_mode
 from ..utils import environment, sha256_file
 from .classes import label_map
 from .metrics import METRIC_NAMES, cell_metrics, summarize
-from .outputs import as_logits, call_model, check_kind, check_outputs
+from .outputs import as_logits, call_model, check_outputs, declared_kind
 from .options import check_value
 
 SCHEMA = "qact.eval/1"
@@ -249,7 +249,7 @@ def evaluate(model: nn.Module, meta: dict, dataset: Dataset, protocol: Protocol,
     info = meta["model"]
     prep = Preprocess(info["mean"], info["std"], _expected_size(info), info.get("resize"), device, name,
                       channels=int(info.get("channels") or 3))
-    outputs = check_kind(info.get("outputs") or "logits")  # what the model returns: logits, probs or log-probs
+    outputs = declared_kind(info)  # what the model returns: logits, probs or log-probs
     results = []
     for cell in cells:
         row = score_cell(model, cell, protocol, prep, int(info["num_classes"]), workers, mapping, name,
