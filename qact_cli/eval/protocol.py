@@ -214,8 +214,8 @@ def score_cell(model: nn.Module, cell: Cell, protocol: Protocol, prep: Preproces
         return ((prep(xb), yb) for xb, yb in batches)
 
     def predict():  # under torchrun each rank predicts its share of the batches and all get every prediction
-        return distributed.predict_sharded(lambda part, ids: _predict(model, inputs(part, ids), k, name, outputs, label), source,
-                                           protocol.batch_size)
+        return distributed.predict_sharded(lambda part, ids: _predict(model, inputs(part, ids), k, name, outputs, label),
+                                           source, protocol.batch_size)
 
     if protocol.adapt == "bn":
         from ..nn.adapt import adapted

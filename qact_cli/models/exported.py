@@ -30,7 +30,7 @@ def training_ops(module: nn.Module) -> list[str]:
             if arg.name in _MODE_ARGS:
                 value = node.kwargs.get(arg.name, node.args[i] if i < len(node.args) else arg.default_value)
                 if value is True:
-                    found.append(str(node.target).split(".")[1] if str(node.target).startswith("aten.") else str(node.target))
+                    found.append(schema.name.split("::")[-1])  # aten::batch_norm -> batch_norm
     return found
 
 
