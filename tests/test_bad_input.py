@@ -144,6 +144,12 @@ def work(tmp_path_factory):
 
     save_file(build(num_classes=10).state_dict(), str(w / "r18.safetensors"))
     (w / "badfeat.yaml").write_text("model: ext_model_builders:conv_only\nfeatures: nope\n")
+    # torch.export archives: one exported in training mode, one traced for batches of 2 only
+    from ext_model_builders import small_cnn
+
+    for name, model, dims in (("train.pt2", small_cnn().train(), ({0: torch.export.Dim("batch")},)),
+                              ("static.pt2", small_cnn(), None)):
+        torch.export.save(torch.export.export(model, (torch.zeros(2, 3, 32, 32),), dynamic_shapes=dims), str(w / name))
     (w / "Dlocked").mkdir()
     (w / "Dlocked" / ".lock").touch()
     # a resume state saved with --act relu
@@ -329,6 +335,26 @@ ROWS = [
     Row("train-unknown-arch", ["train", "--dataset", "digits", "--arch", "lenett", "--out", "t.pt"], 2, "unknown --arch"),
     Row("train-backbone-not-found", ["train", "--dataset", "digits", "--backbone", "nope.pt", "--out", "t.pt"], 3,
         "`features: MODULE`"),
+    # --- models from elsewhere: the model's failures are the model's (exit 3), absurd sizes refused up front
+    Row("eval-model-forward-raises", ["eval", "ext_model_builders:forward_raises"] + E[2:], 3,
+        "model ext_model_builders:forward_raises failed on input (10, 3, 32, 32): RuntimeError: the user's forward broke"),
+    Row("eval-model-builder-raises", ["eval", "ext_model_builders:raises"] + E[2:], 3, "raised ValueError: no such variant"),
+    Row("eval-gray-model-fed-rgb", ["eval", "ext_model_builders:gray_cnn"] + E[2:], 3,
+        "gray_cnn failed on input (10, 3, 32, 32): RuntimeError"),
+    Row("eval-model-returns-probs", ["eval", "ext_model_builders:softmax_cnn"] + E[2:], 3, "pass --outputs probs"),
+    Row("eval-input-size-absurd", ["eval", "ext_model_builders:small_cnn", "--input-size", "100000", "--resize",
+                                   "bilinear"] + E[2:], 2, "at most 4096 px a side"),
+    Row("eval-export-training-mode", ["eval", "train.pt2", "--trust-model-file", "--num-classes", "10"] + E[2:], 3,
+        "exported in training mode"),
+    Row("eval-export-static-batch", ["eval", "static.pt2", "--trust-model-file", "--num-classes", "10"] + E[2:], 3,
+        "exported for other input shapes"),
+    # --- a folder written by `qact corrupt`, by its own name
+    Row("eval-corrupted-folder-ok", ["eval", "m.pt", "--dataset", "corrupted:A", "--limit", "10"], 0, ""),
+    Row("eval-corrupted-folder-missing", ["eval", "m.pt", "--dataset", "corrupted:nope"], 3, "corrupted folder not found"),
+    Row("eval-corrupted-folder-no-manifest", ["eval", "m.pt", "--dataset", "corrupted:Ntest"], 3, "has no manifest.json"),
+    Row("eval-corrupted-folder-lacks-corruption", ["eval", "m.pt", "--dataset", "corrupted:A", "--corruptions", "fog"], 2,
+        "available: gaussian_noise"),
+    Row("eval-corrupted-folder-unlabelled", ["eval", "m.pt", "--dataset", "corrupted:U"], 3, "--no-labels"),
     Row("train-backbone-no-features", ["train", "--dataset", "digits", "--backbone", "ext_model_builders:conv_only",
                                        "--out", "t.pt"], 3, "`features: MODULE` in a model card"),
     Row("train-backbone-card-bad-features", ["train", "--dataset", "digits", "--backbone", "badfeat.yaml", "--out",

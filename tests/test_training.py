@@ -161,7 +161,7 @@ def test_registry_style_is_shared():
 def test_datasets_register_themselves_and_lookups_pass_a_dataset_through():
     from qact_cli.data import DATASETS, PREFIXED, get_dataset
 
-    assert {"digits", "cifar10", "cifar10c", "mnistc"} <= set(DATASETS) and set(PREFIXED) == {"npy", "folder", "gen"}
+    assert {"digits", "cifar10", "cifar10c", "mnistc"} <= set(DATASETS) and set(PREFIXED) == {"npy", "folder", "gen", "corrupted"}
     ds = get_dataset("digits")
     assert get_dataset(ds) is ds
     gen = get_dataset("gen:digits")

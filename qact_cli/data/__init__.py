@@ -10,6 +10,7 @@ package imports those modules so that every registered name is known.
 from __future__ import annotations
 
 from . import corrupted  # noqa: F401  (cifar10c, cifar100c, tinyimagenetc, imagenetc, mnistc, gen:)
+from . import corrupt_folder  # noqa: F401  (corrupted:DIR, a folder written by `qact corrupt`)
 from .base import ArraySource, FolderSource, ImageSource, make_loader
 from .clean import Cell, Dataset  # digits, cifar10, cifar100, tinyimagenet, npy:, folder:
 from .registry import DATASETS, PREFIXED, dataset_names, default_root, get_dataset, register_dataset

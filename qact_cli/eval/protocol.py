@@ -23,12 +23,15 @@ from .. import distributed
 from ..data import Cell, Dataset, ImageSource, make_loader
 from ..data.base import limit_indices, loader_workers
 from ..data.identity import data_identity
-from ..errors import InputError
+from ..data.transforms import rgb_to_luma
+from ..errors import InputError, UsageError
+from ..models.exported import eval_mode
 from ..nn.qact import has_qact
 from ..utils import environment, sha256_file
 from ..version import __version__
 from .classes import label_map
 from .metrics import METRIC_NAMES, cell_metrics, summarize
+from .outputs import as_logits, call_model, check_outputs, declared_kind
 from .options import check_value
 
 SCHEMA = "qact.eval/1"
@@ -136,15 +139,21 @@ class Preprocess:
 
     With a resize mode the images are interpolated to `size` first (antialiased when shrinking, as
     PIL does); the result stays float (no rounding back to uint8). Without one, an image of another
-    size than `size` is exit 3, not a crash inside the model."""
+    size than `size` is exit 3, not a crash inside the model. `channels=1` (a grayscale model) turns
+    the uint8 images into Pillow's "L" first; mean and std then hold one value."""
 
-    def __init__(self, mean, std, size: list[int] | None, mode: str | None, device, name: str):
+    def __init__(self, mean, std, size: list[int] | None, mode: str | None, device, name: str, channels: int = 3):
         self.mean = torch.as_tensor(mean, dtype=torch.float32, device=device).view(1, -1, 1, 1)
         self.std = torch.as_tensor(std, dtype=torch.float32, device=device).view(1, -1, 1, 1)
-        self.size, self.mode, self.device, self.name = size, mode, device, name
+        if channels not in (1, 3) or {self.mean.numel(), self.std.numel()} - {1, channels}:
+            raise UsageError(f"{name}: a {channels}-channel model needs {channels} mean and std value(s), got "
+                             f"{self.mean.numel()} and {self.std.numel()}")
+        self.size, self.mode, self.device, self.name, self.channels = size, mode, device, name, channels
 
     def __call__(self, xb: torch.Tensor) -> torch.Tensor:
         x = xb.to(self.device, non_blocking=True)
+        if self.channels == 1:
+            x = rgb_to_luma(x)
         if self.size and list(x.shape[-2:]) != self.size:
             if not self.mode:
                 raise InputError(f"{self.name}: images of {x.shape[-2]}x{x.shape[-1]} among the cell's, but the model "
@@ -157,15 +166,20 @@ class Preprocess:
 
 @torch.inference_mode()
 def _predict(model: nn.Module, inputs: Iterable[tuple[torch.Tensor, torch.Tensor]], k: int,
-             name: str) -> tuple[torch.Tensor, torch.Tensor]:
+             name: str, outputs: str = "logits", label: str | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """softmax(model(x)) and labels over `inputs`; `outputs` is what the model returns (eval/outputs.py)
+    and `label` how its failures name it (default `name`)."""
     probs, labels = [], []
     finite = None
     for x, yb in inputs:
-        logits = model(x)
+        logits = call_model(model, x, label or name)
         if not isinstance(logits, torch.Tensor) or logits.ndim != 2 or logits.shape[1] != k:
             got = tuple(logits.shape) if isinstance(logits, torch.Tensor) else type(logits).__name__
             raise InputError(f"{name} returned {got} for a batch of {len(x)} images, expected ({len(x)}, {k}) logits; "
                              "give the model's class count (--num-classes) or make it return one logit per class")
+        if not probs:  # the first batch tells probabilities from logits (one device sync per cell)
+            check_outputs(logits, outputs, label or name)
+        logits = as_logits(logits, outputs)
         ok = torch.isfinite(logits).all()  # checked once per cell: no device sync per batch
         finite = ok if finite is None else finite & ok
         # metrics always use softmax(logits) computed here, never a library's guess
@@ -180,7 +194,8 @@ def _predict(model: nn.Module, inputs: Iterable[tuple[torch.Tensor, torch.Tensor
 
 
 def score_cell(model: nn.Module, cell: Cell, protocol: Protocol, prep: Preprocess, k: int, workers: int | None = None,
-               mapping: np.ndarray | None = None, name: str = "model", temperature: float | None = None) -> dict:
+               mapping: np.ndarray | None = None, name: str = "model", temperature: float | None = None,
+               outputs: str = "logits", label: str | None = None) -> dict:
     source = limited(cell.source, protocol.limit)
     if len(source) == 0:
         raise InputError(f"{cell.source.name or cell.corruption}: cell {cell.corruption} severity {cell.severity} of "
@@ -193,8 +208,8 @@ def score_cell(model: nn.Module, cell: Cell, protocol: Protocol, prep: Preproces
         return ((prep(xb), yb) for xb, yb in batches)
 
     def predict():  # under torchrun each rank predicts its share of the batches and all get every prediction
-        return distributed.predict_sharded(lambda part, ids: _predict(model, inputs(part, ids), k, name), source,
-                                           protocol.batch_size)
+        return distributed.predict_sharded(lambda part, ids: _predict(model, inputs(part, ids), k, name, outputs, label),
+                                           source, protocol.batch_size)
 
     if protocol.adapt == "bn":
         from ..nn.adapt import adapted
@@ -217,7 +232,7 @@ def evaluate(model: nn.Module, meta: dict, dataset: Dataset, protocol: Protocol,
     cells = cells if cells is not None else dataset.cells(protocol.corruptions, protocol.severities, seed=protocol.seed)
     name = model_name(meta)
     mapping = check_compatible(meta["model"], dataset, cells, name)
-    model = model.to(device).eval()
+    model = eval_mode(model.to(device), name)
     if has_qact(model):
         from ..nn import set_context
 
@@ -226,11 +241,14 @@ def evaluate(model: nn.Module, meta: dict, dataset: Dataset, protocol: Protocol,
             warnings.warn(f"--context batch with --batch-size {protocol.batch_size}: each QAct layer's context is only "
                           f"{protocol.batch_size} images (use ≥ {MIN_CONTEXT_BATCH}, or --context stored)", stacklevel=2)
     info = meta["model"]
-    prep = Preprocess(info["mean"], info["std"], _expected_size(info), info.get("resize"), device, name)
+    prep = Preprocess(info["mean"], info["std"], _expected_size(info), info.get("resize"), device, name,
+                      channels=int(info.get("channels") or 3))
+    outputs = declared_kind(info)  # what the model returns: logits, probs or log-probs
     results = []
     for cell in cells:
         row = score_cell(model, cell, protocol, prep, int(info["num_classes"]), workers, mapping, name,
-                         temperature=info.get("temperature"))  # post-hoc calibration (train --calibrate)
+                         temperature=info.get("temperature"),  # post-hoc calibration (train --calibrate)
+                         outputs=outputs, label=info.get("spec") or name)
         results.append(row)
         if on_cell:
             on_cell(row)

@@ -27,6 +27,8 @@ from ..utils import sha256_file
 from ..suggest import did_you_mean
 from . import load_checkpoint, specs
 from .cards import check_values, read_card
+from .exported import eval_mode
+from .input_size import check_input_size
 from .kinds import is_card
 from .weights import archive_kind, fit_weights, is_safetensors, read_state_dict
 
@@ -149,6 +151,7 @@ def _finish(net: nn.Module, defaults: dict, values: dict, sources: dict, device,
     chosen = {key: values.get(key, defaults.get(key)) for key in ("input_size", "resize", "mean", "std")}
     chosen["mean"] = chosen["mean"] or list(IMAGENET_MEAN)  # torchvision's and timm's usual default
     chosen["std"] = chosen["std"] or list(IMAGENET_STD)
+    check_input_size(chosen["input_size"], f"{spec}: input_size")
     if chosen["resize"] and not chosen["input_size"]:
         raise UsageError(f"{spec}: resize {chosen['resize']} needs an input size; give input_size (--input-size H[,W])")
     features = values.get("features")
@@ -170,11 +173,7 @@ def _finish(net: nn.Module, defaults: dict, values: dict, sources: dict, device,
     }
     if weights_path is not None and str(weights_path) != str(info["weights"]):
         info["weights_file"] = str(weights_path)
-    net = net.to(device)
-    try:
-        net.eval()
-    except NotImplementedError:  # torch.export modules refuse .eval(); they run as exported
-        pass
+    net = eval_mode(net.to(device), spec)  # a torch.export module runs as exported (checked: in eval mode)
     name = str(card.path) if card and card.path else spec
     return net, {"model": info, "path": str(path) if path else None, "name": name}
 

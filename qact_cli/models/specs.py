@@ -23,6 +23,7 @@ from torch import nn
 from ..errors import InputError, UsageError, first_line
 from ..suggest import did_you_mean
 from ..utils import sha256_file
+from .exported import check_exported_mode
 from .weights import read_state_dict
 
 PREFIXES = ("torchvision", "timm")
@@ -234,4 +235,6 @@ def archive_model(path: Path, kind: str, trust: bool, device) -> tuple[nn.Module
             model = torch.export.load(str(path)).module()
     except Exception as e:  # loading these formats runs arbitrary stored code: report any failure in one line
         raise InputError(f"cannot load {label} archive {path} ({first_line(e, with_type=True)})") from None
+    if kind == "export":
+        check_exported_mode(model, str(path))
     return model, {"weights": str(path), "weights_sha256": sha256_file(path)}
