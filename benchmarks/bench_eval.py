@@ -1,6 +1,7 @@
 """`qact eval` throughput against the bare model forward, and peak memory against dataset size.
 
     PYTHONPATH=. python benchmarks/bench_eval.py [--lenet-rows 10240] [--resnet-rows 640] [--repeats 3]
+        [--device cpu|cuda] [--json benchmarks/results/bench_eval.json]
 
 Throughput: a CIFAR-10-C-style folder (one corruption, 5 severity blocks) of random uint8 images
 on disk; `run_eval()` (what `qact eval` runs: read from disk, uint8 -> float, forward, softmax,
@@ -14,7 +15,10 @@ from the options) against the bare forward of the same torchvision model.
 Memory: peak RSS during the evaluation of 2,000, 20,000 and 40,000 rows (6, 61 and 123 MB of
 images), each in a fresh process, the import peak excluded (Linux only: /proc/self/status and
 clear_refs). What remains is allocator noise of a few tens of MB, flat in the number of rows.
-Prints a table and writes benchmarks/results/bench_eval.json.
+`--device cuda` (the GPU rows, benchmarks/gpu_check.sh): the same comparison with the model, the
+normalised images of the bare forward and the evaluation on the GPU, on wall time with the device
+synchronised (process CPU time says nothing of GPU work), torch's default CPU threads; no memory rows.
+Prints a table and writes benchmarks/results/bench_eval.json (`--json PATH`).
 """
 
 from __future__ import annotations
@@ -68,18 +72,23 @@ def model_and_meta(arch: str, path: Path) -> tuple[torch.nn.Module, dict]:
     return model, {"model": info, "path": str(path)}
 
 
-def timed(fn) -> tuple[float, float]:
+def timed(fn, device: torch.device) -> tuple[float, float]:
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    sync()
     w, c = time.perf_counter(), time.process_time()
     fn()
+    sync()
     return time.perf_counter() - w, time.process_time() - c
 
 
-def bench_throughput(arch: str, rows: int, repeats: int, tmp: Path) -> dict:
+def bench_throughput(arch: str, rows: int, repeats: int, tmp: Path, device: str = "cpu") -> dict:
+    dev = torch.device(device)
     folder = write_folder(tmp / f"{arch.replace(':', '_')}-{rows}", rows)
     model, meta = model_and_meta(arch, tmp / f"{arch.replace(':', '_')}.pt")
+    model = model.to(dev)
     cells = get_dataset("cifar10c", folder).cells(["fog"], [1, 2, 3, 4, 5])
-    # the same images, batched as eval batches them (per cell), normalised once, in memory
-    inputs = [to_model_input(xb, MEAN, STD) for c in cells for xb, _ in cell_batches(c.source, BATCH)]
+    # the same images, batched as eval batches them (per cell), normalised once, in memory (on the device)
+    inputs = [to_model_input(xb.to(dev), MEAN, STD) for c in cells for xb, _ in cell_batches(c.source, BATCH)]
 
     @torch.inference_mode()
     def bare():
@@ -89,25 +98,28 @@ def bench_throughput(arch: str, rows: int, repeats: int, tmp: Path) -> dict:
     def data_path():
         for c in cells:
             for xb, _ in cell_batches(c.source, BATCH):
-                to_model_input(xb, MEAN, STD)
+                to_model_input(xb.to(dev, non_blocking=True), MEAN, STD)
 
     def full():
         options = model_options(**meta["options"]) if "options" in meta else None
         run.run_eval([meta["path"]], "cifar10c", folder, corruptions="fog", severities="1-5", batch_size=BATCH,
-                     device="cpu", model_options=options)
+                     device=device, model_options=options)
 
     full(), bare()  # warm-up
     runs = {"bare": [], "eval": [], "data": []}
     for _ in range(repeats):  # interleaved, best of `repeats`
-        runs["bare"].append(timed(bare))
-        runs["eval"].append(timed(full))
-        runs["data"].append(timed(data_path))
+        runs["bare"].append(timed(bare, dev))
+        runs["eval"].append(timed(full, dev))
+        runs["data"].append(timed(data_path, dev))
     best = {k: (min(w for w, _ in v), min(c for _, c in v)) for k, v in runs.items()}
+    clock = 0 if dev.type == "cuda" else 1  # the rates: wall time on a GPU, process CPU time on the CPU
     return {
-        "arch": arch, "images": rows, "batch_size": BATCH,
-        "bare_img_s": rows / best["bare"][1], "eval_img_s": rows / best["eval"][1], "data_img_s": rows / best["data"][1],
+        "arch": arch, "device": str(dev), "images": rows, "batch_size": BATCH,
+        "clock": "wall" if clock == 0 else "process cpu",
+        "bare_img_s": rows / best["bare"][clock], "eval_img_s": rows / best["eval"][clock],
+        "data_img_s": rows / best["data"][clock],
         "ratio_cpu": best["eval"][1] / best["bare"][1], "ratio_wall": best["eval"][0] / best["bare"][0],
-        "data_share_cpu": best["data"][1] / best["eval"][1],
+        "data_share_cpu": best["data"][1] / best["eval"][1], "data_share_wall": best["data"][0] / best["eval"][0],
     }
 
 
@@ -139,9 +151,9 @@ def bench_memory(tmp: Path) -> list[dict]:
     return out
 
 
-def throughput_in_subprocess(arch: str, rows: int, repeats: int) -> dict:
+def throughput_in_subprocess(arch: str, rows: int, repeats: int, device: str) -> dict:
     """One model in a fresh process, so that neither model's allocations shape the other's timing."""
-    cmd = [sys.executable, __file__, "--one", arch, "--rows", str(rows), "--repeats", str(repeats)]
+    cmd = [sys.executable, __file__, "--one", arch, "--rows", str(rows), "--repeats", str(repeats), "--device", device]
     r = subprocess.run(cmd, capture_output=True, text=True, check=True)
     return json.loads(r.stdout.strip().splitlines()[-1])
 
@@ -152,32 +164,42 @@ def main() -> None:
     ap.add_argument("--resnet-rows", type=int, default=640)
     ap.add_argument("--tv-rows", type=int, default=10_240, help="images for the torchvision:resnet18 row")
     ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "bench_eval.json"))
+    ap.add_argument("--device", default="cpu", help="cpu, or cuda for the GPU rows (wall time, no memory rows)")
+    ap.add_argument("--json", "--out", dest="out", default=str(Path(__file__).parent / "results" / "bench_eval.json"))
     ap.add_argument("--one", help=argparse.SUPPRESS)  # internal: one model's throughput in this process
     ap.add_argument("--rows", type=int, help=argparse.SUPPRESS)
     args = ap.parse_args()
-    torch.set_num_threads(1)
+    gpu = torch.device(args.device).type == "cuda"
+    if gpu and not torch.cuda.is_available():
+        sys.exit(f"bench_eval: --device {args.device} but torch sees no CUDA device")
+    if not gpu:
+        torch.set_num_threads(1)
     if args.one:
         with tempfile.TemporaryDirectory() as t:
-            print(json.dumps(bench_throughput(args.one, args.rows, args.repeats, Path(t))))
+            print(json.dumps(bench_throughput(args.one, args.rows, args.repeats, Path(t), args.device)))
         return
-    speed = [throughput_in_subprocess("lenet", args.lenet_rows, args.repeats),
-             throughput_in_subprocess("resnet18", args.resnet_rows, max(1, args.repeats - 1)),
-             throughput_in_subprocess("torchvision:resnet18", args.tv_rows, max(1, args.repeats - 1))]
-    with tempfile.TemporaryDirectory() as t:
-        memory = bench_memory(Path(t))
+    speed = [throughput_in_subprocess("lenet", args.lenet_rows, args.repeats, args.device),
+             throughput_in_subprocess("resnet18", args.resnet_rows, max(1, args.repeats - 1), args.device),
+             throughput_in_subprocess("torchvision:resnet18", args.tv_rows, max(1, args.repeats - 1), args.device)]
+    memory = []
+    if not gpu:
+        with tempfile.TemporaryDirectory() as t:
+            memory = bench_memory(Path(t))
     print(f"{'model':<22}{'images':>7}{'bare img/s':>11}{'eval img/s':>11}{'data img/s':>11}"
           f"{'eval/bare cpu':>14}{'eval/bare wall':>15}{'data share':>11}")
     for r in speed:
         print(f"{r['arch']:<22}{r['images']:>7}{r['bare_img_s']:>11.0f}{r['eval_img_s']:>11.0f}"
-              f"{r['data_img_s']:>11.0f}{r['ratio_cpu']:>14.3f}{r['ratio_wall']:>15.3f}{r['data_share_cpu']:>11.1%}")
-    print(f"\n{'rows':>8}{'file MB':>10}{'RSS at start MB':>17}{'peak RSS MB':>13}{'eval MB':>9}")
+              f"{r['data_img_s']:>11.0f}{r['ratio_cpu']:>14.3f}{r['ratio_wall']:>15.3f}"
+              f"{r['data_share_wall' if gpu else 'data_share_cpu']:>11.1%}")
+    if memory:
+        print(f"\n{'rows':>8}{'file MB':>10}{'RSS at start MB':>17}{'peak RSS MB':>13}{'eval MB':>9}")
     for m in memory:
         m["eval_mb"] = m["peak_mb"] - m["start_mb"]
         print(f"{m['rows']:>8}{m['file_mb']:>10.1f}{m['start_mb']:>17.1f}{m['peak_mb']:>13.1f}{m['eval_mb']:>9.1f}")
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"throughput": speed, "memory": memory, "threads": 1, "environment": environment("cpu"),
+    out.write_text(json.dumps({"throughput": speed, "memory": memory, "threads": torch.get_num_threads(),
+                               "environment": environment(args.device),
                                "command": " ".join(sys.argv)}, indent=2) + "\n")
     print(f"\n-> {out}")
 

@@ -39,7 +39,7 @@ def test_npy_layout_and_manifest(tmp_path, data):
     assert on_disk == m and m["complete"] and m["profile"] == "cifar" and m["seed"] == 1
     assert m["severities"] == [4, 2] and m["n_images"] == N and m["image_size"] == [32, 32] and m["format"] == "npy"
     assert set(m["versions"]) == {"qact", "torch", "numpy"}
-    assert sorted(p.name for p in tmp_path.iterdir()) == [".lock", "contrast.npy", "fog.npy", "labels.npy", "manifest.json"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["contrast.npy", "fog.npy", "labels.npy", "manifest.json"]
 
 
 @pytest.mark.parametrize("fmt", ["jpeg", "png"])
@@ -150,3 +150,57 @@ def test_full_disk_leaves_nothing_half_written(tmp_path, data, monkeypatch):
     with pytest.raises(InputError, match=f"{tmp_path}.*full"):
         write_corrupted(x, y, tmp_path, ["fog"], [1])
     assert not (tmp_path / "fog.npy").exists() and not list(tmp_path.glob("*.partial"))
+
+
+def test_lock_file_removed_after_a_run_and_after_a_failure(tmp_path, data):
+    x, y = data
+    write_corrupted(x, y, tmp_path / "ok", ["contrast"], [1])
+    assert not (tmp_path / "ok" / ".lock").exists()
+
+    def fail(_):
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        write_corrupted(x, y, tmp_path / "stopped", ["contrast"], [1], progress=fail)
+    assert not (tmp_path / "stopped" / ".lock").exists()
+
+
+def test_lock_held_while_running_refuses_a_second_run(tmp_path, data):
+    x, y = data
+    seen = []
+
+    def second_run(_):  # runs while the first one holds the folder
+        with pytest.raises(InputError, match="another qact corrupt run holds"):
+            write_corrupted(x, y, tmp_path, ["contrast"], [1])
+        seen.append((tmp_path / ".lock").exists())
+
+    write_corrupted(x, y, tmp_path, ["contrast"], [1], progress=second_run)
+    assert seen == [True] and not (tmp_path / ".lock").exists()
+
+
+def test_lock_orphaned_by_a_finished_run_is_not_taken(tmp_path, monkeypatch):
+    """A run that opened .lock just before the finishing run removed it locks that orphan, sees that it is no
+    longer out/.lock, and tries the new file, which a third run holds: refused, not run alongside the third."""
+    import fcntl
+
+    (tmp_path / ".lock").touch()
+    orphan = os.open(tmp_path / ".lock", os.O_RDWR)
+    (tmp_path / ".lock").unlink()
+    holder = os.open(tmp_path / ".lock", os.O_RDWR | os.O_CREAT)
+    fcntl.flock(holder, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    real_open, calls = os.open, []
+
+    def open_orphan_first(path, *a, **k):
+        calls.append(path)
+        return os.dup(orphan) if len(calls) == 1 else real_open(path, *a, **k)
+
+    monkeypatch.setattr(writer.os, "open", open_orphan_first)
+    try:
+        with pytest.raises(InputError, match="another qact corrupt run holds"):
+            with writer._folder_lock(tmp_path):
+                pass
+    finally:
+        monkeypatch.undo()
+        os.close(orphan)
+        os.close(holder)
+    assert len(calls) == 2 and (tmp_path / ".lock").exists()  # the holder's file stays

@@ -203,21 +203,38 @@ def write_corrupted(images, labels, out_dir, corruptions: Sequence[str], severit
 
 @contextlib.contextmanager
 def _folder_lock(out: Path):
-    """An advisory lock on out/.lock for the whole run: a second run on the same folder is refused, not interleaved."""
+    """An advisory lock on out/.lock for the whole run: a second run on the same folder is refused, not interleaved.
+    The holder removes the file before it lets go, so a finished run leaves no `.lock` behind. A run that opened
+    the file just before it was removed may then lock that orphan: it checks that the file it locked is still
+    the one at out/.lock and otherwise opens the new one."""
     import fcntl
 
-    try:
-        fd = os.open(out / ".lock", os.O_RDWR | os.O_CREAT, 0o666)
-    except OSError as e:
-        raise InputError(f"cannot write into {out}: {e.strerror}; choose a writable folder") from None
-    try:
+    path = out / ".lock"
+    while True:
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+        except OSError as e:
+            raise InputError(f"cannot write into {out}: {e.strerror}; choose a writable folder") from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise InputError(f"another qact corrupt run holds {out} (lock {out / '.lock'}); wait for it to finish "
+        except OSError as e:
+            os.close(fd)
+            if not isinstance(e, BlockingIOError):
+                raise
+            raise InputError(f"another qact corrupt run holds {out} (lock {path}); wait for it to finish "
                              "or choose another --out") from None
+        try:
+            current = os.stat(path).st_ino
+        except FileNotFoundError:
+            current = None
+        if current == os.fstat(fd).st_ino:
+            break
+        os.close(fd)  # the orphan of a run that just finished: lock the file now at out/.lock
+    try:
         yield
     finally:
+        with contextlib.suppress(OSError):
+            path.unlink()  # while still locked: nobody can lock this inode and find it current afterwards
         os.close(fd)
 
 

@@ -22,6 +22,7 @@ from torch import nn
 from .. import distributed
 from ..data import Cell, Dataset, ImageSource, make_loader
 from ..data.base import limit_indices, loader_workers
+from ..data.decode import batch_decoder, decoded_batches
 from ..data.identity import data_identity
 from ..data.transforms import rgb_to_luma
 from ..errors import InputError, UsageError
@@ -95,10 +96,16 @@ def limited(source: ImageSource, limit: int | None) -> ImageSource:
     return source if idx is None else source.subset(idx)
 
 
-def cell_batches(source: ImageSource, batch_size: int, workers: int | None = None) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+def cell_batches(source: ImageSource, batch_size: int, workers: int | None = None,
+                 device: torch.device | str | None = None) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """(uint8 images, labels) batches of one cell in file order. Image files are decoded in
     DataLoader workers (`workers`, default: up to 4 when the cell has more than two batches);
-    arrays are read in this process, one contiguous slice per batch."""
+    arrays are read in this process, one contiguous slice per batch. With a CUDA `device`, JPEG
+    files are decoded on the GPU in batches instead (data/decode.py); the images then arrive there."""
+    gpu = batch_decoder(source, device)
+    if gpu is not None:
+        yield from decoded_batches(gpu, len(source), batch_size)
+        return
     if workers is None:
         workers = loader_workers(source, None) if len(source) > 2 * batch_size else 0
     if workers > 0:
@@ -202,7 +209,7 @@ def score_cell(model: nn.Module, cell: Cell, protocol: Protocol, prep: Preproces
                          f"{protocol.dataset} has no images")
 
     def inputs(part: ImageSource = source, batch_ids: Iterable[int] | None = None):
-        batches = cell_batches(part, protocol.batch_size, workers)
+        batches = cell_batches(part, protocol.batch_size, workers, prep.device)
         if batch_ids is not None:  # a batch's random draws (QAct's context sample) depend on its cell and place only
             batches = distributed.seed_batches(batches, (protocol.seed, cell.corruption, cell.severity), batch_ids)
         return ((prep(xb), yb) for xb, yb in batches)
