@@ -17,7 +17,7 @@ from typing import Iterable
 from ..eval.metrics import ece_from_bins
 from ..eval.reliability import N_BINS, no_bins_reason, severity_bins
 from .figures import DPI, save_figure
-from .table import Comparison, column_label, title
+from .table import Comparison, column_label
 
 PANEL_SIZE = (3.6, 3.3)  # inches: diagram above, histogram below
 HIST_RATIO = 0.3  # histogram height relative to the diagram's
@@ -54,15 +54,16 @@ def draw_reliability(ax, hist_ax, bins: dict, title: str) -> None:
     conf = [bins["conf"][m] for m in full]
     x = [left[m] for m in full]
     ax.bar(x, acc, width=width, align="edge", color=BAR_COLOR, edgecolor="white", linewidth=0.6, label="accuracy")
+    # hatched, not filled: over a bar (under-confidence) the gap stays red instead of mixing with the blue
     ax.bar(x, [abs(c - a) for a, c in zip(acc, conf)], bottom=[min(a, c) for a, c in zip(acc, conf)], width=width,
-           align="edge", color=GAP_COLOR, alpha=0.35, edgecolor=GAP_COLOR, linewidth=0.6, hatch="//",
-           label="gap to confidence")
+           align="edge", facecolor="none", edgecolor=GAP_COLOR, linewidth=0.8, hatch="////",
+           label="gap to mean confidence")
     ax.plot([0, 1], [0, 1], linestyle="--", color="0.35", linewidth=1.2, label="perfect calibration")
     ax.set_xlim(0, 1)
     ax.set_ylim(0, 1)
     ax.set_ylabel("accuracy", fontsize=9)
     ax.tick_params(labelsize=8, labelbottom=False)
-    ax.set_title(f"{title}\nECE {ece_from_bins(bins):.4f}", fontsize=9.5)
+    ax.set_title(f"{title}, ECE {ece_from_bins(bins):.4f}", fontsize=9.5)
     ax.set_aspect("auto")
     n = sum(bins["count"])
     hist_ax.bar(left, [k / n for k in bins["count"]], width=width, align="edge", color="0.55", edgecolor="white",
@@ -96,18 +97,23 @@ def plot_reliability(cmp: Comparison, path: str | Path, severities: Iterable[int
     present = {int(c["severity"]) for e in models for c in e.result["cells"]}
     cols = pick_severities(present, severities) or [0]
     rows = max(1, len(models))
-    fig = Figure(figsize=(PANEL_SIZE[0] * len(cols), PANEL_SIZE[1] * rows + 0.7), dpi=DPI)
+    fig = Figure(figsize=(PANEL_SIZE[0] * len(cols), PANEL_SIZE[1] * rows + 0.8), dpi=DPI, layout="constrained")
     FigureCanvasAgg(fig)
-    grid = fig.add_gridspec(2 * rows, len(cols), height_ratios=[1, HIST_RATIO] * rows)
+    outer = fig.add_gridspec(rows, len(cols))
+
+    def pair(r: int, k: int):  # a diagram with its histogram right under it
+        sub = outer[r, k].subgridspec(2, 1, height_ratios=[1, HIST_RATIO], hspace=0.04)
+        ax = fig.add_subplot(sub[0])
+        return ax, fig.add_subplot(sub[1], sharex=ax)
+
     for r, (e, by_sev) in enumerate(zip(models, binned)):
         reason = no_bins_reason(e.result)
         if reason:
             warnings.warn(f"{column_label(e)}: {reason}", stacklevel=2)
         n_corr = len({c["corruption"] for c in e.result["cells"] if int(c["severity"]) >= 1})
         for k, sev in enumerate(cols):
-            ax = fig.add_subplot(grid[2 * r, k])
-            hist_ax = fig.add_subplot(grid[2 * r + 1, k], sharex=ax)
-            head = f"{column_label(e)}: {severity_label(sev, corruption, n_corr)}"
+            ax, hist_ax = pair(r, k)
+            head = f"{column_label(e)}\n{severity_label(sev, corruption, n_corr)}"
             if reason:
                 _say(ax, hist_ax, head, reason)
             elif sev not in by_sev:
@@ -115,11 +121,11 @@ def plot_reliability(cmp: Comparison, path: str | Path, severities: Iterable[int
             else:
                 draw_reliability(ax, hist_ax, by_sev[sev], head)
     if not models:
-        ax = fig.add_subplot(grid[0, 0])
-        _say(ax, fig.add_subplot(grid[1, 0]), "reliability", "no model was evaluated")
-    first = fig.axes[0] if fig.axes else None
-    if first is not None and first.get_legend_handles_labels()[0]:
-        fig.legend(*first.get_legend_handles_labels(), loc="lower center", ncol=3, fontsize=8.5, frameon=False)
-    fig.suptitle(f"Reliability: {title(cmp)}", fontsize=11)
-    fig.tight_layout(rect=(0, 0.4 / fig.get_figheight(), 1, 1 - 0.35 / fig.get_figheight()))
+        _say(*pair(0, 0), "reliability", "no model was evaluated")
+    handles = next((a.get_legend_handles_labels() for a in fig.axes if a.get_legend_handles_labels()[0]), None)
+    if handles:
+        fig.legend(*handles, loc="outside lower center", ncol=3, fontsize=8.5, frameon=False)
+    dataset = models[0].result["dataset"] if models else ""
+    fig.suptitle(f"Reliability on {dataset}: 15 equal-width confidence bins of the top-label ECE"
+                 + (f", {corruption} only" if corruption else ""), fontsize=11)
     return save_figure(fig, path)

@@ -43,14 +43,15 @@ def curves_svg(cmp: Comparison, key: str, width: int = 460, height: int = 290) -
     lo, hi = (max(0.0, min(vals)), min(1.0, max(vals))) if key == "acc" else (0.0, max(vals))
     lo, hi = (lo - 0.05, hi + 0.05) if hi - lo < 1e-9 else (lo - 0.03 * (hi - lo), hi + 0.03 * (hi - lo))
     lo = max(0.0, lo) if key in ("acc", "ece") else lo
+    hi = min(1.0, hi) if key == "acc" else hi
     s0, s1 = (min(sevs), max(sevs)) if sevs else (0, 1)
     s1 = s1 if s1 > s0 else s0 + 1
 
     def x(s):
         return left + (s - s0) / (s1 - s0) * (width - left - right)
 
-    def y(v):
-        return top + (hi - v) / (hi - lo) * (height - top - bottom)
+    def y(v):  # a band reaching past the axis (an ECE below 0, an accuracy above 1) is cut at its edge
+        return top + (hi - min(hi, max(lo, v))) / (hi - lo) * (height - top - bottom)
 
     label = METRICS[key].label
     out = [f'<svg class="chart" viewBox="0 0 {width} {height}" width="{width}" height="{height}" role="img" '
