@@ -106,3 +106,19 @@ def test_report_in_a_headless_browser(report, relu_qact_results, tmp_path):
     colours = img.getcolors(maxcolors=1 << 20)
     assert colours is not None and len(colours) > 500, "the screenshot is (nearly) blank"
     print(f"browser checks took {time.time() - t0:.1f} s")
+
+
+def test_a_compare_document_keeps_its_metrics_columns_and_title(relu_qact_results, tmp_path):
+    from qact_cli.compare.documents import comparison_of
+    from qact_cli.compare.table import Entry, build, document
+    from qact_cli.report.html import render_html
+
+    rs = relu_qact_results["results"]
+    doc = document(build([Entry("relu", rs[0]), Entry("dino", None, skipped="skipped: no weights"), Entry("qact", rs[1])],
+                         ["acc", "ece", "nll"]))
+    doc["comparison"]["experiment"] = {"title": "my experiment"}
+    cmp = comparison_of(doc)
+    assert cmp.metrics == ["acc", "ece", "nll"] and [e.name for e in cmp.entries] == ["relu", "dino", "qact"]
+    text = render_html(doc)
+    assert "<title>my experiment</title>" in text and "NLL (lower is better" in text
+    assert "dino: skipped: no weights" in text

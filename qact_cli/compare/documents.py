@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Iterable, Mapping
 
-from .table import Comparison, Entry, build, check_protocols, unique_names
+from .table import METRICS, Comparison, Entry, build, check_protocols, unique_names
 
 
 def results_of(doc: Mapping) -> list[dict]:
@@ -39,9 +39,13 @@ def entries_from_document(doc: Mapping, source: str = "") -> list[Entry]:
 def comparison_of(documents: Mapping | Iterable[Mapping], metrics: Iterable[str] | None = None,
                   data_root: str | None = None) -> Comparison:
     """The comparison grid of one or several documents, in order; results under other protocols are
-    marked (as `compare --allow-mixed` does), never refused: the documents were already produced."""
+    marked (as `compare --allow-mixed` does), never refused: the documents were already produced.
+    `metrics`: the grid's metrics; None takes a compare document's own, else accuracy and ECE."""
     docs = [documents] if isinstance(documents, Mapping) else list(documents)
     entries = [e for d in docs for e in entries_from_document(d)]
     unique_names(entries)
     check_protocols(entries, allow_mixed=True)
+    if metrics is None:  # those a compare document was shown with (`--metrics`), else the default
+        shown = [(d.get("comparison") or {}).get("metrics") for d in docs if isinstance(d.get("comparison"), Mapping)]
+        metrics = next((m for m in shown if isinstance(m, list) and m and all(k in METRICS for k in m)), None)
     return build(entries, list(metrics) if metrics else None, data_root=data_root)
