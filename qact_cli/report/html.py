@@ -75,7 +75,7 @@ def _heat_maps(result: Mapping, name: str, ece_top: float) -> list[dict]:
     return maps
 
 
-def _reliability(result: Mapping, label: str) -> dict:
+def _reliability(result: Mapping) -> dict:
     reason = no_bins_reason(result)
     if reason:
         return {"reason": reason, "diagrams": []}
@@ -119,7 +119,7 @@ def render_html(documents: Mapping | Iterable[Mapping], report_title: str | None
             "protocol": [(k, ", ".join(map(str, v)) if isinstance(v, list) else str(v))
                          for k, v in r["protocol"].items() if k != "data"],
             "heat_maps": _heat_maps(r, e.name, ece_top),
-            "reliability": _reliability(r, column_label(e)),
+            "reliability": _reliability(r),
             "spec": _spec(r), "mixed": e.mixed, "note": e.note,
         })
     template = resources.files(__package__).joinpath("templates", TEMPLATE).read_text(encoding="utf-8")
