@@ -50,3 +50,22 @@ def small_digits(tmp_path_factory):
         np.save(d / f"{split}_images.npy", np.asarray(src.images[:n]))
         np.save(d / f"{split}_labels.npy", np.asarray(src.labels[:n]))
     return f"npy:{d}"
+
+
+@pytest.fixture(scope="session")
+def relu_qact_results(tmp_path_factory):
+    """The quickstart's pair in small: ReLU and QAct LeNets trained one epoch on digits, evaluated
+    through the library on gen:digits (2 corruptions x severities 1-5 and clean, 40 images a cell).
+    Returns the qact.eval-multi/1 document."""
+    from qact_cli.eval.run import result_json, run_eval
+    from qact_cli.training import TrainConfig, train
+
+    d = tmp_path_factory.mktemp("relu_qact")
+    paths = []
+    for name, act, loss, head in (("lenet-relu", "relu", "ce", "linear"), ("lenet-qact", "qact", "watershed", "quantile")):
+        paths.append(d / f"{name}.pt")
+        train(TrainConfig(dataset="digits", arch="lenet", act=act, loss=loss, head=head, out=str(paths[-1]), epochs=1,
+                          batch_size=64, device="cpu"))
+    results = run_eval([str(p) for p in paths], "gen:digits", corruptions="fog,gaussian_noise", severities="0-5",
+                       limit=40, device="cpu")
+    return result_json(results)

@@ -209,9 +209,9 @@ def test_perfectly_calibrated_is_near_zero_and_overconfidence_is_not():
 
 def test_cell_metrics_keys_and_names():
     m = cell_metrics(P4.float(), Y4)
-    assert set(m) == {"n", "acc", "ece", "ce_marginal_l2", "nll", "brier"}
+    assert set(m) == {"n", "acc", "ece", "ece_bins", "ce_marginal_l2", "nll", "brier"}
     assert m["n"] == 4 and isinstance(m["n"], int)
-    assert all(isinstance(m[k], float) for k in m if k != "n")
+    assert all(isinstance(m[k], float) for k in m if k not in ("n", "ece_bins"))
     assert m["acc"] == 0.75 and m["ece"] == pytest.approx(0.4)
     assert METRIC_NAMES == {
         "ece": "top-label L1, 15 equal-width bins",

@@ -9,6 +9,7 @@ from ..errors import InputError
 from ..eval.gates import load_result
 from ..eval.options import EvalOptions
 from ..eval.run import ARCHIVE_SUFFIXES, CARD_SUFFIXES, Hooks, plan, run_jobs
+from .documents import entries_from_document
 from .table import Entry
 
 CHECKPOINT_SUFFIXES = (".pt", ".pth", ".ckpt")
@@ -41,24 +42,8 @@ def item_kind(item: str) -> str:
 def _entries_from_json(item: str) -> list[Entry]:
     import json
 
-    results = load_result(item)
-    try:
-        comparison = json.loads(Path(item).read_text()).get("comparison") or {}
-        columns = [c for c in comparison.get("columns", []) if isinstance(c, dict) and c.get("name")]
-    except (ValueError, AttributeError):
-        columns = []
-    ok = [c for c in columns if c.get("status") == "ok" and isinstance(c.get("result"), int)]
-    if not columns or len(ok) != len(results):  # a plain result document
-        return [Entry(r["model"].get("name") or r["model"].get("arch", "model"), r, source=item) for r in results]
-    # a compare document: its columns again, with the overrides its experiment declared and the models it skipped
-    entries = []
-    for c in columns:
-        if c.get("status") == "skipped":
-            entries.append(Entry(c["name"], None, source=item, skipped=c.get("reason") or "skipped"))
-        elif c in ok:
-            entries.append(Entry(c["name"], results[c["result"]], source=item, declared=dict(c.get("overrides") or {}),
-                                 note=c.get("note")))
-    return entries
+    load_result(item)  # validated first: a bad file is exit 3
+    return entries_from_document(json.loads(Path(item).read_text()), source=item)
 
 
 def load_items(items: list[str], opts: EvalOptions, model_flags: dict | None = None,

@@ -1,4 +1,7 @@
-"""Accuracy-vs-severity and ECE-vs-severity curves, one line per model, with a band of ± the std
+"""`--plot FILE`: the severity curves in FILE and the reliability diagrams beside it in
+FILE.reliability.EXT (`plot_paths`, `write_plots`; compare/reliability.py draws those).
+
+Accuracy-vs-severity and ECE-vs-severity curves, one line per model, with a band of ± the std
 over corruptions (the paper's error bars, arXiv 2405.11573, are taken across the 15 kinds of
 distortion). Rendered with matplotlib's Agg canvas directly, so no GUI backend or global pyplot
 state is touched."""
@@ -7,14 +10,13 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+from typing import Iterable
 
-from ..errors import UsageError
-from ..utils import atomic_path
+from .figures import DPI, plot_format, save_figure  # noqa: F401 (plot_format: compare/command.py checks --plot with it)
 from .table import METRICS, Comparison, MEAN_ROW, column_label, title
 
 FIGSIZE = (12.0, 4.8)  # inches, for two panels; each further metric adds PANEL_WIDTH
-PANEL_WIDTH = 5.0
-DPI = 100  # -> a 1200 x 480 PNG
+PANEL_WIDTH = 5.0  # at DPI 100: a 1200 x 480 PNG for two panels
 MARKERS = "osD^vP*Xh<>"
 LINESTYLES = ("-", "--", "-.", ":")  # identical curves (e.g. an adaptation that changes nothing) stay visible
 
@@ -77,20 +79,26 @@ def plot_curves(cmp: Comparison, path: str | Path) -> Path:
     if footer:
         fig.text(0.01, 0.01, "\n".join(footer), fontsize=8, va="bottom", ha="left", color="0.3")
     fig.tight_layout(rect=(0, min(0.3, 0.035 * len(footer)), 1, 0.95))
+    return save_figure(fig, path)
+
+
+
+def reliability_path(path: str | Path) -> Path:
+    """Where `--plot curves.png` puts the reliability diagrams: curves.reliability.png (same format)."""
     path = Path(path)
-    fmt = plot_format(path)
-    with atomic_path(path, f".{fmt}") as tmp:
-        fig.savefig(tmp, format=fmt, dpi=DPI)
-    return path
+    return path.with_name(f"{path.stem}.reliability{path.suffix}")
 
 
-PLOT_FORMATS = ("png", "pdf", "svg")
+def plot_paths(path: str | Path) -> list[Path]:
+    """Every file `write_plots(cmp, path)` writes, for checking them before any work."""
+    plot_format(path)
+    return [Path(path), reliability_path(path)]
 
 
-def plot_format(path) -> str:
-    """The image format named by the file's extension (png, pdf or svg); anything else is a usage error."""
-    ext = Path(path).suffix.lower().lstrip(".")
-    if ext not in PLOT_FORMATS:
-        raise UsageError(f"--plot {path}: unknown image type {('.' + ext) if ext else '(no extension)'}; "
-                         "end the name with .png, .pdf or .svg")
-    return ext
+def write_plots(cmp: Comparison, path: str | Path, corruption: str | None = None,
+                severities: Iterable[int] | str | None = None) -> list[Path]:
+    """`--plot FILE`: the severity curves to FILE and the reliability diagrams (clean and the highest
+    severity by default, pooled over corruptions or `corruption`'s) to FILE.reliability.EXT."""
+    from .reliability import plot_reliability
+
+    return [plot_curves(cmp, path), plot_reliability(cmp, reliability_path(path), severities, corruption)]

@@ -88,15 +88,16 @@ def brier(probs: torch.Tensor, labels: torch.Tensor) -> float:
     return (sq - 2 * p_true + 1).mean().item()
 
 
-def ece_top_label(probs: torch.Tensor, labels: torch.Tensor, n_bins: int = 15) -> float:
-    """Guo et al. top-label L1 ECE with `n_bins` equal-width bins.
+def ece_bin_sums(probs: torch.Tensor, labels: torch.Tensor, n_bins: int = 15) -> torch.Tensor:
+    """Per equal-width bin of the top-label confidence: (count, sum of confidences, number correct),
+    a float64 (3, n_bins) tensor. Sums of disjoint batches add up to the sums of their union, so a
+    cell can be scored batch by batch; `ece_top_label` and `reliability_bins` read these sums.
 
     Bin m (0-based) is (m/B, (m+1)/B]: the upper edge belongs to the bin, as in Guo's
     I_m = ((m-1)/M, m/M] and `calibration.get_ece` (searchsorted, side='left', against the
     float64 edges k/B). A confidence of exactly 0 (impossible for a top label) joins the first bin;
     anything a rounding error above 1 joins the last. torchmetrics uses [lo, hi) instead, which
     differs only for confidences lying exactly on an edge.
-    ECE = sum_m |B_m|/N * |acc(B_m) - conf(B_m)| = (1/N) sum_m |sum_{i in B_m} (correct_i - conf_i)|.
     """
     probs, labels = _check(probs, labels)
     _check_bins(n_bins)
@@ -105,8 +106,51 @@ def ece_top_label(probs: torch.Tensor, labels: torch.Tensor, n_bins: int = 15) -
     correct = (pred == labels).to(torch.float64)
     edges = torch.arange(1, n_bins + 1, dtype=torch.float64) / n_bins
     bins = torch.bucketize(conf, edges, right=False).clamp_(max=n_bins - 1)
-    gap = torch.zeros(n_bins, dtype=torch.float64).index_add_(0, bins, correct - conf)
-    return (gap.abs().sum() / probs.shape[0]).item()
+    per_sample = torch.stack([torch.ones_like(conf), conf, correct])
+    return torch.zeros(3, n_bins, dtype=torch.float64).index_add_(1, bins, per_sample)
+
+
+def ece_top_label(probs: torch.Tensor, labels: torch.Tensor, n_bins: int = 15) -> float:
+    """Guo et al. top-label L1 ECE with `n_bins` equal-width bins (see `ece_bin_sums` for the bins).
+    ECE = sum_m |B_m|/N * |acc(B_m) - conf(B_m)| = (1/N) sum_m |sum_{i in B_m} (correct_i - conf_i)|.
+    """
+    return _ece(ece_bin_sums(probs, labels, n_bins))
+
+
+def _ece(sums: torch.Tensor) -> float:
+    count, conf, correct = sums
+    return ((correct - conf).abs().sum() / count.sum()).item()
+
+
+def reliability_bins(sums: torch.Tensor) -> dict:
+    """The result JSON's `ece_bins` from `ece_bin_sums`: per bin, in order from the lowest confidence,
+    the count, the mean confidence and the accuracy (both null for an empty bin)."""
+    count, conf, correct = sums.tolist()
+    return {"count": [int(n) for n in count],
+            "conf": [c / n if n else None for n, c in zip(count, conf)],
+            "acc": [a / n if n else None for n, a in zip(count, correct)]}
+
+
+def ece_from_bins(bins: Mapping) -> float:
+    """The top-label ECE recomputed from `ece_bins`: sum over bins of count/N * |accuracy - confidence|."""
+    n = sum(bins["count"])
+    return math.fsum(k / n * abs(a - c) for k, c, a in zip(bins["count"], bins["conf"], bins["acc"]) if k)
+
+
+def pool_bins(many: Iterable[Mapping]) -> dict:
+    """Several cells' `ece_bins` as one (e.g. all corruptions of a severity): counts add, confidence and
+    accuracy are count-weighted means. The ECE of the pool is that of all their samples scored together."""
+    many = list(many)
+    if not many:
+        raise ValueError("pool_bins needs at least one cell's bins")
+    n_bins = len(many[0]["count"])
+    count = [sum(b["count"][m] for b in many) for m in range(n_bins)]
+
+    def mean(key: str, m: int):
+        return math.fsum(b["count"][m] * b[key][m] for b in many if b["count"][m]) / count[m] if count[m] else None
+
+    return {"count": count, "conf": [mean("conf", m) for m in range(n_bins)],
+            "acc": [mean("acc", m) for m in range(n_bins)]}
 
 
 def _sorted_rows(x: torch.Tensor) -> torch.Tensor:
@@ -209,14 +253,16 @@ def calibrated_metrics(probs: torch.Tensor, labels: torch.Tensor, temperature: f
 
 
 def cell_metrics(probs: torch.Tensor, labels: torch.Tensor, temperature: float | None = None) -> dict:
-    """All per-cell numbers of the result JSON: n, acc, ece, ce_marginal_l2, nll, brier, and with a
-    fitted `temperature` the same calibration numbers at it under "calibrated" (beside the raw ones)."""
+    """All per-cell numbers of the result JSON: n, acc, ece and its 15 bins (`ece_bins`, see
+    `reliability_bins`), ce_marginal_l2, nll, brier, and with a fitted `temperature` the same calibration numbers at it under "calibrated" (beside the raw ones)."""
     probs, labels = _check(probs, labels)
     extra = {} if temperature is None else {"calibrated": calibrated_metrics(probs, labels, temperature)}
+    sums = ece_bin_sums(probs, labels)
     return {
         "n": int(probs.shape[0]),
         "acc": accuracy(probs, labels),
-        "ece": ece_top_label(probs, labels),
+        "ece": _ece(sums),
+        "ece_bins": reliability_bins(sums),
         "ce_marginal_l2": calibration_error_marginal_l2(probs, labels),
         "nll": nll(probs, labels),
         "brier": brier(probs, labels),
