@@ -190,7 +190,7 @@ def plan(models: list, **flags) -> tuple[list[EvalJob], str | None]:
     The flags describe the one non-checkpoint MODEL among them (several would be ambiguous: exit 2).
     `weights` keeps its meaning for qact DINOv2 probe checkpoints (their frozen backbone's file) and is
     the external model's weights otherwise."""
-    from .options import model_options
+    from ..options.model import model_options
 
     external = [m for m in models if not is_checkpoint(m)]
     options = model_options(**flags)
