@@ -136,9 +136,11 @@ def eval_cmd(**values):
 @command((CorruptOptions, CORRUPT_FLAGS), (RunOptions, CORRUPT_RUN), ConfigFile)
 def corrupt(**values):
     """Write corrupted copies of a dataset (CIFAR-10-C or ImageNet-C layout), seeded and resumable."""
+    opts = CorruptOptions(**pick(CorruptOptions, values))
+    opts.check()  # a usage error answers before the corruption code (torch) is imported
     from .corruptions.corrupt_dataset import run_corrupt
 
-    run_corrupt(CorruptOptions(**pick(CorruptOptions, values)))
+    run_corrupt(opts)
 
 
 # a compare config may describe a whole experiment (models to train), see qact_cli/compare/experiment.py

@@ -113,8 +113,19 @@ def test_python_keywords_and_config_keys_come_from_the_same_schemas():
     assert (TrainConfig.__dataclass_fields__["lr"].default, TrainConfig.__dataclass_fields__["lr_patience"].default) == (LR, LR_PATIENCE)
 
 
+def test_torch_free_name_tables_equal_the_corruption_code():
+    from qact_cli import corruptions, selection
+    from qact_cli.corruptions.checks import FORMATS
+    from qact_cli.corruptions.profiles import PROFILES
+    from qact_cli.options import corrupt
+
+    assert (selection.COMMON_NAMES, selection.EXTRA_NAMES) == (corruptions.COMMON, corruptions.EXTRA)
+    assert (corrupt.FORMATS, corrupt.PROFILES) == (FORMATS, ("auto", *PROFILES))
+
+
 HELP_CALLS = [["--help"], ["-h"], *([c, "--help"] for c in sorted(BEFORE)), ["eval", "-h"],
-              ["corrupt", "--out", "o", "--bogus"]]
+              ["corrupt", "--out", "o", "--bogus"], ["corrupt", "--out", "o", "--severities", "9"],
+              ["corrupt", "--out", "o", "--corruptions", "gausian_noise"], ["corrupt", "--out", "o", "--format", "jpg"]]
 
 
 @pytest.mark.parametrize("args", HELP_CALLS, ids=" ".join)

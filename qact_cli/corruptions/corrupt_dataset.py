@@ -10,8 +10,7 @@ import numpy as np
 from ..data.base import RowSubset, limit_indices
 from ..errors import InputError, UsageError
 from ..options.corrupt import CorruptOptions
-from ..suggest import unknown
-from .checks import check_format, check_images, check_profile, used_profile
+from .checks import check_images, used_profile
 
 
 class SourceArray:
@@ -90,22 +89,12 @@ def load_input(input: Path | None, labels: Path | None, dataset: str | None, spl
 
 def run_corrupt(opts: CorruptOptions) -> dict:
     """`qact corrupt`: check the options, read the input, write the corrupted copies (resumable), print where."""
-    from ..selection import parse_corruptions, parse_severities
     from ..ui import progress, stderr_console
     from ..utils import check_output_dir, check_output_file, select_device
     from .writer import write_corrupted, write_preview
 
+    names, sev = opts.check()
     out, fmt, limit, seed = opts.out, opts.format, opts.limit, opts.seed
-    if not out:
-        raise UsageError("missing --out DIR; see `qact corrupt --help`")
-    check_format(fmt, "--format")
-    check_profile(opts.profile, "--profile")
-    if opts.split not in ("test", "train"):
-        raise UsageError(unknown("--split", opts.split, ("test", "train")))
-    if limit is not None and limit < 1:
-        raise UsageError(f"--limit {limit}: give a number of images ≥ 1")
-    names = parse_corruptions(opts.corruptions)
-    sev = parse_severities(opts.severities, lo=1, hi=5)
     check_output_dir(out, "--out")  # before any work: an existing file or an unwritable place fails now
     check_output_file(opts.preview, "--preview")
     dev = select_device(opts.device)
