@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 from ..errors import InputError, UsageError
-from .schema import flag_of, option
+from .schema import check_value, flag_of, option
 
 RESIZE_MODES = ("bilinear", "bicubic")
 # a torchvision weights name (DEFAULT, IMAGENET1K_V1, ResNet18_Weights.IMAGENET1K_V1), not a file name
@@ -32,7 +32,7 @@ class ModelOptions:
     input_size: list[int] | None = option("--input-size", None, "H[,W]: the image size the model expects.",
                                           cli_type=str | None)
     resize: str | None = option("--resize", None, "bilinear|bicubic: resize images to --input-size on the device "
-                                "(default: they must have it).")
+                                "(default: they must have it).", choices=RESIZE_MODES)
     mean: list[float] | None = option("--mean", None, "R,G,B normalisation mean on the 0..1 scale (default: "
                                       "ImageNet's, or the weights').", cli_type=str | None)
     std: list[float] | None = option("--std", None, "R,G,B normalisation std on the 0..1 scale.", cli_type=str | None)
@@ -77,8 +77,13 @@ def parse_model_values(values: dict, base: Path | None = None, where: str = "mod
         out["num_classes"] = _positive_int(out["num_classes"], "num_classes", where)
     if "input_size" in out:
         out["input_size"] = _size(out["input_size"], where)
-    if "resize" in out and out["resize"] not in RESIZE_MODES:
-        raise UsageError(f"{where}: resize must be one of {', '.join(RESIZE_MODES)}, got {out['resize']!r}")
+    for f in fields(ModelOptions):  # the declared rules (choices, minimum) of every option
+        spec = f.metadata.get("flag")
+        if f.name in out and spec is not None and (spec.choices or spec.minimum is not None):
+            try:
+                check_value(f, out[f.name])
+            except UsageError as e:
+                raise UsageError(f"{where}: {e}") from None
     for key in ("mean", "std"):
         if key in out:
             out[key] = _three_floats(out[key], key, where)
