@@ -26,10 +26,6 @@ def _cast(name: str, value, path: Path):
     from ..options.schema import coerce
     from .options import CompareOutputs
 
-    if name == "allow_mixed":
-        if isinstance(value, bool):
-            return value
-        raise UsageError(f"allow-mixed in {path} must be true or false, got {value!r}")
     schema = EvalOptions if name in EVAL_FIELDS else CompareOutputs if name in CompareOutputs.OUTPUTS else None
     return coerce(schema, name, value, str(path)) if schema else value
 
