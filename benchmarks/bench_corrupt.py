@@ -103,7 +103,7 @@ def _ic_worker() -> None:
         print(json.dumps({"seconds_per_image": best}), flush=True)
 
 
-# glibc's environment spelling of what qact_cli.utils.tune_allocator() sets with mallopt (as the `qact` CLI does)
+# glibc's environment spelling of what qact_cli.startup.tune_allocator() sets with mallopt (as the `qact` CLI does)
 TUNED_MALLOC_ENV = {"MALLOC_MMAP_THRESHOLD_": str(32 << 20), "MALLOC_TRIM_THRESHOLD_": str(1 << 30)}
 
 
@@ -153,7 +153,7 @@ def main() -> None:
     ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "bench_corrupt.json"))
     ap.add_argument("--allocator", choices=("tuned", "default"), default="tuned",
                     help="glibc malloc settings for both sides: 'tuned' = what the qact CLI runs with "
-                         "(qact_cli.utils.tune_allocator; freed memory kept for reuse), 'default' = glibc's own")
+                         "(qact_cli.startup.tune_allocator; freed memory kept for reuse), 'default' = glibc's own")
     ap.add_argument("--rounds", type=int, default=3, help="whole passes over the corruptions; each side keeps its best")
     ap.add_argument("--ic-worker", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -166,7 +166,8 @@ def main() -> None:
 
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     from qact_cli.corruptions import CORRUPTIONS
-    from qact_cli.utils import environment, tune_allocator
+    from qact_cli.startup import tune_allocator
+    from qact_cli.utils import environment
 
     torch.set_num_threads(1)
     tuned = args.allocator == "tuned" and tune_allocator()

@@ -38,7 +38,7 @@ from qact_cli.checkpoint import make_checkpoint, save_checkpoint
 from qact_cli.data import get_dataset
 from qact_cli.data.transforms import to_model_input
 from qact_cli.eval import run
-from qact_cli.eval.options import model_options
+from qact_cli.options.model import model_options
 from qact_cli.eval.protocol import cell_batches
 from qact_cli.models import build_model
 from qact_cli.utils import environment

@@ -8,35 +8,56 @@
 
 from __future__ import annotations
 
+import inspect
+
+from .errors import UsageError
 from .eval.options import EvalOptions
 from .eval.run import Hooks, plan, run_jobs
+from .options.model import MODEL_FIELDS
+from .options.schema import keywords
+
+# evaluate()'s option keywords: the eval options (the CI gates aside) and the single-model options
+EVAL_KEYWORDS = tuple(keywords(EvalOptions, leave_out=("dataset", *EvalOptions.GATES)))
+KEYWORDS = EVAL_KEYWORDS + MODEL_FIELDS
 
 
-def evaluate(model, dataset: str, corruptions: str | list = "common", severities: str | list | None = None,
-             batch_size: int = 256, context: str = "batch", adapt: str = "none", limit: int | None = None,
-             seed: int = 0, device: str = "auto", data_root: str | None = None, download: bool = False,
-             workers: int | None = None, weights: str | None = None, model_kwargs: dict | str | None = None,
-             num_classes: int | None = None, input_size: int | list | str | None = None, resize: str | None = None,
-             mean: list | str | None = None, std: list | str | None = None, class_names: list | str | None = None,
-             trust_model_file: bool = False, name: str | None = None, on_cell=None) -> dict:
+def evaluate(model, dataset: str, *, name: str | None = None, on_cell=None, **options) -> dict:
     """Evaluate one model; returns the `qact.eval/1` result document.
 
     `model`: an `nn.Module` (give `num_classes`, and `mean`/`std`/`input_size`/`class_names` when
     they are not ImageNet's / any size / unknown), a qact checkpoint path, a spec string
     (`torchvision:resnet18`, `timm:NAME`, `pkg.module:callable`), a model card path, or a card as a
     dict (`{"model": "torchvision:resnet18", "weights": "w.safetensors", "num_classes": 10}`).
-    `severities=None` is the dataset's default (0-5 on a corrupted set, 0 on a clean one), as on the
-    command line. The document equals `qact eval MODEL --json`'s except `elapsed_s` and `environment`.
+    `options`: the options of `qact eval` as keywords (`corruptions`, `severities`, `batch_size`,
+    `context`, `adapt`, `limit`, `seed`, `device`, `data_root`, `download`, `workers`, and the
+    single-model `weights`, `model_kwargs`, `num_classes`, `input_size`, `resize`, `mean`, `std`,
+    `class_names`, `trust_model_file`), with the same defaults; lists are accepted where the command
+    line takes `a,b,c`. `severities=None` is the dataset's default (0-5 on a corrupted set, 0 on a
+    clean one), as on the command line. The document equals `qact eval MODEL --json`'s except
+    `elapsed_s` and `environment`.
     """
-    opts = EvalOptions.from_values(dict(dataset=dataset, data_root=data_root, download=download,
-                                        corruptions=corruptions, severities=severities, batch_size=batch_size,
-                                        context=context, adapt=adapt, limit=limit, seed=seed, device=device,
-                                        workers=workers), "evaluate()")
-    (job,), backbone = plan([model], weights=weights, model_kwargs=model_kwargs, num_classes=num_classes,
-                            input_size=input_size, resize=resize, mean=mean, std=std, class_names=class_names,
-                            trust_model_file=trust_model_file)
+    unknown = sorted(set(options) - set(KEYWORDS))
+    if unknown:
+        raise UsageError(f"evaluate(): unknown keyword {unknown[0]!r}; valid: {', '.join(KEYWORDS)}")
+    opts = EvalOptions.from_values({"dataset": dataset, **{k: options[k] for k in EVAL_KEYWORDS if k in options}},
+                                   "evaluate()")
+    (job,), backbone = plan([model], **{k: options[k] for k in MODEL_FIELDS if k in options})
     job.name = name
     return run_jobs([job], opts, Hooks(on_cell=on_cell), backbone_weights=backbone)[0]
+
+
+def _signature() -> inspect.Signature:
+    """evaluate()'s signature as help() and IDEs show it: every option keyword with its default."""
+    from .options.model import ModelOptions
+
+    params = list(inspect.signature(evaluate).parameters.values())[:-1]
+    for schema, names in ((EvalOptions, EVAL_KEYWORDS), (ModelOptions, MODEL_FIELDS)):
+        defaults = schema()
+        params += [inspect.Parameter(n, inspect.Parameter.KEYWORD_ONLY, default=getattr(defaults, n)) for n in names]
+    return inspect.Signature(params)
+
+
+evaluate.__signature__ = _signature()
 
 
 def load_model(model, device: str = "cpu", download: bool = False, **card):

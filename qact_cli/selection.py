@@ -5,6 +5,14 @@ from __future__ import annotations
 from .errors import UsageError
 from .suggest import unknown
 
+# the corruption names of Hendrycks and Dietterich (ICLR 2019): 15 common, 4 extra. Written here so that
+# `--corruptions` is checked without importing the corruption code (torch); tests/test_option_schema.py
+# keeps them equal to the registry in qact_cli/corruptions.
+COMMON_NAMES = ("gaussian_noise", "shot_noise", "impulse_noise", "defocus_blur", "glass_blur", "motion_blur",
+                "zoom_blur", "snow", "frost", "fog", "brightness", "contrast", "elastic_transform", "pixelate",
+                "jpeg_compression")
+EXTRA_NAMES = ("speckle_noise", "gaussian_blur", "spatter", "saturate")
+
 
 def parse_severities(text: str | int | list, lo: int = 0, hi: int = 5, flag: str = "--severities") -> list[int]:
     """'0-5' -> [0..5]; '1,3,5' -> [1, 3, 5]; order as written, duplicates dropped."""
@@ -34,8 +42,8 @@ def parse_severities(text: str | int | list, lo: int = 0, hi: int = 5, flag: str
 
 
 def parse_corruptions(text: str | list) -> list[str]:
-    from .corruptions import COMMON, CORRUPTIONS, EXTRA
-
+    COMMON, EXTRA = COMMON_NAMES, EXTRA_NAMES
+    CORRUPTIONS = COMMON + EXTRA
     if isinstance(text, list):
         text = ",".join(text)
     groups = {"common": list(COMMON), "extra": list(EXTRA), "all": list(CORRUPTIONS)}

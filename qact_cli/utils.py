@@ -16,24 +16,7 @@ import numpy as np
 import torch
 
 from .errors import InputError, UsageError
-
-
-def tune_allocator() -> bool:
-    """Let glibc keep freed memory for reuse instead of returning it to the system (what `qact` does at start;
-    library users may call it too). Corruptions and activations allocate and free megabyte-sized temporaries
-    batch after batch; by default glibc hands blocks of that size back with munmap/trim, so every batch
-    page-faults its memory in again (~5 us per 4 KiB page on a VM: 10-15% of a corruption's time). The cost:
-    the process keeps its peak heap. `QACT_MALLOC=default` leaves glibc alone. Returns True if applied."""
-    if os.environ.get("QACT_MALLOC", "").lower() == "default" or not platform.system() == "Linux":
-        return False
-    import ctypes
-
-    try:
-        mallopt = ctypes.CDLL(None).mallopt  # glibc only (musl has none)
-    except (OSError, AttributeError):
-        return False
-    m_trim_threshold, m_mmap_threshold = -1, -3  # <malloc.h>
-    return bool(mallopt(m_mmap_threshold, 32 << 20)) and bool(mallopt(m_trim_threshold, 1 << 30))
+from .startup import check_seed
 
 
 def seed_everything(seed: int) -> None:
@@ -163,14 +146,6 @@ def _check_creatable(parent: Path, what: str) -> None:
         raise InputError(f"{what}: {parent} is a file, not a folder; choose another path")
     if not os.access(parent, os.W_OK | os.X_OK):
         raise InputError(f"{what}: folder {parent} is not writable; choose another path")
-
-
-def check_seed(seed: int) -> int:
-    """Seeds are derived (seed + 1, seed * 1000 + epoch) and fed to torch and numpy, which take 64 and 32
-    bits: refuse what would overflow with one line, not an OverflowError."""
-    if not 0 <= seed < 2**32:
-        raise UsageError(f"--seed {seed} is out of range; use an integer in 0..{2**32 - 1}")
-    return seed
 
 
 _SHA256_MEMO: dict[tuple[str, int, int], str] = {}

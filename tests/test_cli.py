@@ -151,7 +151,7 @@ def test_qact_debug_shows_traceback(digits_ckpt, tmp_path):
 def test_tune_allocator_applies_on_glibc_and_can_be_declined(monkeypatch):
     import platform
 
-    from qact_cli.utils import tune_allocator
+    from qact_cli.startup import tune_allocator
 
     monkeypatch.setenv("QACT_MALLOC", "default")
     assert tune_allocator() is False

@@ -132,7 +132,7 @@ def test_quickstart_ships_in_the_package_and_matches_sample_configs():
 
 def test_sample_configs_hold_only_known_keys():
     from qact_cli.compare.experiment import parse_experiment
-    from qact_cli.compare.keys import EXPERIMENT_KEYS
+    from qact_cli.compare.experiment_keys import EXPERIMENT_KEYS
 
     compare_keys = command_params("compare") | EXPERIMENT_KEYS
     for name in ("quickstart.yaml", "paper_cifar10c.yaml", "claim_digits.yaml", "paper_protocol_digits.yaml"):

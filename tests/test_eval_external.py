@@ -10,7 +10,8 @@ import torchvision
 
 import qact_cli
 from qact_cli.errors import InputError, UsageError
-from qact_cli.eval.options import EvalOptions, model_options
+from qact_cli.eval.options import EvalOptions
+from qact_cli.options.model import model_options
 from qact_cli.eval.run import plan
 
 DATA = dict(dataset="gen:digits", corruptions="gaussian_noise,contrast", severities="0,3", limit=24, batch_size=8,

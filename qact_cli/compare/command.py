@@ -4,35 +4,35 @@ run it with progress on stderr, print the table, write the JSON / Markdown / plo
 from __future__ import annotations
 
 import time
-from dataclasses import fields
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 import typer
 
 from ..errors import UsageError
-from ..eval.options import MODEL_FIELDS, EvalOptions
-from .keys import EXPERIMENT_KEYS
+from ..eval.options import EvalOptions
+from ..options.model import MODEL_FIELDS
+from .experiment import Experiment, QUICKSTART_OUT, parse_experiment, quickstart_path
+from .experiment_keys import EXPERIMENT_KEYS
 
 # parameter sources (click's ParameterSource names) that mean "the user gave this value"
 EXPLICIT = ("COMMANDLINE", "ENVIRONMENT", "PROMPT")
 # compare's eval options: those of `qact eval` but its CI gates
-EVAL_FIELDS = tuple(f.name for f in fields(EvalOptions) if f.name not in ("tolerance", "fail_under"))
+EVAL_FIELDS = tuple(f.name for f in fields(EvalOptions) if f.name not in EvalOptions.GATES)
 
 
 def _cast(name: str, value, path: Path):
     """A value of the bundled file as the option's type (the CLI converts flags itself)."""
-    from ..eval.options import coerce
+    from ..options.schema import coerce
+    from .options import CompareOutputs
 
-    if name == "allow_mixed":
-        if isinstance(value, bool):
-            return value
-        raise UsageError(f"allow-mixed in {path} must be true or false, got {value!r}")
-    return coerce(name, value, str(path))
+    schema = EvalOptions if name in EVAL_FIELDS else CompareOutputs if name in CompareOutputs.OUTPUTS else None
+    return coerce(schema, name, value, str(path)) if schema else value
 
 
 def apply_bundled_config(ctx: typer.Context, params: dict, path: Path) -> dict:
     """Use `path`'s option values where the command line gave none (as --config would). Returns its extra keys."""
-    from ..config import read_yaml
+    from ..config_file import read_yaml
 
     data = read_yaml(path)
     by_name = {p.name: p for p in ctx.command.params if p.name and p.name != "config"}
@@ -64,14 +64,45 @@ def _check_outputs(json_out: str | None, markdown: str | None, plot: str | None)
         plot_format(plot)
 
 
-def run_compare(ctx: typer.Context, params: dict) -> None:
-    from ..eval.report import named_root
-    from ..ui import progress, stderr_console
-    from . import table as tbl
-    from ..eval.run import Hooks as EvalHooks
-    from .experiment import Experiment, Hooks, QUICKSTART_OUT, parse_experiment, quickstart_path, run_experiment
-    from .items import load_items
+@dataclass
+class Run:
+    """What one `qact compare` does: the items, the experiment (or None) and where it writes."""
 
+    items: list
+    experiment: Experiment | None
+    where: str
+    quickstart: bool
+    json_out: str | None
+    markdown: str | None
+    plot: str | None
+    out_dir: Path | None = None
+
+
+def run_compare(ctx: typer.Context, params: dict) -> None:
+    run = plan_run(ctx, params)
+    opts = EvalOptions.from_values({k: params.get(k) for k in EVAL_FIELDS}, run.where or "the command line")
+    from ..eval.report import named_root
+    from . import table as tbl
+
+    metrics = tbl.parse_metrics(params.get("metrics"))
+    from .. import distributed
+
+    distributed.setup(opts.device)  # under torchrun: every rank evaluates its share; rank 0 alone prints and writes
+    t0 = time.time()
+    entries = collect_entries(run, opts, {k: params.get(k) for k in MODEL_FIELDS})
+    tbl.unique_names(entries)
+    tbl.check_protocols(entries, allow_mixed=bool(params.get("allow_mixed")))
+    cmp = tbl.build(entries, metrics, data_root=named_root(params.get("data_root")))
+    if distributed.is_main():
+        write_outputs(run, cmp)
+        if run.experiment is not None:
+            from ..ui import stderr_console
+
+            stderr_console().print(f"done in {time.time() - t0:.0f} s", highlight=False)
+
+
+def plan_run(ctx: typer.Context, params: dict) -> Run:
+    """The mode (items, a config experiment, the bundled quickstart) and the outputs, checked before any work."""
     items = list(params.get("items") or [])
     extra = dict(ctx.meta.get("config_extra") or {})
     where = str(params.get("config") or "")
@@ -79,32 +110,32 @@ def run_compare(ctx: typer.Context, params: dict) -> None:
     if quickstart:
         where = str(quickstart_path())
         extra = apply_bundled_config(ctx, params, Path(where))
-    experiment: Experiment | None = parse_experiment(extra, where) if extra.get("models") else None
+    experiment = parse_experiment(extra, where) if extra.get("models") else None
     if experiment is None and not items:
         raise UsageError(f"nothing to compare: {where} lists no models; pass result JSONs / checkpoints, "
                          "or a config with a `models:` list")
     if experiment is None and "train" in extra:
         raise UsageError(f"{where} has a `train:` block but no `models:` list to use it")
-
-    json_out, markdown, plot = params.get("json"), params.get("markdown"), params.get("plot")
-    out_dir = None
+    run = Run(items, experiment, where, quickstart, params.get("json"), params.get("markdown"), params.get("plot"))
     if experiment is not None:  # an experiment writes everything into its folder unless told otherwise
-        out_dir = Path(params.get("out_dir") or (QUICKSTART_OUT if quickstart else f"qact-{Path(where).stem}"))
-        json_out = json_out or str(out_dir / "compare.json")
-        markdown = markdown or str(out_dir / "compare.md")
-        plot = plot or str(out_dir / "compare.png")
-    _check_outputs(json_out, markdown, plot)
-    opts = EvalOptions.from_values({k: params.get(k) for k in EVAL_FIELDS}, where or "the command line")
-    model_flags = {k: params.get(k) for k in MODEL_FIELDS}
-    metrics = tbl.parse_metrics(params.get("metrics"))
+        run.out_dir = Path(params.get("out_dir") or (QUICKSTART_OUT if quickstart else f"qact-{Path(where).stem}"))
+        run.json_out = run.json_out or str(run.out_dir / "compare.json")
+        run.markdown = run.markdown or str(run.out_dir / "compare.md")
+        run.plot = run.plot or str(run.out_dir / "compare.png")
+    _check_outputs(run.json_out, run.markdown, run.plot)
+    return run
 
+
+def collect_entries(run: Run, opts: EvalOptions, model_flags: dict) -> list:
+    """Train what the experiment lacks, evaluate every model, read every result: one entry per column."""
     from .. import distributed
+    from ..eval.run import Hooks as EvalHooks
+    from ..ui import progress, stderr_console
+    from .experiment import Hooks, run_experiment
+    from .item_entries import load_items
 
-    distributed.setup(opts.device)  # under torchrun: every rank evaluates its share; rank 0 alone prints and writes
-    main = distributed.is_main()
     err = stderr_console()
-    err.quiet = not main
-    t0 = time.time()
+    err.quiet = not distributed.is_main()
     entries = []
     with progress(err, "info") as bar, distributed.guard("comparison"):
         task = bar.add_task("", total=None, info="", visible=False)
@@ -133,45 +164,46 @@ def run_compare(ctx: typer.Context, params: dict) -> None:
         def on_cell(row):
             bar.update(task, advance=1, info=f"{row['corruption']} s{row['severity']}")
 
-        if experiment is not None:
-            title = experiment.title or Path(where).stem
-            log(f"experiment: {title} ({where}); outputs in {out_dir}/")
-            entries += run_experiment(experiment, opts, out_dir,
+        if run.experiment is not None:
+            title = run.experiment.title or Path(run.where).stem
+            log(f"experiment: {title} ({run.where}); outputs in {run.out_dir}/")
+            entries += run_experiment(run.experiment, opts, run.out_dir,
                                       Hooks(log=log, train=train_with_progress, on_start=on_start, on_cell=on_cell))
-        if items:
-            entries += load_items(items, opts, model_flags, EvalHooks(on_start=on_start, on_cell=on_cell, log=log))
+        if run.items:
+            entries += load_items(run.items, opts, model_flags, EvalHooks(on_start=on_start, on_cell=on_cell, log=log))
+    return entries
 
-    tbl.unique_names(entries)
-    tbl.check_protocols(entries, allow_mixed=bool(params.get("allow_mixed")))
-    cmp = tbl.build(entries, metrics, data_root=named_root(params.get("data_root")))
-    if not main:
-        return
-    tbl.print_comparison(cmp, to_stderr="-" in (json_out, markdown))
+
+def write_outputs(run: Run, cmp) -> None:
+    """The table on stdout (stderr when a document goes to stdout), then the JSON, Markdown and plot files."""
+    from ..ui import stderr_console
+    from . import table as tbl
+
+    tbl.print_comparison(cmp, to_stderr="-" in (run.json_out, run.markdown))
     written = []
-    if json_out:
+    if run.json_out:
         from ..eval.run import write_json
 
         doc = tbl.document(cmp)
-        if experiment is not None:
-            doc["comparison"]["experiment"] = {"title": experiment.title, "config": where, "out_dir": str(out_dir)}
-        write_json(doc, json_out)
-        written.append(json_out)
-    if markdown:
+        if run.experiment is not None:
+            doc["comparison"]["experiment"] = {"title": run.experiment.title, "config": run.where,
+                                               "out_dir": str(run.out_dir)}
+        write_json(doc, run.json_out)
+        written.append(run.json_out)
+    if run.markdown:
         text = tbl.markdown(cmp)
-        if markdown == "-":
+        if run.markdown == "-":
             typer.echo(text, nl=False)
         else:
             from ..utils import write_text_atomic
 
-            write_text_atomic(Path(markdown), text)
-            written.append(markdown)
-    if plot:
+            write_text_atomic(Path(run.markdown), text)
+            written.append(run.markdown)
+    if run.plot:
         from .plot import plot_curves
 
-        plot_curves(cmp, plot)
-        written.append(plot)
+        plot_curves(cmp, run.plot)
+        written.append(run.plot)
     files = [w for w in written if w != "-"]
     if files:
-        err.print(f"wrote {', '.join(files)}", highlight=False, soft_wrap=True)
-    if experiment is not None:
-        err.print(f"done in {time.time() - t0:.0f} s", highlight=False)
+        stderr_console().print(f"wrote {', '.join(files)}", highlight=False, soft_wrap=True)

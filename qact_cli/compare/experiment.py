@@ -44,9 +44,10 @@ from pathlib import Path
 from typing import Callable
 
 from ..errors import InputError, UsageError
-from ..eval.options import MODEL_FIELDS, EvalOptions, model_options
+from ..eval.options import EvalOptions
+from ..options.model import MODEL_FIELDS, model_options
 from ..eval.run import EvalJob, Hooks as EvalHooks, is_checkpoint, load, run_jobs
-from .keys import EVAL_OVERRIDE_KEYS, EXPERIMENT_KEYS, MODEL_KEYS, TRAIN_KEYS
+from .experiment_keys import EVAL_OVERRIDE_KEYS, EXPERIMENT_KEYS, MODEL_KEYS, TRAIN_KEYS
 from .table import Entry
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]*$")

@@ -1,189 +1,79 @@
 """The evaluation options, declared once: what `qact eval`, `qact compare` (items, configs,
 experiments) and `qact_cli.evaluate()` accept, with one parser for values from the command line,
-from YAML and from Python keywords, and one validator.
+from YAML and from Python keywords, and one validator (qact_cli/options/schema.py).
 
-`EvalOptions` holds the protocol and run options; `model_options(...)` turns the single-model flags
-(`--weights`, `--num-classes`, `--input-size`, `--mean`, ...) into a `ModelOptions` for
-`qact_cli.models.external.resolve_model`.
+`EvalOptions` holds the protocol and run options; `EvalOutputs` what `qact eval` writes and checks.
+The single-model flags (`--weights`, `--num-classes`, ...) are qact_cli/options/model.py's.
 """
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, fields
-from pathlib import Path, PurePath
 from typing import Any, Mapping
 
-from ..errors import UsageError
-from ..suggest import unknown as unknown_name
-
-CHOICES = {"context": ("batch", "stored"), "adapt": ("none", "bn"), "resize": ("bilinear", "bicubic")}
-MINIMUM = {"batch_size": 1, "limit": 1, "workers": 0, "num_classes": 1}
-FRACTIONS = {"tolerance": "an absolute fraction in [0, 1], e.g. 0.01 for one point",
-             "fail_under": "an accuracy fraction in [0, 1], e.g. 0.7"}
-# the single-model flags (a model card's keys); they describe one external model, not the protocol
-MODEL_FIELDS = ("weights", "model_kwargs", "num_classes", "input_size", "resize", "mean", "std", "class_names",
-                "trust_model_file")
-
-
-def _flag(name: str) -> str:
-    return "--" + name.replace("_", "-")
+from ..options.run import RunOptions
+from ..options.schema import argument, check, check_value as check_field, coerce as schema_coerce, from_values, option
 
 
 @dataclass
-class EvalOptions:
+class EvalOptions(RunOptions):
     """Dataset, protocol and run options of one evaluation (defaults: those of `qact eval`).
 
     `severities=None` is the dataset's default (0-5 on a corrupted set, 0 on a clean one)."""
 
-    dataset: str | None = None
-    data_root: str | None = None
-    download: bool = False
-    corruptions: str = "common"
-    severities: str | None = None
-    batch_size: int = 256
-    context: str = "batch"
-    adapt: str = "none"
-    limit: int | None = None
-    seed: int = 0
-    device: str = "auto"
-    workers: int | None = None
-    tolerance: float = 0.01
-    fail_under: float | None = None
+    dataset: str | None = option("--dataset", None, "digits, cifar10, cifar100, tinyimagenet (clean); cifar10c, "
+                                 "cifar100c, tinyimagenetc, imagenetc, mnistc (published -C sets); npy:DIR, folder:DIR "
+                                 "(your own arrays / ImageFolder tree); gen:NAME (corruptions generated from NAME's "
+                                 "test split).")
+    corruptions: str = option("--corruptions", "common", "common|extra|all|NAME,NAME...")
+    severities: str | None = option("--severities", None, "0-5 or 0,1,3 (0 = clean test split). Default: 0-5, or 0 "
+                                    "on a clean dataset.")
+    batch_size: int = option("--batch-size", 256, minimum=1)
+    context: str = option("--context", "batch", "QAct context: batch (the eval batch) or stored (kept from training).",
+                          choices=("batch", "stored"))
+    adapt: str = option("--adapt", "none", "none|bn: re-estimate normalisation statistics on each cell first.",
+                        choices=("none", "bn"))
+    limit: int | None = option("--limit", None, "N evenly spaced images of each cell, in file order (the same for "
+                               "every model).", minimum=1)
+    tolerance: float = option("--tolerance", 0.01, "Allowed drop in accuracy / rise in ECE per severity.",
+                              fraction="an absolute fraction in [0, 1], e.g. 0.01 for one point")
+    fail_under: float | None = option("--fail-under", None, "Exit 1 if the mean corruption accuracy is below F.",
+                                      fraction="an accuracy fraction in [0, 1], e.g. 0.7")
+
+    # the CI gates of `qact eval` (neither compare nor evaluate() takes them)
+    GATES = ("tolerance", "fail_under")
+    PROTOCOL = ("dataset", "corruptions", "severities", "batch_size", "context", "adapt", "limit")
 
     @classmethod
     def from_values(cls, values: Mapping[str, Any], where: str = "the options") -> "EvalOptions":
         """From a mapping (YAML, keywords, CLI parameters); None means the default, unknown keys are exit 2."""
-        names = {f.name for f in fields(cls)}
-        unknown = sorted(set(values) - names)
-        if unknown:
-            raise UsageError(f"unknown option {unknown[0]!r} in {where}; valid: {', '.join(sorted(names))}")
-        opts = cls(**{k: coerce(k, v, where) for k, v in values.items() if v is not None})
-        opts.check()
-        return opts
+        return from_values(cls, values, where)
 
     def check(self) -> None:
-        for f in fields(self):
-            check_value(f.name, getattr(self, f.name))
+        check(self)
 
 
-_TYPES = {"batch_size": int, "limit": int, "workers": int, "seed": int, "num_classes": int, "download": bool,
-          "trust_model_file": bool, "tolerance": float, "fail_under": float}
+@dataclass
+class EvalOutputs:
+    """`qact eval`'s MODELs, its outputs and its CI checks against a baseline."""
+
+    models: list | None = argument("MODEL", "qact checkpoints, specs (torchvision:resnet18, timm:NAME, "
+                                   "pkg.module:callable), model cards (.yaml).")
+    json_out: str | None = option("--json", None, "Write the result JSON to PATH (- for stdout).")
+    per_corruption: bool = option("--per-corruption", False, "Also print every (corruption, severity) cell.")
+    baseline: str | None = option("--baseline", None, "Earlier result JSON: exit 1 on a regression.")
+    allow_data_change: bool = option("--allow-data-change", False, "--baseline: accept a baseline scored on other "
+                                     "data (a new dataset version).")
+
+
+_FIELDS = {f.name: f for f in fields(EvalOptions)}
 
 
 def coerce(name: str, value, where: str = "the options"):
-    """A YAML / keyword value as the option's type: '8' -> 8 for integers, [0, 1] -> '0,1' for
-    comma-separated options; anything else that does not fit is a usage error naming the option."""
-    if value is None:
-        return None
-    want = _TYPES.get(name)
-    if name in ("corruptions", "severities") and isinstance(value, (list, tuple)):
-        return ",".join(str(v) for v in value)
-    if name in MODEL_FIELDS and want is None:
-        return value  # parsed by model_options
-    if want is bool:
-        if isinstance(value, bool):
-            return value
-    elif want is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-        if isinstance(value, str) and value.strip().lstrip("-").isdigit():
-            return int(value)
-    elif want is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        try:
-            return float(value)
-        except (TypeError, ValueError):
-            pass
-    elif isinstance(value, (str, int, float, PurePath)) and not isinstance(value, bool):
-        return str(value)
-    kind = {bool: "true or false", int: "an integer", float: "a number"}.get(want, "a string")
-    raise UsageError(f"{_flag(name)} in {where} must be {kind}, got {value!r}")
+    """A YAML / keyword value of the eval option `name` as its type (a usage error naming it otherwise)."""
+    return schema_coerce(EvalOptions, name, value, where)
 
 
 def check_value(name: str, value) -> None:
-    """The one validation rule of each option (exit 2 with the flag's name)."""
-    if value is None:
-        return
-    if name in CHOICES and value not in CHOICES[name]:
-        raise UsageError(unknown_name(_flag(name), value, CHOICES[name]))
-    if name in MINIMUM and value < MINIMUM[name]:
-        raise UsageError(f"{_flag(name)} must be ≥ {MINIMUM[name]}, got {value}")
-    if name in FRACTIONS and not 0 <= value <= 1:
-        raise UsageError(f"{_flag(name)} {value}: expected {FRACTIONS[name]}")
-
-
-# ----------------------------------------------------------------------------------------- model flags
-def _numbers(name: str, value, count: tuple[int, ...], cast=float) -> list:
-    parts = value if isinstance(value, (list, tuple)) else str(value).replace(" ", "").split(",")
-    try:
-        out = [cast(v) for v in parts if v != ""]
-    except (TypeError, ValueError):
-        out = []
-    if len(out) not in count:
-        shape = " or ".join({1: "N", 2: "H,W", 3: "R,G,B"}[c] for c in count)
-        raise UsageError(f"{_flag(name)} {value!r}: expected {shape}")
-    return out
-
-
-def _mapping(value) -> dict:
-    if isinstance(value, Mapping):
-        return dict(value)
-    import yaml
-
-    try:  # JSON is YAML; YAML also allows `{depth: 18}`
-        data = yaml.safe_load(str(value))
-    except yaml.YAMLError:
-        data = None
-    if not isinstance(data, dict):
-        raise UsageError(f"--model-kwargs {value!r}: expected a JSON or YAML mapping, e.g. '{json.dumps({'depth': 18})}'")
-    return data
-
-
-def _class_names(value):
-    """A list, 'a,b,c', a file with one name a line, or a dataset name (resolved with the model)."""
-    if isinstance(value, (list, tuple)):
-        return [str(v) for v in value]
-    text = str(value)
-    path = Path(text)
-    if path.is_file():
-        names = [line.strip() for line in path.read_text().splitlines() if line.strip()]
-        if not names:
-            raise UsageError(f"--class-names {text}: the file holds no names; write one class name a line")
-        return names
-    return [v.strip() for v in text.split(",") if v.strip()] if "," in text else text
-
-
-def model_options(**values):
-    """The single-model flags as a `ModelOptions` (None when none is given); values may be CLI strings
-    ('224', '0.5,0.5,0.5', 'a,b,c', a JSON mapping) or Python / YAML values."""
-    from ..models.external import ModelOptions
-
-    unknown = sorted(set(values) - set(MODEL_FIELDS))
-    if unknown:
-        raise UsageError(f"unknown model option {unknown[0]!r}; valid: {', '.join(MODEL_FIELDS)}")
-    given = {k: v for k, v in values.items() if v is not None and v is not False}
-    if not given:
-        return None
-    out = {}
-    for k, v in given.items():
-        if k == "input_size":
-            size = _numbers(k, v, (1, 2), int)
-            out[k] = size * 2 if len(size) == 1 else size
-            if min(out[k]) < 1:
-                raise UsageError(f"--input-size {v!r}: sizes must be ≥ 1")
-        elif k in ("mean", "std"):
-            out[k] = _numbers(k, v, (3,))
-            if k == "std" and min(out[k]) <= 0:
-                raise UsageError(f"--std {v!r}: every value must be > 0")
-        elif k == "model_kwargs":
-            out[k] = _mapping(v)
-        elif k == "class_names":
-            out[k] = _class_names(v)
-        elif k == "weights":
-            out[k] = str(v)
-        else:
-            out[k] = coerce(k, v, "the model options")
-            check_value(k, out[k])
-    return ModelOptions(**out)
+    """The one validation rule of the eval option `name` (exit 2 with the flag's name)."""
+    check_field(_FIELDS[name], value)

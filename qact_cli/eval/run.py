@@ -22,7 +22,7 @@ from ..errors import InputError, UsageError
 from ..selection import parse_corruptions, parse_severities
 from ..utils import seed_everything, write_text_atomic
 from ..models.external import resolve_model
-from ..models.kinds import ARCHIVE_SUFFIXES, CARD_SUFFIXES, is_checkpoint  # noqa: F401  (compare reads them here)
+from ..models.kinds import is_checkpoint
 from ..probes import model as _probe_families  # noqa: F401  (registers the dinov2_* and probe families)
 from .comparability import protocol_differences
 from .gates import load_result
@@ -180,7 +180,7 @@ def plan(models: list, **flags) -> tuple[list[EvalJob], str | None]:
     The flags describe the one non-checkpoint MODEL among them (several would be ambiguous: exit 2).
     `weights` keeps its meaning for qact DINOv2 probe checkpoints (their frozen backbone's file) and is
     the external model's weights otherwise."""
-    from .options import model_options
+    from ..options.model import model_options
 
     external = [m for m in models if not is_checkpoint(m)]
     options = model_options(**flags)

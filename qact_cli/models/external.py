@@ -15,7 +15,7 @@ feature, or None) and `card` (the card file, or None). `meta["name"]` is a short
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 
 import torch
@@ -24,6 +24,7 @@ from torch import nn
 from ..constants import IMAGENET_MEAN, IMAGENET_STD
 from ..errors import InputError, UsageError
 from ..utils import sha256_file
+from ..options.model import ModelOptions
 from ..suggest import did_you_mean
 from . import load_checkpoint, specs
 from .cards import check_values, read_card
@@ -32,22 +33,6 @@ from .input_size import check_input_size
 from .kinds import is_card
 from .weights import archive_kind, fit_weights, is_safetensors, read_state_dict
 
-
-
-@dataclass
-class ModelOptions:
-    """The single-model flags of `qact eval` / `qact compare` and the keys of a model card."""
-
-    weights: str | None = None
-    model_kwargs: dict | None = None
-    num_classes: int | None = None
-    input_size: list[int] | None = None
-    resize: str | None = None
-    mean: list[float] | None = None
-    std: list[float] | None = None
-    class_names: list[str] | str | None = None
-    trust_model_file: bool = False
-    features: str | None = None  # a card key: the module whose output is the penultimate feature
 
 
 SPEC_HELP = "give a qact checkpoint, a model card (.yaml) or a spec (torchvision:NAME, timm:NAME, package.module:callable)"

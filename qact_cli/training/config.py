@@ -3,45 +3,14 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
 from ..errors import UsageError
 from ..models import get_model_family
 from ..nn.activations import ACTIVATIONS
 from ..nn.heads import split_head
+from ..options.train import TrainConfig  # noqa: F401 (declared with its flags, torch-free)
 from ..probes.backbones import backbone_spec, is_dinov2
 from ..probes.model import DEFAULT_RES
-from ..schedule import LR, LR_PATIENCE
 from ..suggest import unknown
-
-
-@dataclass
-class TrainConfig:
-    dataset: str
-    arch: str
-    out: str
-    data_root: str | None = None
-    download: bool = False
-    act: str = "relu"
-    loss: str = "ce"
-    head: str = "linear"
-    epochs: int = 30
-    batch_size: int = 128
-    lr: float = LR
-    seed: int = 0
-    device: str = "auto"
-    resume: bool = False
-    augment: bool = False
-    placement: str = "all"
-    early_stop: int = 10  # epochs without a 0.001 gain in validation accuracy
-    lr_patience: int = LR_PATIENCE
-    workers: int | None = None  # None: make_loader's default (up to 4 for image folders)
-    backbone: str | None = None  # a probe (arch "probe") on this frozen backbone: probes/fit.py
-    weights: str | None = None  # frozen backbones only
-    probe_res: int = 224  # frozen backbones only: input resolution (multiple of 14)
-    sync_context: bool = True  # under torchrun: QAct context and BatchNorm statistics over the global batch
-    qact: dict = field(default_factory=dict)  # extra QAct options (context_size, n_quantiles, ...)
-    calibrate: str | None = None  # "temperature": fit T on the validation split after training (calibration.py)
 
 
 def validate_config(cfg: TrainConfig) -> None:

@@ -1,4 +1,4 @@
-"""`qact corrupt` as a function: pick the input (a registry dataset or an .npy file), then stream it
+"""`qact corrupt` as a function of its options (qact_cli/options/corrupt.py): pick the input (a registry dataset or an .npy file), then stream it
 through `writer.write_corrupted` with a progress bar and print where everything went."""
 
 from __future__ import annotations
@@ -9,8 +9,8 @@ import numpy as np
 
 from ..data.base import RowSubset, limit_indices
 from ..errors import InputError, UsageError
-from ..suggest import unknown
-from .checks import check_format, check_images, check_profile, used_profile
+from ..options.corrupt import CorruptOptions
+from .checks import check_images, used_profile
 
 
 class SourceArray:
@@ -87,29 +87,20 @@ def load_input(input: Path | None, labels: Path | None, dataset: str | None, spl
     return arr, np.asarray(source.labels), ds.classes, f"{dataset} ({split})", None
 
 
-def run_corrupt(out: str, dataset: str | None, split: str, input, labels, corruptions: str, severities: str, profile: str,
-                fmt: str, preview: str | None, batch_size: int, data_root, download: bool, device: str, seed: int,
-                limit: int | None = None, no_labels: bool = False) -> dict:
-    from ..selection import parse_corruptions, parse_severities
+def run_corrupt(opts: CorruptOptions) -> dict:
+    """`qact corrupt`: check the options, read the input, write the corrupted copies (resumable), print where."""
     from ..ui import progress, stderr_console
     from ..utils import check_output_dir, check_output_file, select_device
     from .writer import write_corrupted, write_preview
 
-    if not out:
-        raise UsageError("missing --out DIR; see `qact corrupt --help`")
-    check_format(fmt, "--format")
-    check_profile(profile, "--profile")
-    if split not in ("test", "train"):
-        raise UsageError(unknown("--split", split, ("test", "train")))
-    if limit is not None and limit < 1:
-        raise UsageError(f"--limit {limit}: give a number of images ≥ 1")
-    names = parse_corruptions(corruptions)
-    sev = parse_severities(severities, lo=1, hi=5)
+    names, sev = opts.check()
+    out, fmt, limit, seed = opts.out, opts.format, opts.limit, opts.seed
     check_output_dir(out, "--out")  # before any work: an existing file or an unwritable place fails now
-    check_output_file(preview, "--preview")
-    dev = select_device(device)
-    images, y, classes, what, path = load_input(input, labels, dataset, split, data_root, download, no_labels, fmt)
-    used = used_profile(profile, images.shape[1], images.shape[2])
+    check_output_file(opts.preview, "--preview")
+    dev = select_device(opts.device)
+    images, y, classes, what, path = load_input(opts.input, opts.labels, opts.dataset, opts.split, opts.data_root,
+                                                 opts.download, opts.no_labels, fmt)
+    used = used_profile(opts.profile, images.shape[1], images.shape[2])
     err = stderr_console()
     selection = None
     rows = limit_indices(len(images), limit)
@@ -125,12 +116,13 @@ def run_corrupt(out: str, dataset: str | None, split: str, input, labels, corrup
     total = len(images) * len(names) * len(sev)
     with progress(err) as bar:
         task = bar.add_task("corrupt", total=total)
-        manifest = write_corrupted(images, y, out, names, sev, profile=used, fmt=fmt, seed=seed, batch_size=batch_size,
+        manifest = write_corrupted(images, y, out, names, sev, profile=used, fmt=fmt, seed=seed, batch_size=opts.batch_size,
                                    device=dev, class_names=classes, progress=lambda n: bar.advance(task, n),
-                                   images_path=path, labels_path=labels, dataset=f"{dataset} ({split})" if dataset else None,
-                                   labelled=not no_labels, selection=selection)
-    if preview:
-        write_preview(images, preview, names, sev, profile=used, seed=seed)
-        err.print(f"preview grid -> {preview}", highlight=False)
+                                   images_path=path, labels_path=opts.labels,
+                                   dataset=f"{opts.dataset} ({opts.split})" if opts.dataset else None,
+                                   labelled=not opts.no_labels, selection=selection)
+    if opts.preview:
+        write_preview(images, opts.preview, names, sev, profile=used, seed=seed)
+        err.print(f"preview grid -> {opts.preview}", highlight=False)
     print(f"wrote {len(names)} corruptions × {len(sev)} severities of {len(images)} images ({fmt}, profile {used}) to {out}")
     return manifest

@@ -8,7 +8,8 @@ from pathlib import Path
 from ..errors import InputError
 from ..eval.gates import load_result
 from ..eval.options import EvalOptions
-from ..eval.run import ARCHIVE_SUFFIXES, CARD_SUFFIXES, Hooks, plan, run_jobs
+from ..eval.run import Hooks, plan, run_jobs
+from ..models.kinds import ARCHIVE_SUFFIXES, CARD_SUFFIXES
 from .documents import entries_from_document
 from .table import Entry
 
