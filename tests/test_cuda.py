@@ -92,7 +92,7 @@ def test_corruptions_on_device_match_the_cpu(size, n):
 # ------------------------------------------------------------------------------------------ QAct
 @pytest.mark.parametrize("layout", ["dense", "conv"])
 def test_qact_on_device_matches_the_float64_reference(layout):
-    """The tolerance of tests/test_qact.py (0.01 from the exact grounded CDF over the whole context), and the
+    """The tolerance of tests/nn/test_qact.py (0.01 from the exact grounded CDF over the whole context), and the
     device's output and input gradient equal to the CPU's."""
     torch.manual_seed(0)
     z = torch.randn(4000, 3) * torch.tensor([1.0, 3.0, 0.5]) + torch.tensor([0.0, 1.0, -0.2])

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 SMALL = ("--dataset", "gen:digits", "--corruptions", "fog", "--severities", "0,1", "--limit", "30", "--device", "cpu")
 
 

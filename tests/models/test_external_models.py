@@ -15,7 +15,7 @@ from qact_cli.models.external import ModelOptions, load_model, resolve_model
 
 from ext_model_builders import build
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 X = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(1))
 
 
