@@ -160,3 +160,28 @@ def test_no_import_cycle_through_package_inits():
     assert cycles(toy) == [] and cycles(with_package_inits(toy)) == [["r.p.a", "r.q", "r.q.run"]]
     found = cycles(with_package_inits(import_graph()))
     assert not found, "import cycles through package __init__s: " + "; ".join(" <-> ".join(c) for c in found)
+
+
+MAX_FUNCTION_LINES = 80
+
+
+def long_functions(limit: int = MAX_FUNCTION_LINES) -> list[str]:
+    """Functions (methods and nested ones too) of more than `limit` lines, decorators and docstring included."""
+    out = []
+    for name, (path, _) in module_files().items():
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), str(path))):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                start = min([node.lineno] + [d.lineno for d in node.decorator_list])
+                if node.end_lineno - start + 1 > limit:
+                    out.append(f"{name}.{node.name} ({node.end_lineno - start + 1} lines)")
+    return out
+
+
+def test_long_function_finder():
+    assert long_functions(limit=10**6) == []
+    assert any(f.startswith("qact_cli.cli.") for f in long_functions(limit=3))
+
+
+def test_no_function_longer_than_80_lines():
+    found = long_functions()
+    assert not found, f"functions over {MAX_FUNCTION_LINES} lines (split them by job): " + ", ".join(found)
