@@ -29,8 +29,8 @@ def contrast(x: torch.Tensor, c: float, rng: ImageStreams) -> torch.Tensor:
 def saturate(x: torch.Tensor, c, rng: ImageStreams) -> torch.Tensor:
     """HSV saturation S' = clip(S * c0 + c1) (skimage rgb2hsv / hsv2rgb), in closed form: with hue and value
     fixed each channel moves along V - (V - x) * S'/S. Grey pixels have hue 0 (red), so an additive c1 > 0
-    tints them red: (V, V(1 - S'), V(1 - S')), as the reference does. The factor per (max, min)
-    comes from a table (hsv.py)."""
+    tints them red: (V, V(1 - S'), V(1 - S')), as the reference does. Per pixel one factor from its
+    max and min (hsv.py)."""
     return hsv.saturate(x, float(c[0]), float(c[1]))
 
 

@@ -3,10 +3,10 @@ reference's truncation to uint8) on uint8 batches (N, 3, H, W), in closed form.
 
 With hue fixed, hsv2rgb puts every channel on the line between the pixel's max M and itself: brightness
 scales all three channels by V'/V, saturate moves each by (M - x) * S'/S toward or away from M. So a pixel's
-change depends only on its max (and min), 8-bit values: the per-pixel factor comes from a table of 256 (or
-256 x 256) entries, and each channel costs a multiply (saturate: and a subtraction) and a truncating cast,
-instead of ~15 float32 passes over the image. The factors are float32, each chosen so that the max channel
-matches the reference's float64 result; the others are within its rounding.
+change depends only on its max (and min): brightness's factor comes from a table of 256 float32 entries,
+each chosen so that the max channel matches the reference's float64 result; saturate's from the pixel's max
+and min. Each channel then costs a multiply (saturate: a fused multiply-subtract) and a truncating cast,
+instead of ~15 float32 passes over the image.
 """
 
 from __future__ import annotations
@@ -42,24 +42,6 @@ def _value_scale(c: float) -> np.ndarray:
     return f
 
 
-@lru_cache(maxsize=32)
-def _saturation_gain(c0: float, c1: float) -> np.ndarray:
-    """saturate: G[M * 256 + m] = S' M / (M - m) (S = (M - m) / M), the factor on M - x of a pixel with max M and
-    min m < M; 0 for grey pixels (M = m), which stay at M unless an offset tints them."""
-    big, small = np.meshgrid(np.arange(256.0), np.arange(256.0), indexing="ij")
-    delta = big - small
-    with np.errstate(divide="ignore", invalid="ignore"):
-        sat = np.where(delta > 0, delta / big, 0.0)
-        new = np.clip(sat * c0 + c1, 0.0, 1.0)
-        gain = np.where(delta > 0, new * big / delta, 0.0).astype(np.float32)
-    # where S' = 1 the min channel's M - (M - m) * G is 0 exactly; keep float32 from going below (no clamp needed)
-    m32, d32 = big.astype(np.float32), delta.astype(np.float32)
-    for _ in range(4):
-        over = m32 - d32 * gain < 0
-        gain = np.where(over, np.nextafter(gain, np.float32(0)), gain)
-    return gain.reshape(-1)
-
-
 @lru_cache(maxsize=8)
 def _grey_tint(s_grey: float) -> np.ndarray:
     """The green and blue of a grey pixel M after saturate's offset: M (1 - S'), per M."""
@@ -93,10 +75,15 @@ def saturate(x: torch.Tensor, c0: float, c1: float) -> torch.Tensor:
     (M = m) have hue 0 (red) in skimage, so an offset c1 > 0 tints them: (M, M (1 - S'), M (1 - S'))."""
     peak = _channel_max(x)
     low = torch.minimum(torch.minimum(x[:, 0:1], x[:, 1:2]), x[:, 2:3])
-    key = peak.to(torch.int64).bitwise_left_shift_(8).bitwise_or_(low)  # int64: numpy's take indexes with it as is
+    # S'/S = clip(c0 + c1 / S, 0, 1 / S) with 1/S = M / (M - m); grey pixels (M = m) get M / 1: they have no drop
+    peak_f = peak.to(torch.float32)
+    inv_s = torch.div(peak_f, (peak - low).clamp_min_(1))
+    gain = inv_s.clamp_max(c0) if c1 == 0 and c0 >= 0 else torch.minimum((inv_s * c1).add_(c0).clamp_min_(0), inv_s)
     drop = (peak - x).to(torch.float32)  # M - x, exact
-    gain = _lookup(_saturation_gain(float(c0), float(c1)), key)
-    out = truncate_u8(torch.addcmul(peak.to(torch.float32), drop, gain, value=-1, out=drop))  # in [0, M]
+    out = torch.addcmul(peak_f, drop, gain, value=-1, out=drop)  # in [-tiny, M]: -tiny where S' = 1 (min channel)
+    if out.device.type != "cpu":
+        out.clamp_min_(0.0)  # numpy's truncating cast (the CPU's) already makes -tiny 0
+    out = truncate_u8(out)
     s_grey = min(max(c1, 0.0), 1.0)
     if s_grey > 0:  # not at severity <= 3
         out[:, 1:] = torch.where(peak == low, _lookup(_grey_tint(s_grey), peak), out[:, 1:])
