@@ -168,7 +168,8 @@ class PeerWorker:
         self.info = json.loads(line)["versions"]
 
     def time(self, images_path: str, name: str, reps: int) -> float:
-        self.proc.stdin.write(json.dumps({"images": images_path, "name": name, "severity": SEVERITY, "reps": reps}) + "\n")
+        req = {"images": images_path, "name": name, "severity": SEVERITY, "reps": reps}
+        self.proc.stdin.write(json.dumps(req) + "\n")
         self.proc.stdin.flush()
         line = self.proc.stdout.readline()
         if not line:
