@@ -1,26 +1,41 @@
-"""Corruption speed: qact's batched torch engine against imagecorruptions 1.1.2, one thread each.
+"""Corruption speed: qact's batched torch engine against the fastest of three peer packages, one thread each.
 
-All 19 corruptions at severity 3 on the same natural images (crops of scikit-image's photographs):
-224 px with the imagenet profile and 32 px with the cifar profile (imagecorruptions always uses its
-ImageNet constants). Reported per image: qact runs batches (its normal use), imagecorruptions one image
-per call (its API). Prints a table and writes benchmarks/results/bench_corrupt.json.
+All 19 corruptions at severity 3 on the same natural images (crops of scikit-image's photographs): 224 px
+with the imagenet profile and 32 px with the cifar profile. qact runs batches of `--batch` images (16 by
+default), as `qact corrupt` and the `gen:` datasets feed it; each peer runs one image per call, as its API
+works. Per corruption the table gives qact's time, the fastest peer's time (and which peer), and the
+speed-up fastest peer / qact; the summary is the geometric mean of the 19 speed-ups (a sum would be
+dominated by the slowest corruption, imagecorruptions' pure-Python glass blur).
 
-imagecorruptions lives in its own virtual environment (it pulls OpenCV and needs old APIs), by default
-/work/venv-bench (`python -m venv /work/venv-bench && /work/venv-bench/bin/pip install imagecorruptions==1.1.2`),
-or --ic-python PATH / $QACT_BENCH_IC_PYTHON. This script starts it as a worker and applies three shims there
-at run time (nothing in site-packages is edited): numpy 2 removed `np.float_` (fog), scikit-image >= 0.21
-dropped `multichannel=` (glass_blur, gaussian_blur), and Python >= 3.12 venvs lack `pkg_resources` (frost).
-The two sides are timed alternately, corruption by corruption, in `--rounds` whole passes, each side keeping its
-best time per corruption, so a busy machine (or a slow spell of a shared VM) slows both alike. Both run
-with the glibc malloc settings the `qact` CLI uses (`--allocator default` for glibc's own on both sides).
+The peers, each in its own virtual environment under `--peers-root` (default /work/peers), never in
+qact's dependencies:
 
-    python benchmarks/bench_corrupt.py [--quick] [--rounds 3] [--allocator tuned|default] [--ic-python PATH] [--out ...]
+    python3 -m venv /work/peers/imagecorruptions       && /work/peers/imagecorruptions/bin/pip install imagecorruptions==1.1.2
+    python3 -m venv /work/peers/imagecorruptions-imaug && /work/peers/imagecorruptions-imaug/bin/pip install imagecorruptions-imaug==1.1.5
+    python3 -m venv /work/peers/corrupt-tta            && /work/peers/corrupt-tta/bin/pip install corrupt-tta==0.1.7
+
+(`--peer NAME=PYTHON` points one elsewhere; a missing venv is reported and skipped.) Each peer runs as a
+worker process; imagecorruptions 1.1.2 gets three run-time shims (nothing in site-packages is edited):
+numpy 2 removed `np.float_` (fog), scikit-image >= 0.21 dropped `multichannel=` (glass_blur, gaussian_blur),
+Python >= 3.12 venvs lack `pkg_resources` (frost). corrupt-tta's spatter is another algorithm (not the
+reference's liquid layer), so it is not a peer for spatter.
+
+Timing: CPU time (`time.process_time`) on the CPU, wall time between `torch.cuda.synchronize()` calls with
+`--device cuda` (the images then live on the GPU as (N, 3, H, W) tensors; the peers stay on the CPU). The
+sides are timed alternately, corruption by corruption, in `--rounds` whole passes, each keeping its best
+time per corruption, so a slow spell of a shared machine hits all sides alike. Every side is warmed up on
+each corruption first (numba compiles imaug's glass blur on its first call). All run with the glibc malloc
+settings of the `qact` CLI (`--allocator default` for glibc's own).
+
+    python benchmarks/bench_corrupt.py [--quick] [--rounds 3] [--batch 16] [--sizes 224,32] [--only a,b]
+        [--device cpu|cuda] [--json PATH] [--qact-root CHECKOUT] [--allocator tuned|default]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import subprocess
 import sys
@@ -31,9 +46,18 @@ from pathlib import Path
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("MKL_NUM_THREADS", "1")
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+os.environ.setdefault("NUMBA_NUM_THREADS", "1")
 
 SEVERITY = 3
-DEFAULT_IC_PYTHON = os.environ.get("QACT_BENCH_IC_PYTHON", "/work/venv-bench/bin/python")
+PROFILES = {224: "imagenet", 32: "cifar"}
+# peer name -> (venv folder under --peers-root, module to import)
+PEERS = {
+    "imagecorruptions": ("imagecorruptions", "imagecorruptions"),
+    "imaug": ("imagecorruptions-imaug", "imagecorruptions"),
+    "corrupt-tta": ("corrupt-tta", "corrupt_tta"),
+}
+NOT_A_PEER = {("corrupt-tta", "spatter")}  # another algorithm than the reference's
+PEER_BUDGET_S = 1.0  # a peer's pass over the images stops after this much CPU time (glass blur: ~2 s per image)
 
 
 def natural_images(size: int, n: int, seed: int = 0):
@@ -53,11 +77,12 @@ def natural_images(size: int, n: int, seed: int = 0):
     return np.stack(out)
 
 
-# ------------------------------------------------------------------------------ imagecorruptions worker
+# ------------------------------------------------------------------------------ peer worker
 
 
-def _ic_worker() -> None:
-    """Runs inside the imagecorruptions venv: reads JSON requests on stdin, answers timings on stdout."""
+def _import_peer(module: str):
+    """Import a peer package inside its venv, with the run-time shims imagecorruptions 1.1.2 needs."""
+    import importlib
     import importlib.resources
     import types
 
@@ -72,34 +97,57 @@ def _ic_worker() -> None:
         stub.resource_filename = lambda pkg, name: str(importlib.resources.files(pkg) / name)
         sys.modules["pkg_resources"] = stub
     import cv2
-    import skimage.filters
 
     cv2.setNumThreads(1)
-    import imagecorruptions
-    import imagecorruptions.corruptions as icc
+    pkg = importlib.import_module(module)
+    impl = importlib.import_module(module + ".corruptions")
+    if getattr(impl, "gaussian", None) is not None and not hasattr(impl, "SK_VERSION"):
+        gaussian = impl.gaussian  # shim 2 (imagecorruptions 1.1.2 only): multichannel= -> channel_axis=
 
-    gaussian = skimage.filters.gaussian
+        def gaussian_compat(*args, multichannel=None, **kwargs):
+            if multichannel:
+                kwargs["channel_axis"] = -1
+            return gaussian(*args, **kwargs)
 
-    def gaussian_compat(*args, multichannel=None, **kwargs):  # shim 2: multichannel= -> channel_axis=
-        if multichannel:
-            kwargs["channel_axis"] = -1
-        return gaussian(*args, **kwargs)
+        impl.gaussian = gaussian_compat
+    return pkg
 
-    icc.gaussian = gaussian_compat
-    print(json.dumps({"ready": True, "version": getattr(imagecorruptions, "__version__", "1.1.2"),
-                      "numpy": np.__version__, "opencv": cv2.__version__, "skimage": skimage.__version__}), flush=True)
+
+def _peer_worker(module: str) -> None:
+    """Runs inside a peer's venv: reads JSON requests on stdin, answers CPU seconds per image on stdout."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    import numpy as np
+
+    pkg = _import_peer(module)
+    versions = {}
+    for dist in ("imagecorruptions", "imagecorruptions-imaug", "corrupt-tta", "numpy", "opencv-python", "scikit-image"):
+        try:
+            versions[dist] = version(dist)
+        except PackageNotFoundError:
+            pass
+    print(json.dumps({"ready": True, "versions": versions}), flush=True)
     cache: dict[str, np.ndarray] = {}
+    warm: set[tuple[str, str]] = set()
     for line in sys.stdin:
         req = json.loads(line)
         images = cache.setdefault(req["images"], np.load(req["images"]))
+        if (req["images"], req["name"]) not in warm:  # numba compiles on the first call; caches fill
+            pkg.corrupt(images[0], corruption_name=req["name"], severity=req["severity"])
+            warm.add((req["images"], req["name"]))
         best = None
         for _ in range(req["reps"]):
-            t0 = time.process_time()
+            t0, done = time.process_time(), 0
             for i, img in enumerate(images):
                 np.random.seed(i)
-                imagecorruptions.corrupt(img, corruption_name=req["name"], severity=req["severity"])
-            dt = (time.process_time() - t0) / len(images)
+                pkg.corrupt(img, corruption_name=req["name"], severity=req["severity"])
+                done += 1
+                if time.process_time() - t0 > PEER_BUDGET_S:
+                    break
+            dt = (time.process_time() - t0) / done
             best = dt if best is None else min(best, dt)
+            if done < len(images):  # one partial pass is all a slow corruption gets
+                break
         print(json.dumps({"seconds_per_image": best}), flush=True)
 
 
@@ -107,22 +155,25 @@ def _ic_worker() -> None:
 TUNED_MALLOC_ENV = {"MALLOC_MMAP_THRESHOLD_": str(32 << 20), "MALLOC_TRIM_THRESHOLD_": str(1 << 30)}
 
 
-class ICWorker:
-    def __init__(self, python: str, tuned: bool):
+class PeerWorker:
+    def __init__(self, name: str, python: str, tuned: bool):
+        self.name = name
         env = {**os.environ, "PYTHONWARNINGS": "ignore", **(TUNED_MALLOC_ENV if tuned else {})}
-        self.proc = subprocess.Popen([python, __file__, "--ic-worker"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                     text=True, env=env)
+        env.pop("PYTHONPATH", None)  # the peer's own venv only
+        self.proc = subprocess.Popen([python, __file__, "--peer-worker", PEERS[name][1]], stdin=subprocess.PIPE,
+                                     stdout=subprocess.PIPE, text=True, env=env)
         line = self.proc.stdout.readline()
         if not line:
-            raise RuntimeError(f"the imagecorruptions worker ({python}) did not start")
-        self.info = json.loads(line)
+            raise RuntimeError(f"the {name} worker ({python}) did not start")
+        self.info = json.loads(line)["versions"]
 
     def time(self, images_path: str, name: str, reps: int) -> float:
-        self.proc.stdin.write(json.dumps({"images": images_path, "name": name, "severity": SEVERITY, "reps": reps}) + "\n")
+        req = {"images": images_path, "name": name, "severity": SEVERITY, "reps": reps}
+        self.proc.stdin.write(json.dumps(req) + "\n")
         self.proc.stdin.flush()
         line = self.proc.stdout.readline()
         if not line:
-            raise RuntimeError(f"imagecorruptions failed on {name}")
+            raise RuntimeError(f"{self.name} failed on {name}")
         return json.loads(line)["seconds_per_image"]
 
     def close(self) -> None:
@@ -130,122 +181,193 @@ class ICWorker:
         self.proc.wait(timeout=30)
 
 
+def start_peers(args, tuned: bool) -> tuple[dict, dict]:
+    """The peer workers that start, and a reason for each that does not."""
+    paths = {name: str(Path(args.peers_root) / folder / "bin" / "python") for name, (folder, _) in PEERS.items()}
+    for spec in args.peer:
+        name, _, python = spec.partition("=")
+        if name not in PEERS or not python:
+            raise SystemExit(f"--peer wants NAME=PYTHON with NAME one of {', '.join(PEERS)}, got {spec!r}")
+        paths[name] = python
+    workers, missing = {}, {}
+    for name, python in paths.items():
+        try:
+            workers[name] = PeerWorker(name, python, tuned)
+        except (OSError, RuntimeError, ValueError) as e:
+            missing[name] = str(e)
+            print(f"{name} not run: {e}", file=sys.stderr)
+    return workers, missing
+
+
+# ------------------------------------------------------------------------------ qact side
+
+
+class QactTimer:
+    """Times `corrupt` on one batch, on the CPU (numpy (N, H, W, 3) in, as the writer feeds it) or on CUDA."""
+
+    def __init__(self, device: str):
+        import torch
+
+        from qact_cli.corruptions import corrupt
+
+        self.corrupt, self.torch, self.cuda = corrupt, torch, device.startswith("cuda")
+        self.device = device
+
+    def inputs(self, images):
+        if not self.cuda:
+            return images
+        return self.torch.from_numpy(images).permute(0, 3, 1, 2).contiguous().to(self.device)
+
+    def clock(self) -> float:
+        if self.cuda:
+            self.torch.cuda.synchronize()
+            return time.perf_counter()
+        return time.process_time()
+
+    def time(self, images, name: str, profile: str, reps: int) -> float:
+        self.corrupt(images, name, SEVERITY, profile=profile)  # warm caches (kernels, tables, frost bank)
+        best = None
+        for _ in range(reps):
+            t0 = self.clock()
+            self.corrupt(images, name, SEVERITY, profile=profile, seed=0)
+            dt = (self.clock() - t0) / len(images)
+            best = dt if best is None else min(best, dt)
+        return best
+
+
 # ------------------------------------------------------------------------------ driver
 
 
-def time_ours(images, name: str, profile: str, reps: int) -> float:
-    from qact_cli.corruptions import corrupt
+def geomean(values) -> float | None:
+    values = [v for v in values if v is not None]
+    return math.exp(sum(math.log(v) for v in values) / len(values)) if values else None
 
-    corrupt(images[:2], name, SEVERITY, profile=profile)  # warm caches (kernels, tables, frost bank)
-    best = None
-    for _ in range(reps):
-        t0 = time.process_time()
-        corrupt(images, name, SEVERITY, profile=profile, seed=0)
-        dt = (time.process_time() - t0) / len(images)
-        best = dt if best is None else min(best, dt)
-    return best
+
+def summarise(best: dict, size: int, batch: int, rounds: int) -> dict:
+    """best: corruption -> {side: seconds per image} -> the JSON rows of one size."""
+    rows = {}
+    for name, times in best.items():
+        peers = {p: t for p, t in times.items() if p != "qact" and t is not None and (p, name) not in NOT_A_PEER}
+        fastest = min(peers, key=peers.get) if peers else None
+        rows[name] = {"qact_ms": times["qact"] * 1e3,
+                      "peers_ms": {p: None if t is None else t * 1e3 for p, t in times.items() if p != "qact"},
+                      "fastest_peer": fastest, "fastest_peer_ms": peers[fastest] * 1e3 if fastest else None,
+                      "speedup": peers[fastest] / times["qact"] if fastest else None}
+    speedups = [r["speedup"] for r in rows.values()]
+    return {"size": size, "profile": PROFILES[size], "qact_batch": batch, "rounds": rounds, "corruptions": rows,
+            "geomean_speedup": geomean(speedups),
+            "slowest": min((n for n in rows if rows[n]["speedup"] is not None), key=lambda n: rows[n]["speedup"],
+                           default=None)}
+
+
+def run_size(size: int, names, qact: QactTimer, workers: dict, args, tmp: str) -> dict:
+    import numpy as np
+
+    images = natural_images(size, args.batch)
+    ours = qact.inputs(images)
+    path = os.path.join(tmp, f"peer_{size}.npy")
+    np.save(path, images)
+    reps_ours, reps_peer = (1, 1) if args.quick else (3, 2)
+    best: dict[str, dict[str, float | None]] = {}
+    for r in range(args.rounds):  # whole rounds, so slow spells of a shared machine hit every side
+        for name in names:
+            times = {"qact": qact.time(ours, name, PROFILES[size], reps_ours)}
+            for peer, worker in workers.items():
+                try:
+                    times[peer] = worker.time(path, name, reps_peer)
+                except RuntimeError as e:
+                    print(f"  {e}", file=sys.stderr)
+                    times[peer] = None
+            old = best.setdefault(name, {})
+            for side, t in times.items():
+                old[side] = t if old.get(side) is None else (old[side] if t is None else min(old[side], t))
+            cells = "  ".join(f"{p} {'-' if t is None else f'{t * 1e3:.3f}'}" for p, t in times.items())
+            print(f"round {r + 1} {size:4d} px {name:18s} ms/image: {cells}", file=sys.stderr, flush=True)
+    return summarise(best, size, args.batch, args.rounds)
+
+
+def print_table(results: dict, names) -> None:
+    sizes = list(results)
+    head = " | ".join(f"{'qact ' + s:>10s} | {'fastest peer ' + s:>26s} | {'x':>6s}" for s in sizes)
+    print(f"{'corruption':18s} | {head}")
+    print("-" * (21 + 49 * len(sizes)))
+    for name in names:
+        cells = []
+        for s in sizes:
+            r = results[s]["corruptions"][name]
+            peer = "-" if r["fastest_peer"] is None else f"{r['fastest_peer_ms']:.3f} {r['fastest_peer']}"
+            x = "-" if r["speedup"] is None else f"{r['speedup']:.2f}"
+            cells.append(f"{r['qact_ms']:10.3f} | {peer:>26s} | {x:>6s}")
+        print(f"{name:18s} | {' | '.join(cells)}")
+    print("-" * (21 + 49 * len(sizes)))
+    gm = " | ".join(f"{'':10s} | {'':>26s} | {results[s]['geomean_speedup'] or float('nan'):6.2f}" for s in sizes)
+    print(f"{'geometric mean':18s} | {gm}")
+    for s in sizes:
+        slow = results[s]["slowest"]
+        if slow is not None:
+            print(f"{s}: lowest speed-up {results[s]['corruptions'][slow]['speedup']:.2f}x ({slow})")
+
+
+def parse_args():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--peers-root", default=os.environ.get("QACT_BENCH_PEERS", "/work/peers"))
+    ap.add_argument("--peer", action="append", default=[], metavar="NAME=PYTHON", help="a peer's Python elsewhere")
+    ap.add_argument("--no-peers", action="store_true", help="time qact only (e.g. on a GPU machine without the venvs)")
+    ap.add_argument("--device", default="cpu", help="qact's device: cpu (default) or cuda[:N]")
+    ap.add_argument("--batch", type=int, default=16, help="images per qact call, and images each peer corrupts")
+    ap.add_argument("--sizes", default="224,32", help="comma list of 224 and/or 32")
+    ap.add_argument("--only", default="", help="comma list of corruptions (default: all 19)")
+    ap.add_argument("--quick", action="store_true", help="one repetition per call (a smoke run)")
+    ap.add_argument("--rounds", type=int, default=3, help="whole passes over the corruptions; each side keeps its best")
+    ap.add_argument("--json", default=str(Path(__file__).parent / "results" / "bench_corrupt.json"), metavar="PATH")
+    ap.add_argument("--qact-root", default=str(Path(__file__).resolve().parents[1]),
+                    help="the qact checkout to time (e.g. an older commit's worktree, for a before/after)")
+    ap.add_argument("--allocator", choices=("tuned", "default"), default="tuned",
+                    help="glibc malloc settings for every side: 'tuned' = what the qact CLI runs with "
+                         "(qact_cli.utils.tune_allocator; freed memory kept for reuse), 'default' = glibc's own")
+    ap.add_argument("--peer-worker", help=argparse.SUPPRESS)
+    return ap.parse_args()
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--ic-python", default=DEFAULT_IC_PYTHON)
-    ap.add_argument("--quick", action="store_true", help="fewer images and repetitions (a smoke run)")
-    ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "bench_corrupt.json"))
-    ap.add_argument("--allocator", choices=("tuned", "default"), default="tuned",
-                    help="glibc malloc settings for both sides: 'tuned' = what the qact CLI runs with "
-                         "(qact_cli.startup.tune_allocator; freed memory kept for reuse), 'default' = glibc's own")
-    ap.add_argument("--rounds", type=int, default=3, help="whole passes over the corruptions; each side keeps its best")
-    ap.add_argument("--ic-worker", action="store_true", help=argparse.SUPPRESS)
-    args = ap.parse_args()
-    if args.ic_worker:
-        _ic_worker()
+    args = parse_args()
+    if args.peer_worker:
+        _peer_worker(args.peer_worker)
         return
-
-    import numpy as np
+    sys.path.insert(0, str(Path(args.qact_root).resolve()))
     import torch
 
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     from qact_cli.corruptions import CORRUPTIONS
     from qact_cli.startup import tune_allocator
     from qact_cli.utils import environment
 
     torch.set_num_threads(1)
     tuned = args.allocator == "tuned" and tune_allocator()
-    settings = [  # size, qact profile, qact batch, imagecorruptions images, reps (qact, ic)
-        (224, "imagenet", 8 if args.quick else 32, 2 if args.quick else 4, (1, 1) if args.quick else (2, 1)),
-        (32, "cifar", 128 if args.quick else 512, 16 if args.quick else 64, (1, 1) if args.quick else (3, 2)),
-    ]
-    ic, ic_error = None, None
-    try:
-        ic = ICWorker(args.ic_python, tuned)
-    except (OSError, RuntimeError, ValueError) as e:
-        ic_error = f"imagecorruptions not run: {e}"
-        print(ic_error, file=sys.stderr)
-
+    sizes = [int(s) for s in args.sizes.split(",") if s]
+    if any(s not in PROFILES for s in sizes):
+        raise SystemExit(f"--sizes takes {', '.join(map(str, PROFILES))}, got {args.sizes!r}")
+    names = [n for n in args.only.split(",") if n] or list(CORRUPTIONS)
+    unknown = [n for n in names if n not in CORRUPTIONS]
+    if unknown:
+        raise SystemExit(f"unknown corruption(s): {', '.join(unknown)}")
+    qact = QactTimer(args.device)
+    workers, missing = ({}, {"all": "--no-peers"}) if args.no_peers else start_peers(args, tuned)
     load_before = os.getloadavg()
-    results = {}
     with tempfile.TemporaryDirectory() as tmp:
-        for size, profile, n_ours, n_ic, (reps_ours, reps_ic) in settings:
-            ours_imgs = natural_images(size, n_ours)
-            ic_path = os.path.join(tmp, f"ic_{size}.npy")
-            np.save(ic_path, ours_imgs[:n_ic])
-            best = {}  # name -> (qact s, imagecorruptions s): the best of every round for each side
-            for r in range(args.rounds):  # whole rounds, so slow spells of a shared machine hit both sides
-                for name in CORRUPTIONS:
-                    t_ours = time_ours(ours_imgs, name, profile, reps_ours)
-                    t_ic = None
-                    if ic is not None:
-                        try:
-                            t_ic = ic.time(ic_path, name, reps_ic)  # best of reps, as for qact
-                        except RuntimeError as e:
-                            print(f"  {e}", file=sys.stderr)
-                    old_ours, old_ic = best.get(name, (None, None))
-                    best[name] = (t_ours if old_ours is None else min(old_ours, t_ours),
-                                  t_ic if old_ic is None or t_ic is None else min(old_ic, t_ic))
-                    print(f"round {r + 1} {size:4d} px {name:18s} qact {t_ours * 1e3:9.3f} ms   imagecorruptions "
-                          f"{'-' if t_ic is None else f'{t_ic * 1e3:9.2f} ms'}", file=sys.stderr, flush=True)
-            rows = {name: {"qact_ms": t_ours * 1e3, "imagecorruptions_ms": None if t_ic is None else t_ic * 1e3,
-                           "speedup": None if t_ic is None else t_ic / t_ours}
-                    for name, (t_ours, t_ic) in best.items()}
-            both = [r for r in rows.values() if r["imagecorruptions_ms"] is not None]
-            total_ours = sum(r["qact_ms"] for r in rows.values())
-            total_ic = sum(r["imagecorruptions_ms"] for r in both) if len(both) == len(rows) else None
-            results[f"{size}px"] = {"profile": profile, "qact_batch": n_ours, "imagecorruptions_images": n_ic,
-                                    "rounds": args.rounds, "corruptions": rows, "total_qact_ms": total_ours,
-                                    "total_imagecorruptions_ms": total_ic,
-                                    "total_speedup": None if total_ic is None else total_ic / total_ours}
-    if ic is not None:
-        ic.close()
-
+        results = {f"{s}px": run_size(s, names, qact, workers, args, tmp) for s in sizes}
+    for w in workers.values():
+        w.close()
     doc = {"benchmark": "corruptions, severity 3, one thread, ms per image", "severity": SEVERITY,
-           "environment": environment("cpu"), "load_average_before": load_before, "load_average_after": os.getloadavg(),
-           "allocator": "tuned (both sides)" if tuned else "glibc default",
-           "imagecorruptions": ic.info if ic is not None else ic_error, "results": results}
-    out = Path(args.out)
+           "command": " ".join(sys.argv), "qact_root": str(Path(args.qact_root).resolve()),
+           "environment": environment(args.device), "load_average_before": load_before,
+           "load_average_after": os.getloadavg(), "allocator": "tuned (every side)" if tuned else "glibc default",
+           "peers": {name: w.info for name, w in workers.items()}, "peers_not_run": missing, "results": results}
+    out = Path(args.json)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(doc, indent=2) + "\n")
-
-    print(f"{'corruption':18s} | {'qact 224':>9s} | {'IC 224':>9s} | {'x':>6s} | {'qact 32':>8s} | {'IC 32':>8s} | {'x':>6s}")
-    print("-" * 84)
-
-    def cell(v, fmt):
-        return f"{v:{fmt}}" if v is not None else "-"
-
-    big, small = results["224px"]["corruptions"], results["32px"]["corruptions"]
-    for name in CORRUPTIONS:
-        b, s = big[name], small[name]
-        print(f"{name:18s} | {cell(b['qact_ms'], '9.2f')} | {cell(b['imagecorruptions_ms'], '9.2f')} | "
-              f"{cell(b['speedup'], '6.1f')} | {cell(s['qact_ms'], '8.3f')} | {cell(s['imagecorruptions_ms'], '8.2f')} | "
-              f"{cell(s['speedup'], '6.1f')}")
-    tb, ts = results["224px"], results["32px"]
-    print("-" * 84)
-    print(f"{'total (ms/image)':18s} | {cell(tb['total_qact_ms'], '9.2f')} | {cell(tb['total_imagecorruptions_ms'], '9.1f')} | "
-          f"{cell(tb['total_speedup'], '6.1f')} | {cell(ts['total_qact_ms'], '8.3f')} | "
-          f"{cell(ts['total_imagecorruptions_ms'], '8.2f')} | {cell(ts['total_speedup'], '6.1f')}")
-    if ic_error:
-        print(ic_error)
-    print(f"load average before/after: {load_before[0]:.1f} / {os.getloadavg()[0]:.1f} (2 = both cores busy); "
-          f"allocator: {doc['allocator']}; JSON: {out}")
+    print_table(results, names)
+    print(f"load average before/after: {load_before[0]:.1f} / {os.getloadavg()[0]:.1f}; allocator: {doc['allocator']}; "
+          f"device: {args.device}; JSON: {out}")
 
 
 if __name__ == "__main__":

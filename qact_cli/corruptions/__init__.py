@@ -62,9 +62,12 @@ class _Batch:
         self.hw = tuple(x.shape[1:3]) if self.hwc else tuple(x.shape[2:4])
         self.out = None
 
-    def chunk(self, a: int, b: int) -> torch.Tensor:
-        """Images a..b-1 as a contiguous (n, 3, H, W) uint8 tensor on a device the kernels support."""
+    def chunk(self, a: int, b: int, interleaved: bool = False) -> torch.Tensor:
+        """Images a..b-1 as a contiguous (n, 3, H, W) uint8 tensor on a device the kernels support; with
+        `interleaved`, numpy (N, H, W, 3) input comes as a channels-last view of itself (no transpose)."""
         x = self.x[a:b]
+        if self.is_numpy and interleaved and self.hwc:
+            return torch.from_numpy(np.ascontiguousarray(x)).permute(0, 3, 1, 2)
         if self.is_numpy:
             t = torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2) if self.hwc else x))
         else:
@@ -77,10 +80,14 @@ class _Batch:
         if self.grey:  # ITU-R 601 luma, rounded (PIL's convert("L"))
             f = out.to(torch.float32)
             out = truncate_u8(torch.floor(0.299 * f[:, 0:1] + 0.587 * f[:, 1:2] + 0.114 * f[:, 2:3] + 0.5).clamp_(0, 255))
+        hwc_result = out.shape[1] == 3 and out.is_contiguous(memory_format=torch.channels_last)
+        if self.out is None and (a, b) == (0, self.n) and self.is_numpy and self.hwc and hwc_result \
+                and out.device.type == "cpu" and not np.may_share_memory(out.numpy(), self.x):
+            self.out = out.permute(0, 2, 3, 1).numpy()  # one chunk, fresh interleaved pixels: they are the result
+            return
         if self.out is None:
             self.out = np.empty(self.shape, np.uint8) if self.is_numpy else torch.empty(self.shape, dtype=torch.uint8,
                                                                                           device=self.device)
-        hwc_result = out.shape[1] == 3 and out.is_contiguous(memory_format=torch.channels_last)
         if not self.is_numpy:
             if hwc_result and out.device.type == "cpu" and self.device.type == "cpu":  # numpy de-interleaves faster
                 dst, src = self.out[a:b].numpy(), out.permute(0, 2, 3, 1).numpy()
@@ -130,7 +137,7 @@ def corrupt(images, name, severity: int, profile: str = "auto", seed: int = 0, s
     with torch.no_grad():
         for a in range(0, n, step):
             b = min(n, a + step)
-            xb = batch.chunk(a, b)
+            xb = batch.chunk(a, b, spec.interleaved)
             if severity == 0:
                 out = xb
             else:

@@ -2,7 +2,7 @@
 
 A corruption is `fn(x, c, rng) -> uint8`, with x a uint8 tensor (N, 3, H, W) on any device, c the
 reference parameters for the severity (a number or a named record, profiles.py), rng the batch's
-per-image `ImageStreams`. It joins the registry with `@register(group, deterministic, chunk_pixels)`.
+per-image `ImageStreams`. It joins the registry with `@register(group, deterministic, chunk_pixels, interleaved)`.
 The reference ends with `np.uint8(np.clip(v, 0, 1) * 255)`, which truncates; `unit_to_uint8` does the same.
 """
 
@@ -32,22 +32,24 @@ class CorruptionSpec:
     group: str  # "common" (the 15 of the benchmark) or "extra" (the 4 held-out ones of ImageNet-C)
     deterministic: bool  # the same image gives the same bytes whatever the seed
     chunk_pixels: int  # images per internal batch ~ this many pixels
+    interleaved: bool = False  # works on (N, H, W, 3) pixels (Pillow, codecs, numpy per-pixel maths): numpy input
+    # then arrives as a channels-last view (no transposes in and out); other input through `to_hwc`
 
 
 # Filled by @register as the family modules are imported; the registration order is the listing order.
 REGISTRY: dict[str, CorruptionSpec] = {}
 
 
-def register(group: str, deterministic: bool = False, chunk_pixels: int = DEFAULT_CHUNK_PIXELS
-             ) -> Callable[[Corruption], Corruption]:
-    """Decorator: register `fn` under its own name, with its group, determinism and chunking."""
+def register(group: str, deterministic: bool = False, chunk_pixels: int = DEFAULT_CHUNK_PIXELS,
+             interleaved: bool = False) -> Callable[[Corruption], Corruption]:
+    """Decorator: register `fn` under its own name, with its group, determinism, chunking and pixel layout."""
     if group not in GROUPS:
         raise ValueError(f"corruption group must be one of {GROUPS}, got {group!r}")
 
     def add(fn: Corruption) -> Corruption:
         if fn.__name__ in REGISTRY:
             raise ValueError(f"corruption {fn.__name__!r} is registered twice")
-        REGISTRY[fn.__name__] = CorruptionSpec(fn.__name__, fn, group, deterministic, chunk_pixels)
+        REGISTRY[fn.__name__] = CorruptionSpec(fn.__name__, fn, group, deterministic, chunk_pixels, interleaved)
         return fn
 
     return add

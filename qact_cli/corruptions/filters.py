@@ -335,6 +335,19 @@ def _pil_box_taps(in_size: int, out_size: int) -> tuple[np.ndarray, np.ndarray]:
     return idx, wts
 
 
+@lru_cache(maxsize=64)
+def pil_box_enlarge_source(in_size: int, out_size: int) -> np.ndarray:
+    """Pillow's BOX enlargement as a gather: each output pixel's box (one output pixel wide, filterscale 1) holds
+    exactly one source pixel centre, so its taps are that pixel weighted 2^22 and the 8-bit result is the pixel
+    itself. The source index per output pixel (int64, (out_size,))."""
+    if out_size <= in_size:
+        raise ValueError(f"not an enlargement: {in_size} -> {out_size}")
+    idx, wts = _pil_box_taps(in_size, out_size)
+    one = wts == (1 << 22)
+    assert one.sum(1).tolist() == [1] * out_size and wts.sum(1).tolist() == [1 << 22] * out_size
+    return idx[np.arange(out_size), one.argmax(1)]
+
+
 def pil_box_resize(x: torch.Tensor, out_h: int, out_w: int) -> torch.Tensor:
     """PIL `Image.resize((out_w, out_h), Image.BOX)` of 8-bit values (int32 (..., H, W)): horizontal pass then
     vertical, each rounded to 8 bits with Pillow's integer arithmetic ((sum + 2^21) >> 22), so exact."""

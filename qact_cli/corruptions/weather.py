@@ -10,7 +10,7 @@ from importlib import resources
 import numpy as np
 import torch
 
-from . import imgproc
+from . import hsv, imgproc
 from .base import gray, register, to_uint8, truncate_u8, unit, unit_to_uint8
 from .filters import gaussian_filter, motion_blur, zoom_axis, zoom_taps
 from .rng import ImageStreams
@@ -175,13 +175,9 @@ def fog(x: torch.Tensor, c, rng: ImageStreams) -> torch.Tensor:
 @register(group="common", deterministic=True)
 def brightness(x: torch.Tensor, c: float, rng: ImageStreams) -> torch.Tensor:
     """HSV value + c (skimage rgb2hsv / hsv2rgb). With hue and saturation fixed, hsv2rgb scales all three
-    channels by V'/V, so the round trip reduces to that factor; black (V = 0) becomes grey V'."""
-    v = unit(x)
-    val = v.amax(1, keepdim=True)
-    new = (val + c).clamp_(0.0, 1.0)
-    # black pixels (V = 0) scale to 0 (finite: new / 1e-12) and get V' added; the others get + 0 (exact)
-    v.mul_(new / val.clamp_min(1e-12)).add_(new * (val <= 0))
-    return unit_to_uint8(v)
+    channels by V'/V, so the round trip reduces to that factor; black (V = 0) becomes grey V'. The factor per
+    max-channel value comes from a table (hsv.py)."""
+    return hsv.brightness(x, float(c))
 
 
 def _liquid_u8(liquid: torch.Tensor, threshold: float) -> torch.Tensor:

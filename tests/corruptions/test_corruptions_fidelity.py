@@ -116,3 +116,44 @@ def test_box_resize_emulation_is_pillow(size, c):
     ref = np.stack([np.asarray(Image.fromarray(img).resize((sw, sh), Image.BOX).resize((size + 3, size), Image.BOX))
                     for img in x])
     assert np.array_equal(out, ref)
+
+
+@pytest.mark.parametrize("n_in", [3, 7, 13, 19, 22, 25, 38, 44, 67, 89, 112, 134, 157])
+def test_box_enlargement_is_a_gather(n_in):
+    """pixelate's enlargement: Pillow's BOX taps for an enlargement are one whole source pixel each."""
+    from qact_cli.corruptions.filters import pil_box_enlarge_source
+
+    rs = np.random.RandomState(n_in)
+    for n_out in sorted({n_in + 1, 2 * n_in - 1, 2 * n_in + 1, 3 * n_in + 2, 32, 64, 224} - set(range(n_in + 1))):
+        img = rs.randint(0, 256, (5, n_in, 3)).astype(np.uint8)
+        ref = np.asarray(Image.fromarray(img).resize((n_out, 5), Image.BOX))
+        assert np.array_equal(img[:, pil_box_enlarge_source(n_in, n_out)], ref), (n_in, n_out)
+
+
+@pytest.mark.parametrize("name", ["brightness", "saturate"])
+@pytest.mark.parametrize("profile,size", [("cifar", 32), ("tiny", 64), ("imagenet", 224)])
+def test_hsv_extremes_match_reference(name, profile, size):
+    """black, white, grey and pure primaries (HSV's special cases: V = 0, S = 0, hue sectors) at every severity."""
+    x = natural((size, size), 2, seed=7)
+    x[0, :4] = 0
+    x[0, 4:8] = 255
+    x[0, 8:12, :, 1:] = x[0, 8:12, :, :1]  # grey
+    for ch in range(3):
+        x[1, 4 * ch:4 * ch + 4] = 0
+        x[1, 4 * ch:4 * ch + 4, :, ch] = np.arange(size, dtype=np.uint8) * (255 // size)
+    for severity in range(1, 6):
+        c = params(profile, name, severity)
+        ref = np.stack([REFS[name](img, c) for img in x]).astype(int)
+        diff = np.abs(corrupt(x, name, severity, profile=profile).astype(int) - ref)
+        assert diff.max() <= 1 and (diff == 0).mean() >= 0.75, (severity, diff.max(), (diff == 0).mean())
+
+
+@pytest.mark.parametrize("name", ["pixelate", "jpeg_compression", "brightness"])
+def test_result_is_fresh_memory(name):
+    """Corruptions on interleaved pixels may hand back their own result array: never the caller's images."""
+    x = natural((32, 32), 3, seed=2)
+    keep = x.copy()
+    out = corrupt(x, name, 3, profile="cifar")
+    assert not np.shares_memory(out, x) and np.array_equal(x, keep)
+    same = corrupt(x, name, 0, profile="cifar")
+    assert np.array_equal(same, x) and not np.shares_memory(same, x)
