@@ -324,7 +324,7 @@ def parse_args():
                     help="the qact checkout to time (e.g. an older commit's worktree, for a before/after)")
     ap.add_argument("--allocator", choices=("tuned", "default"), default="tuned",
                     help="glibc malloc settings for every side: 'tuned' = what the qact CLI runs with "
-                         "(qact_cli.utils.tune_allocator; freed memory kept for reuse), 'default' = glibc's own")
+                         "(qact_cli.startup.tune_allocator; freed memory kept for reuse), 'default' = glibc's own")
     ap.add_argument("--peer-worker", help=argparse.SUPPRESS)
     return ap.parse_args()
 
