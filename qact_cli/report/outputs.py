@@ -21,6 +21,7 @@ def check_report_outputs(html: str | None = None, latex: str | None = None, plot
     check_output_file(html, "--html")
     check_output_file(latex, "--latex")
     if plot:
+        check_output_file(plot, "--plot")  # a folder is exit 3 whatever its name, before its extension is read
         for p in plot_paths(plot):
             check_output_file(p, "--plot")
 
