@@ -122,7 +122,7 @@ def train(**values):
 @app.command("eval", short_help="Accuracy and calibration on clean and corrupted data.")
 @cli_errors
 @command((EvalOutputs, ("models",)), (EvalOptions, EvalOptions.PROTOCOL),
-         (EvalOutputs, ("json_out", "per_corruption", "baseline")), (EvalOptions, EvalOptions.GATES), ModelOptions,
+         (EvalOutputs, ("json_out", "html", "plot", "per_corruption", "baseline")), (EvalOptions, EvalOptions.GATES), ModelOptions,
          (EvalOutputs, ("allow_data_change",)), (RunOptions, RUN), ConfigFile)
 def eval_cmd(**values):
     """Evaluate models on clean and corrupted data: accuracy and calibration per severity."""

@@ -134,6 +134,11 @@ def work(tmp_path_factory):
     (w / "exp_arch.yaml").write_text("dataset: gen:digits\nout_dir: expout\nmodels:\n"
                                      "  - {name: a, arch: lenet, epochs: 1}\n  - {name: b, arch: lenett, epochs: 1}\n")
     (w / "afile").write_text("a regular file\n")
+    (w / "out" / "c.reliability.png").mkdir(parents=True)  # where --plot out/c.png puts its reliability diagrams
+    nobins = json.loads(json.dumps(doc))  # a result of a qact that kept no per-bin data
+    for c in nobins["cells"]:
+        del c["ece_bins"]
+    (w / "nobins.json").write_text(json.dumps(nobins))
     # a linear probe fitted on m.pt, another backbone, a card naming a module the model lacks
     from qact_cli.train import TrainConfig, train
 
@@ -259,6 +264,13 @@ def _pdf(w, out, err):
 
 def _svg(w, out, err):
     assert b"<svg" in (w / "curves.svg").read_bytes()[:2000]
+    assert b"<svg" in (w / "curves.reliability.svg").read_bytes()[:2000]
+
+
+def _no_bins_said(w, out, err):
+    assert "no reliability bins in this result" in (w / "nb.html").read_text(encoding="utf-8")
+    assert "qact: warning: " in err and "no reliability bins" in err
+    assert (w / "nb.png").read_bytes()[:8] == (w / "nb.reliability.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def _state_kept(w, out, err):
@@ -301,10 +313,15 @@ ROWS = [
     Row("compare-ok", ["compare", "base.json", "base_A.json", "--allow-mixed"], 0, ""),
     Row("train-context-size-0", T + ["--act", "qact", "--context-size", "0", "--out", "t.pt"], 2, "--context-size 0"),
     Row("config-limit-true", E + ["--config", "limit_true.yaml"], 2, "not true/false"),
-    Row("compare-plot-pdf", ["compare", "base.json", "--plot", "curves.pdf"], 0, "", outputs=("curves.pdf",), post=_pdf),
-    Row("compare-plot-svg", ["compare", "base.json", "--plot", "curves.svg"], 0, "", outputs=("curves.svg",), post=_svg),
+    Row("compare-plot-pdf", ["compare", "base.json", "--plot", "curves.pdf"], 0, "",
+        outputs=("curves.pdf", "curves.reliability.pdf"), post=_pdf),
+    Row("compare-plot-svg", ["compare", "base.json", "--plot", "curves.svg"], 0, "",
+        outputs=("curves.svg", "curves.reliability.svg"), post=_svg),
     Row("compare-plot-gif", ["compare", "base.json", "--plot", "curves.gif"], 2, "end the name with .png, .pdf or .svg"),
     Row("compare-plot-no-ext", ["compare", "base.json", "--plot", "curves"], 2, "no extension"),
+    Row("eval-plot-gif", E + ["--plot", "c.gif"], 2, "end the name with .png, .pdf or .svg"),
+    Row("compare-no-bins-html-plot", ["compare", "nobins.json", "--html", "nb.html", "--plot", "nb.png"], 0, "",
+        outputs=("nb.html", "nb.png", "nb.reliability.png"), post=_no_bins_said),
     # --- tracebacks, now one line
     Row("eval-seed-overflow", E + ["--seed", "99999999999999999999"], 2, "--seed"),
     Row("train-seed-overflow", T + ["--seed", "99999999999999999999", "--out", "t.pt"], 2, "out of range"),
@@ -375,6 +392,20 @@ ROWS = [
     Row("eval-json-under-file", E + ["--json", "afile/out.json"], 3, "is a file, not a folder"),
     Row("compare-markdown-under-file", ["compare", "base.json", "--markdown", "afile/x.md"], 3, "is a file"),
     Row("compare-plot-under-file", ["compare", "base.json", "--plot", "afile/x.png"], 3, "is a file"),
+    Row("eval-html-folder", E + ["--html", "A"], 3, "--html A is a folder"),
+    Row("eval-html-under-file", E + ["--html", "afile/r.html"], 3, "is a file, not a folder"),
+    Row("eval-html-stdout", E + ["--html", "-"], 2, "--html needs a file path"),
+    Row("eval-plot-stdout", E + ["--plot", "-"], 2, "--plot needs a file path"),
+    Row("eval-plot-reliability-folder", E + ["--plot", "out/c.png"], 3, "--plot out/c.reliability.png is a folder"),
+    Row("compare-html-folder", ["compare", "base.json", "--html", "A"], 3, "--html A is a folder"),
+    Row("compare-html-under-file", ["compare", "base.json", "--html", "afile/r.html"], 3, "is a file, not a folder"),
+    Row("compare-html-stdout", ["compare", "base.json", "--html", "-"], 2, "--html needs a file path"),
+    Row("compare-latex-folder", ["compare", "base.json", "--latex", "A"], 3, "--latex A is a folder"),
+    Row("compare-latex-under-file", ["compare", "base.json", "--latex", "afile/t.tex"], 3, "is a file, not a folder"),
+    Row("compare-latex-stdout", ["compare", "base.json", "--latex", "-"], 2, "--latex needs a file path"),
+    Row("compare-plot-stdout", ["compare", "base.json", "--plot", "-"], 2, "--plot needs a file path"),
+    Row("compare-plot-reliability-folder", ["compare", "base.json", "--plot", "out/c.png"], 3,
+        "--plot out/c.reliability.png is a folder"),
     Row("corrupt-preview-under-file", C + ["--out", "D", "--preview", "afile/p.png"], 3, "is a file"),
     Row("corrupt-out-is-file", C + ["--out", "afile"], 3, "existing file"),
     Row("train-out-under-file", T + ["--out", "afile/t.pt"], 3, "is a file"),

@@ -222,12 +222,15 @@ def _worker(r, port, tmp, dataset, reference, r18_reference):
 
     from qact_cli.cli import app
 
-    args = ["eval", str(tmp / "a.pt"), "--dataset", f"gen:{dataset}", "--json", str(tmp / "dist.json")]
+    args = ["eval", str(tmp / "a.pt"), "--dataset", f"gen:{dataset}", "--json", str(tmp / "dist.json"),
+            "--html", str(tmp / "dist.html"), "--plot", str(tmp / "dist.svg")]
     args += [f"--{k.replace('_', '-')}={v}" for k, v in EVAL.items()]
     out = CliRunner().invoke(app, args)
     assert out.exit_code == 0, out.output
     assert ("mean corruption acc" in out.stdout) == (r == 0) and (r == 0 or out.stdout == "")
+    assert ("dist.html" in out.stderr) == (r == 0)  # the reports too: rank 0 writes them and says so
     D.barrier()
+    assert all((tmp / f).is_file() for f in ("dist.html", "dist.svg", "dist.reliability.svg"))
     doc = json.loads((tmp / "dist.json").read_text())
     assert json.dumps(doc["cells"]) == json.dumps(reference["cells"])
     assert doc["environment"]["distributed"] == {"world_size": 2, "backend": "gloo"}

@@ -18,11 +18,11 @@ BEFORE = {
               "--early-stop", "--context-size", "--sync-context/--no-sync-context", "--data-root", "--download",
               "--workers", "--device", "--seed", "--config"],
     "eval": ["MODEL", "--dataset", "--corruptions", "--severities", "--batch-size", "--context", "--adapt", "--limit",
-             "--json", "--per-corruption", "--baseline", "--tolerance", "--fail-under", "--weights", "--model-kwargs",
+             "--json", "--html", "--plot", "--per-corruption", "--baseline", "--tolerance", "--fail-under", "--weights", "--model-kwargs",
              "--num-classes", "--input-size", "--resize", "--mean", "--std", "--class-names", "--trust-model-file",
              "--allow-data-change", "--data-root", "--download", "--workers", "--device", "--seed", "--config"],
     "compare": ["ITEM", "--dataset", "--corruptions", "--severities", "--batch-size", "--context", "--adapt",
-                "--limit", "--json", "--markdown", "--plot", "--metrics", "--allow-mixed", "--out-dir", "--weights",
+                "--limit", "--json", "--markdown", "--html", "--latex", "--plot", "--metrics", "--allow-mixed", "--out-dir", "--weights",
                 "--model-kwargs", "--num-classes", "--input-size", "--resize", "--mean", "--std", "--class-names",
                 "--trust-model-file", "--data-root", "--download", "--workers", "--device", "--seed", "--config"],
     "corrupt": ["--out", "--dataset", "--split", "--input", "--labels", "--no-labels", "--corruptions", "--severities",
@@ -39,6 +39,8 @@ PER_FAMILY = {
     "--severities": "eval: 0-5 with 0 the clean split; corrupt: 1-5",
     "--corruptions": "the corruptions to evaluate on / to write",
     "--json": "eval: one result document; compare: the comparison document",
+    "--html": "eval: the report of its results; compare: the report of the comparison",
+    "--plot": "eval: its results' curves and diagrams; compare: the comparison's (with its --metrics)",
 }
 
 

@@ -49,19 +49,15 @@ def apply_bundled_config(ctx: typer.Context, params: dict, path: Path) -> dict:
     return extra
 
 
-def _check_outputs(json_out: str | None, markdown: str | None, plot: str | None) -> None:
-    if json_out == "-" and markdown == "-":
+def _check_outputs(run: "Run") -> None:
+    if run.json_out == "-" and run.markdown == "-":
         raise UsageError("--json - and --markdown - both want stdout; write one of them to a file")
-    if plot == "-":
-        raise UsageError("--plot needs a file path (PNG), not -")
+    from ..report.outputs import check_report_outputs
     from ..utils import check_output_file
 
-    for flag, path in (("--json", json_out), ("--markdown", markdown), ("--plot", plot)):
+    for flag, path in (("--json", run.json_out), ("--markdown", run.markdown)):
         check_output_file(path, flag)  # before any evaluation or training
-    if plot:
-        from .plot import plot_format
-
-        plot_format(plot)
+    check_report_outputs(run.html, run.latex, run.plot)
 
 
 @dataclass
@@ -75,6 +71,8 @@ class Run:
     json_out: str | None
     markdown: str | None
     plot: str | None
+    html: str | None = None
+    latex: str | None = None
     out_dir: Path | None = None
 
 
@@ -116,13 +114,15 @@ def plan_run(ctx: typer.Context, params: dict) -> Run:
                          "or a config with a `models:` list")
     if experiment is None and "train" in extra:
         raise UsageError(f"{where} has a `train:` block but no `models:` list to use it")
-    run = Run(items, experiment, where, quickstart, params.get("json"), params.get("markdown"), params.get("plot"))
+    run = Run(items, experiment, where, quickstart, params.get("json"), params.get("markdown"), params.get("plot"),
+              params.get("html"), params.get("latex"))
     if experiment is not None:  # an experiment writes everything into its folder unless told otherwise
         run.out_dir = Path(params.get("out_dir") or (QUICKSTART_OUT if quickstart else f"qact-{Path(where).stem}"))
         run.json_out = run.json_out or str(run.out_dir / "compare.json")
         run.markdown = run.markdown or str(run.out_dir / "compare.md")
         run.plot = run.plot or str(run.out_dir / "compare.png")
-    _check_outputs(run.json_out, run.markdown, run.plot)
+        run.html = run.html or str(run.out_dir / "compare.html")
+    _check_outputs(run)
     return run
 
 
@@ -175,19 +175,20 @@ def collect_entries(run: Run, opts: EvalOptions, model_flags: dict) -> list:
 
 
 def write_outputs(run: Run, cmp) -> None:
-    """The table on stdout (stderr when a document goes to stdout), then the JSON, Markdown and plot files."""
+    """The table on stdout (stderr when a document goes to stdout), then the JSON, Markdown, HTML,
+    LaTeX and plot files (the reports render the same document as the JSON)."""
     from ..ui import stderr_console
     from . import table as tbl
 
     tbl.print_comparison(cmp, to_stderr="-" in (run.json_out, run.markdown))
     written = []
+    doc = tbl.document(cmp)
+    if run.experiment is not None:
+        doc["comparison"]["experiment"] = {"title": run.experiment.title, "config": run.where,
+                                           "out_dir": str(run.out_dir)}
     if run.json_out:
         from ..eval.run import write_json
 
-        doc = tbl.document(cmp)
-        if run.experiment is not None:
-            doc["comparison"]["experiment"] = {"title": run.experiment.title, "config": run.where,
-                                               "out_dir": str(run.out_dir)}
         write_json(doc, run.json_out)
         written.append(run.json_out)
     if run.markdown:
@@ -199,11 +200,10 @@ def write_outputs(run: Run, cmp) -> None:
 
             write_text_atomic(Path(run.markdown), text)
             written.append(run.markdown)
-    if run.plot:
-        from .plot import plot_curves
+    if run.html or run.latex or run.plot:
+        from ..report.outputs import write_reports
 
-        plot_curves(cmp, run.plot)
-        written.append(run.plot)
+        written += write_reports(doc, cmp, html=run.html, latex=run.latex, plot=run.plot)
     files = [w for w in written if w != "-"]
     if files:
         stderr_console().print(f"wrote {', '.join(files)}", highlight=False, soft_wrap=True)

@@ -22,9 +22,11 @@ def run_eval(values: dict) -> None:
     from .run import plan
 
     jobs, backbone = plan(out.models, **{k: values[k] for k in MODEL_FIELDS})
+    from ..report.outputs import check_report_outputs
     from ..utils import check_output_file
 
     check_output_file(out.json_out, "--json")  # before any work
+    check_report_outputs(html=out.html, plot=out.plot)
     if out.baseline:
         from .gates import load_result
 
@@ -75,6 +77,11 @@ def _report(results: list[dict], opts: EvalOptions, out: EvalOutputs) -> None:
             print_table(console, grid_table(r, named_root(opts.data_root)))
     if out.json_out and main:
         write_json(result_json(results), out.json_out)
+    if (out.html or out.plot) and main:
+        from ..report.outputs import write_reports
+
+        written = write_reports(result_json(results), html=out.html, plot=out.plot)
+        stderr_console().print(f"wrote {', '.join(written)}", highlight=False, soft_wrap=True)
     failures = (check_gates(results, out.baseline, opts.tolerance, opts.fail_under, out.allow_data_change)
                 if (out.baseline or opts.fail_under is not None) else [])
     if failures and not main:

@@ -64,7 +64,7 @@ def test_tiny_experiment_end_to_end_then_reused(cli, tmp_path, monkeypatch):
     weights = tmp_path / "torch" / "hub" / "checkpoints" / "dinov2_vits14_pretrain.pth"
     assert f"dino: skipped: no weights at {weights}; see README" in out
     for f in ("checkpoints/relu.pt", "results/relu.json", "results/relu-bn.json", "compare.json", "compare.md",
-              "compare.png"):
+              "compare.png", "compare.reliability.png", "compare.html"):
         assert (out_dir / f).is_file(), f
     doc = json.loads((out_dir / "compare.json").read_text())
     cols = {c["name"]: c for c in doc["comparison"]["columns"]}
@@ -166,7 +166,8 @@ def test_no_items_runs_the_bundled_quickstart(cli, tmp_path, monkeypatch):
     assert opts.dataset == "gen:digits" and opts.corruptions == "common" and opts.limit == 7 and opts.batch_size == 256
     assert [m.name for m in seen["exp"].models] == ["lenet-relu", "lenet-relu-bn-adapt", "lenet-qact", "dinov2-probe"]
     assert str(seen["out_dir"]) == "qact-quickstart"
-    assert all((tmp_path / "qact-quickstart" / f).is_file() for f in ("compare.json", "compare.md", "compare.png"))
+    assert all((tmp_path / "qact-quickstart" / f).is_file()
+               for f in ("compare.json", "compare.md", "compare.png", "compare.html"))
 
 
 def test_gpu_only_model_is_skipped_on_cpu_and_so_is_what_uses_it(cli, tmp_path):
