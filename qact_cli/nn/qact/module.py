@@ -27,7 +27,7 @@ from torch import Tensor, nn
 from ..sync import sync_context
 from .lookup import _lookup, _QActFunction, _staircase
 from .table import (BANDWIDTH_RULES, DEFAULT_CONTEXT_SIZE, DEFAULT_TABLE_SIZE, REFINE, Table, grounded_table,
-                    sample_context)
+                    sample_context, workspace)
 
 CONTEXTS = ("batch", "stored")
 OUTPUTS = ("interp", "step")
@@ -172,8 +172,8 @@ class QAct(nn.Module):
         # Random columns: a sample of every value is in (image, position) order, and a regular
         # stride through it would keep the same pixel positions every time.
         cols = torch.randperm(k, device=dev)[:n] if k >= n else torch.randint(k, (n,), device=dev)
-        flat = (torch.arange(sample.shape[0], device=dev) * k)[:, None] + cols[None, :]
-        fresh = sample.contiguous().view(-1).index_select(0, flat.view(-1)).view(-1, n)
+        fresh = workspace("fresh_context", (sample.shape[0], n), sample.dtype, dev)
+        torch.index_select(sample, 1, cols, out=fresh)
         if self.context_momentum is not None and seen > 0:  # a sliding window over the last batches
             start = (seen * n) % r
             first = min(n, r - start)
