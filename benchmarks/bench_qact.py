@@ -1,13 +1,15 @@
 """QAct speed, memory and shortcut accuracy: the evidence behind the layer's design and defaults.
 
     PYTHONPATH=. python benchmarks/bench_qact.py [--repeats 5] [--only speed,memory,shortcuts,training]
-        [--official PATH] [--json benchmarks/results/bench_qact.json]
+        [--official PATH] [--device cpu|cuda] [--json benchmarks/results/bench_qact.json]
 
 speed      ResNet18 (CIFAR style, 17 activations, `qact_cli.models.build_model`) with QAct vs ReLU:
            train step (batch 64, forward + backward + SGD step) and eval forward (batch 256, no_grad),
            one thread, ReLU and QAct alternated, `--repeats` timings each after a warm-up; reports
            best and median of thread CPU time (robust to other processes on a shared machine) and
-           of wall time, and the QAct/ReLU ratios. `--official PATH` adds the official code's
+           of wall time, and the QAct/ReLU ratios. `--device cuda` runs the models on the GPU and
+           times wall clock between torch.cuda.synchronize() calls (the "cpu" figures are then the
+           host thread's time, not the GPU's). `--official PATH` adds the official code's
            ResNet18 (a checkout of adityac20/quantile_activation, imported from PATH, not copied).
 memory     peak resident memory of one train step / eval forward above the memory before it, each
            in a fresh subprocess (Linux: VmHWM reset through clear_refs).
@@ -56,14 +58,14 @@ def _official_resnet18(path: str) -> nn.Module:
     return OfficialResNet18(activation_type="quant", num_classes=10)
 
 
-def _models(official: str | None, qact_kwargs: dict) -> dict[str, nn.Module]:
+def _models(official: str | None, qact_kwargs: dict, device: torch.device) -> dict[str, nn.Module]:
     torch.manual_seed(0)
     out = {"relu": build_model("resnet18", act="relu", num_classes=10),
            "qact": build_model("resnet18", act="qact", num_classes=10, qact_kwargs=qact_kwargs or None)}
     if official:
         torch.manual_seed(0)
         out["official"] = _official_resnet18(official)
-    return out
+    return {k: m.to(device) for k, m in out.items()}
 
 
 def _train_step(model: nn.Module, opt: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor) -> None:
@@ -72,17 +74,26 @@ def _train_step(model: nn.Module, opt: torch.optim.Optimizer, x: torch.Tensor, y
     opt.step()
 
 
-def _timed(fn) -> tuple[float, float]:
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _timed(fn, device: torch.device) -> tuple[float, float]:
+    _sync(device)  # GPU kernels are asynchronous: time from an idle device to an idle device
     w0, c0 = time.perf_counter(), time.thread_time()
     fn()
+    _sync(device)
     return time.thread_time() - c0, time.perf_counter() - w0
 
 
-def bench_speed(repeats: int, official: str | None, qact_kwargs: dict, phases=("train", "eval")) -> dict:
-    models = _models(official, qact_kwargs)
+def bench_speed(repeats: int, official: str | None, qact_kwargs: dict, phases=("train", "eval"),
+                device: torch.device = torch.device("cpu")) -> dict:
+    models = _models(official, qact_kwargs, device)
     g = torch.Generator().manual_seed(0)
     x_train, y_train = torch.randn(64, 3, 32, 32, generator=g), torch.randint(0, 10, (64,), generator=g)
     x_eval = torch.randn(256, 3, 32, 32, generator=g)
+    x_train, y_train, x_eval = x_train.to(device), y_train.to(device), x_eval.to(device)
     opts = {k: torch.optim.SGD(m.parameters(), lr=0.01, momentum=0.9) for k, m in models.items()}
     res: dict = {}
     for phase in phases:
@@ -91,14 +102,15 @@ def bench_speed(repeats: int, official: str | None, qact_kwargs: dict, phases=("
             m.train(phase == "train")
             with torch.set_grad_enabled(phase == "train"):
                 _train_step(m, opts[k], x_train, y_train) if phase == "train" else m(x_eval)
+            _sync(device)
         for _ in range(repeats):
             for k, m in models.items():  # alternated, so that load changes hit every model alike
                 m.train(phase == "train")
                 if phase == "train":
-                    cpu, wall = _timed(lambda: _train_step(m, opts[k], x_train, y_train))
+                    cpu, wall = _timed(lambda: _train_step(m, opts[k], x_train, y_train), device)
                 else:
                     with torch.no_grad():
-                        cpu, wall = _timed(lambda: m(x_eval))
+                        cpu, wall = _timed(lambda: m(x_eval), device)
                 times[k]["cpu"].append(cpu)
                 times[k]["wall"].append(wall)
         summary = {}
@@ -106,6 +118,7 @@ def bench_speed(repeats: int, official: str | None, qact_kwargs: dict, phases=("
             summary[k] = {f"{kind}_{stat}_s": round(f(v), 4) for kind, v in t.items()
                           for stat, f in (("best", min), ("median", statistics.median))}
             summary[k]["cpu_all_s"] = [round(v, 4) for v in t["cpu"]]
+            summary[k]["wall_all_s"] = [round(v, 4) for v in t["wall"]]
         for k in models:
             if k == "relu":
                 continue
@@ -114,6 +127,8 @@ def bench_speed(repeats: int, official: str | None, qact_kwargs: dict, phases=("
             summary[k]["ratio_wall_best"] = round(summary[k]["wall_best_s"] / summary["relu"]["wall_best_s"], 3)
             pair = [q / r for q, r in zip(times[k]["cpu"], times["relu"]["cpu"])]
             summary[k]["ratio_cpu_pairwise_median"] = round(statistics.median(pair), 3)
+            pair_wall = [q / r for q, r in zip(times[k]["wall"], times["relu"]["wall"])]
+            summary[k]["ratio_wall_pairwise_median"] = round(statistics.median(pair_wall), 3)
         res[phase] = summary
     return res
 
@@ -303,6 +318,17 @@ def bench_training(seeds: int, epochs: int) -> dict:
 
 
 # ------------------------------------------------------------------------------------------- main
+def _cpu_model() -> str:
+    """The CPU's model name (Linux: /proc/cpuinfo, as lscpu shows it), else platform.processor()."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor()
+
+
 def _write_json(path: Path, doc: dict) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.NamedTemporaryFile("w", dir=path.parent, suffix=".tmp", delete=False) as f:
@@ -312,13 +338,17 @@ def _write_json(path: Path, doc: dict) -> None:
 
 def _print_tables(doc: dict) -> None:
     if "speed" in doc:
-        print("\nspeed (ResNet18, 1 thread; thread CPU seconds, best / median; ratio vs ReLU)")
+        kind = "cpu" if doc["machine"]["device"] == "cpu" else "wall"  # on a GPU the host thread's time says nothing
+        print(f"\nspeed (ResNet18 on {doc['machine']['device']}, 1 thread; {'thread CPU' if kind == 'cpu' else 'wall'}"
+              " seconds, best / median; ratio vs ReLU)")
         for phase, s in doc["speed"].items():
             for k, v in s.items():
                 ratio = "" if k == "relu" else (
-                    f"  ratio best {v['ratio_cpu_best']:.3f}  median {v['ratio_cpu_median']:.3f}"
-                    f"  pairwise {v['ratio_cpu_pairwise_median']:.3f}  wall-best {v['ratio_wall_best']:.3f}")
-                print(f"  {phase:5s} {k:8s} {v['cpu_best_s']:8.3f} / {v['cpu_median_s']:8.3f} s{ratio}")
+                    f"  ratio best {v[f'ratio_{kind}_best']:.3f}"
+                    + (f"  median {v['ratio_cpu_median']:.3f}" if kind == "cpu" else "")
+                    + f"  pairwise {v[f'ratio_{kind}_pairwise_median']:.3f}"
+                    + (f"  wall-best {v['ratio_wall_best']:.3f}" if kind == "cpu" else ""))
+                print(f"  {phase:5s} {k:8s} {v[f'{kind}_best_s']:8.3f} / {v[f'{kind}_median_s']:8.3f} s{ratio}")
     if "memory" in doc:
         print("\npeak memory of one step (MiB above the built model)")
         for phase, s in doc["memory"].items():
@@ -352,7 +382,9 @@ def main() -> None:
     ap.add_argument("--phases", default="train,eval", help="speed: train, eval or both")
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--epochs", type=int, default=8)
-    ap.add_argument("--json", default="benchmarks/results/bench_qact.json")
+    ap.add_argument("--device", default="cpu", help="speed: cpu (default) or cuda / cuda:N (wall-clock ratios "
+                    "between torch.cuda.synchronize calls)")
+    ap.add_argument("--json", default="benchmarks/results/bench_qact.json", help="where the rows are written")
     ap.add_argument("--memory-child", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
     qact_kwargs = json.loads(args.qact_kwargs)
@@ -362,12 +394,17 @@ def main() -> None:
         return
     torch.set_num_threads(1)
     parts = set(args.only.split(","))
+    device = torch.device(args.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        sys.exit(f"bench_qact: --device {args.device} asked for, but CUDA is not available here; use --device cpu")
     doc: dict = {"machine": {"platform": platform.platform(), "processor": platform.machine(), "cpus": os.cpu_count(),
-                             "torch": torch.__version__, "threads": 1},
+                             "cpu_model": _cpu_model(), "torch": torch.__version__, "threads": 1,
+                             "device": str(device),
+                             "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None},
                  "qact_defaults": {"context_size": DEFAULT_CONTEXT_SIZE, "table_size": DEFAULT_TABLE_SIZE},
                  "resnet_qact_kwargs": qact_kwargs}
     if "speed" in parts:
-        doc["speed"] = bench_speed(args.repeats, args.official, qact_kwargs, tuple(args.phases.split(",")))
+        doc["speed"] = bench_speed(args.repeats, args.official, qact_kwargs, tuple(args.phases.split(",")), device)
         _write_json(Path(args.json), doc)
     if "memory" in parts:
         doc["memory"] = bench_memory(qact_kwargs)

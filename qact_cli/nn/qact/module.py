@@ -27,7 +27,7 @@ from torch import Tensor, nn
 from ..sync import sync_context
 from .lookup import _lookup, _QActFunction, _staircase
 from .table import (BANDWIDTH_RULES, DEFAULT_CONTEXT_SIZE, DEFAULT_TABLE_SIZE, REFINE, Table, grounded_table,
-                    sample_context)
+                    sample_context, workspace)
 
 CONTEXTS = ("batch", "stored")
 OUTPUTS = ("interp", "step")
@@ -172,8 +172,8 @@ class QAct(nn.Module):
         # Random columns: a sample of every value is in (image, position) order, and a regular
         # stride through it would keep the same pixel positions every time.
         cols = torch.randperm(k, device=dev)[:n] if k >= n else torch.randint(k, (n,), device=dev)
-        flat = (torch.arange(sample.shape[0], device=dev) * k)[:, None] + cols[None, :]
-        fresh = sample.contiguous().view(-1).index_select(0, flat.view(-1)).view(-1, n)
+        fresh = workspace("fresh_context", (sample.shape[0], n), sample.dtype, dev)
+        torch.index_select(sample, 1, cols, out=fresh)
         if self.context_momentum is not None and seen > 0:  # a sliding window over the last batches
             start = (seen * n) % r
             first = min(n, r - start)
@@ -216,7 +216,7 @@ class QAct(nn.Module):
 
     def _forward_train(self, x3: Tensor) -> Tensor:
         z3 = self._bn(self.bn_in, x3)
-        sample = sample_context(z3, self.context_size)
+        sample = sample_context(z3, self.context_size, reuse=True)
         sample = sync_context(self, sample)  # with self.sync_context under torchrun: every rank's sample
         grad = torch.is_grad_enabled() and z3.requires_grad
         table = self._table(sample, grad, x3.shape[0] * x3.shape[2])  # raises on NaN (a NaN input spreads via BN)
@@ -232,7 +232,7 @@ class QAct(nn.Module):
             if self.context == "stored":
                 table = self._stored_table(True)
             else:
-                table = self._table(sample_context(z3, self.context_size, _eval_generator(x3.device)), True, m)
+                table = self._table(sample_context(z3, self.context_size, _eval_generator(x3.device), True), True, m)
             y = self._apply_table(z3, table, True, overwrite=self.wrap_bn)
             return self._bn(self.bn_out, y if y.dtype == x3.dtype else y.to(x3.dtype))
         # BN_in and BN_out are affine in eval: fold them into the lookup, so BN -> QAct -> BN is one lookup.
@@ -242,8 +242,8 @@ class QAct(nn.Module):
         if self.context == "stored":
             table = self._stored_table(False)
         else:
-            raw = sample_context(x3, self.context_size, _eval_generator(x3.device))
-            table = self._table(torch.addcmul(b1[:, None], raw, a1[:, None]), False, m)
+            raw = sample_context(x3, self.context_size, _eval_generator(x3.device), reuse=True)
+            table = self._table(torch.addcmul(b1[:, None], raw, a1[:, None], out=raw), False, m)
         scale = a1 * table.inv_step
         bias = torch.addcmul(table.zero, b1, table.inv_step)
         offsets = self._offsets_for(table)

@@ -11,6 +11,7 @@ tabulated from one count histogram, without a sort (docs/qact-layer.md explains 
 from __future__ import annotations
 
 import math
+import threading
 from typing import NamedTuple
 
 import torch
@@ -36,24 +37,61 @@ class Table(NamedTuple):
     density: Tensor | None  # (C, R(T-1)) KDE density at the cell centres
 
 
-def sample_context(z3: Tensor, size: int | None, generator: torch.Generator | None = None) -> Tensor:
+_WORK = threading.local()
+
+
+def workspace(name: str, shape: tuple[int, ...], dtype: torch.dtype, device: torch.device) -> Tensor:
+    """A per-thread CPU buffer called `name`, reused from call to call (elsewhere a fresh tensor).
+
+    Large fresh CPU allocations are returned to the OS on free and page-fault on every use (about
+    5 us per 4 KiB page on a VM: more than the arithmetic on them); the table's temporaries are a
+    few MiB per layer and batch. Whatever a buffer holds is overwritten by the next user of `name`.
+    Always a normal tensor: one made under torch.inference_mode() could not be written outside it."""
+    if device.type != "cpu":
+        return torch.empty(shape, dtype=dtype, device=device)
+    numel = math.prod(shape)
+    bufs = _WORK.__dict__.setdefault("bufs", {})
+    buf = bufs.get((name, dtype))
+    if buf is None or buf.numel() < numel:
+        with torch.inference_mode(False):
+            buf = bufs[(name, dtype)] = torch.empty(numel, dtype=dtype)
+    return buf[:numel].view(shape)
+
+
+def sample_context(z3: Tensor, size: int | None, generator: torch.Generator | None = None,
+                   reuse: bool = False) -> Tensor:
     """(N, C, L) -> (C, k) float32: every value if N*L <= size, else a stratified random sample.
 
     Positions (n, l) are drawn once for all channels, one per stratum of the flattened (n, l)
     index (so the sample covers the batch evenly; the random offset in each stratum avoids
     aliasing with the image width), and read with one flat gather: no transpose of the activation.
+    `reuse`: the sample is written into a per-thread buffer (see `workspace`) that the next call
+    with `reuse` overwrites; the caller may modify it in place.
     """
     z3 = z3.detach()
     n, c, length = z3.shape
     m = n * length
-    if size is None or m <= size:
-        return z3.transpose(0, 1).reshape(c, m).float()
     dev = z3.device
+    k = m if size is None or m <= size else size
+    out = workspace("sample", (c, k), torch.float32, dev) if reuse else None
+    if k == m:
+        every = z3.transpose(0, 1).reshape(c, m)
+        if out is None:
+            return every.float()
+        out.view(c, n, length).copy_(z3.transpose(0, 1))
+        return out
     jitter = torch.rand(size, device=dev, generator=generator)
     pos = ((torch.arange(size, device=dev) + jitter) * (m / size)).long().clamp_(max=m - 1)
     base = (pos // length) * (c * length) + pos % length
-    flat = (torch.arange(c, device=dev) * length)[:, None] + base[None, :]
-    return z3.contiguous().view(-1).index_select(0, flat.view(-1)).view(c, size).float()
+    # int32 positions when they fit: half the index memory of int64 for the one gather
+    itype = torch.int32 if z3.numel() < 2**31 else torch.int64
+    flat = torch.add((torch.arange(c, device=dev, dtype=itype) * length)[:, None], base.to(itype)[None, :],
+                     out=workspace("sample_index", (c, size), itype, dev))
+    src = z3.contiguous().view(-1)
+    if out is None or src.dtype != torch.float32:
+        got = src.index_select(0, flat.view(-1)).view(c, size).float()
+        return got if out is None else out.copy_(got)
+    return torch.index_select(src, 0, flat.view(-1), out=out.view(-1)).view(c, size)
 
 
 def _bandwidth(ctx: Tensor, w: Tensor, bandwidth: float | str) -> Tensor:
@@ -127,7 +165,9 @@ def grounded_table(ctx: Tensor, table_size: int = DEFAULT_TABLE_SIZE, sentinel: 
     inv_step = 1.0 / node_step
     # Cell of each value, counted from 0's node; floor(v/step) keeps the sign exact, so the
     # negatives are exactly the values in the cells left of 0.
-    value_cell = (ctx * inv_step[:, None]).floor_().add_(zero_node[:, None]).clamp_(0, n_nodes - 1).long()
+    scaled = torch.mul(ctx, inv_step[:, None], out=workspace("cells", ctx.shape, ctx.dtype, dev))
+    value_cell = workspace("cell_index", ctx.shape, torch.int64, dev)
+    value_cell.copy_(scaled.floor_().add_(zero_node[:, None]).clamp_(0, n_nodes - 1))
     ones = ctx.new_ones(1).expand(n_channels, n_values)
     cell_count = torch.zeros(n_channels, n_nodes, device=dev).scatter_add_(1, value_cell, ones)
     n_below = cell_count.cumsum(1).sub_(cell_count)  # number of values < node j
@@ -146,7 +186,7 @@ def grounded_table(ctx: Tensor, table_size: int = DEFAULT_TABLE_SIZE, sentinel: 
     node_cdf = torch.where(node_z < lowest_knot[:, None], left_tail,
                            torch.where(node_z > highest_knot[:, None], right_tail, node_cdf)).clamp_(0.0, 1.0)
     cell_ends = node_cdf.scatter(1, zero_col, 0.5)  # F(0-) closes the cell left of 0
-    n_zeros = (ctx == 0).sum(1, keepdim=True)
+    n_zeros = torch.eq(ctx, 0, out=scaled).sum(1, keepdim=True)  # (the cells are counted: reuse their buffer)
     cell_starts = node_cdf.scatter_(1, zero_col, (0.5 + n_zeros * w_pos).clamp_(max=1.0))  # F(0) opens the cell right of 0
     lookup_cdf = _centres(cell_starts, cell_ends, refine)
     lookup_density = None
