@@ -48,9 +48,11 @@ def width_mismatch(model_info: dict, dataset, name: str, got: int) -> str:
     k = int(model_info["num_classes"])
     source = model_info.get("class_count_source")
     if source == "dataset":
-        return (f"model {name} outputs {got} scores per image but dataset {dataset.name} has {k} classes; evaluate it "
-                f"on a dataset of its {got} classes, or pass --num-classes {got} with --class-names (its classes, "
-                "matched by name to the dataset's)")
+        head = f"model {name} outputs {got} scores per image but dataset {dataset.name} has {k} classes"
+        if got > k:  # the dataset may hold some of the model's classes
+            return (f"{head}; pass --num-classes {got} (with --class-names to match its classes to the dataset's "
+                    "by name), or evaluate it on a dataset of its classes")
+        return f"{head}; evaluate it on a dataset of its {got} classes"
     said = {"argument": f"num_classes is {k} (--num-classes)", "card": f"its model card says num_classes: {k}",
             "weights": f"its weights describe {k} classes"}.get(source, f"it was built for {k} classes")
     fix = "set num_classes: {got} in the card" if source == "card" else f"pass --num-classes {got}"
