@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import inspect
+from contextlib import contextmanager
 
 from .errors import UsageError
 from .eval.options import EvalOptions
@@ -24,17 +25,20 @@ KEYWORDS = EVAL_KEYWORDS + MODEL_FIELDS
 def evaluate(model, dataset: str, *, name: str | None = None, on_cell=None, **options) -> dict:
     """Evaluate one model; returns the `qact.eval/1` result document.
 
-    `model`: an `nn.Module` (give `num_classes`, and `mean`/`std`/`input_size`/`class_names` when
-    they are not ImageNet's / any size / unknown), a qact checkpoint path, a spec string
+    `model`: an `nn.Module` (give `mean`/`std`/`input_size`/`class_names` when they are not
+    ImageNet's / any size / unknown), a qact checkpoint path, a spec string
     (`torchvision:resnet18`, `timm:NAME`, `pkg.module:callable`), a model card path, or a card as a
     dict (`{"model": "torchvision:resnet18", "weights": "w.safetensors", "num_classes": 10}`).
     `options`: the options of `qact eval` as keywords (`corruptions`, `severities`, `batch_size`,
     `context`, `adapt`, `limit`, `seed`, `device`, `data_root`, `download`, `workers`, and the
     single-model `weights`, `model_kwargs`, `num_classes`, `input_size`, `resize`, `mean`, `std`,
-    `class_names`, `trust_model_file`), with the same defaults; lists are accepted where the command
-    line takes `a,b,c`. `severities=None` is the dataset's default (0-5 on a corrupted set, 0 on a
+    `class_names`, `outputs`, `channels`, `trust_model_file`), with the same defaults; lists are
+    accepted where the command line takes `a,b,c`. `severities=None` is the dataset's default (0-5 on a corrupted set, 0 on a
     clean one), as on the command line. The document equals `qact eval MODEL --json`'s except
-    `elapsed_s` and `environment`.
+    `elapsed_s` and `environment`. Without `num_classes` the count is the dataset's, checked against
+    the model's output width on the first batch. An `nn.Module` is returned to the caller as it came:
+    each submodule's train/eval mode, and its device when it was on one, are restored afterwards,
+    also when the evaluation fails.
     """
     unknown = sorted(set(options) - set(KEYWORDS))
     if unknown:
@@ -43,7 +47,28 @@ def evaluate(model, dataset: str, *, name: str | None = None, on_cell=None, **op
                                    "evaluate()")
     (job,), backbone = plan([model], **{k: options[k] for k in MODEL_FIELDS if k in options})
     job.name = name
-    return run_jobs([job], opts, Hooks(on_cell=on_cell), backbone_weights=backbone)[0]
+    with _kept_as_given(model):
+        return run_jobs([job], opts, Hooks(on_cell=on_cell), backbone_weights=backbone)[0]
+
+
+@contextmanager
+def _kept_as_given(model):
+    """The caller's module leaves as it came, also on error: each submodule's train/eval mode, and its
+    device when all its parameters and buffers were on one (the evaluation moves it to `device`)."""
+    import torch
+
+    if not isinstance(model, torch.nn.Module):
+        yield
+        return
+    modes = [(m, m.training) for m in model.modules()]
+    devices = {t.device for t in [*model.parameters(), *model.buffers()]}
+    try:
+        yield
+    finally:
+        for m, training in modes:
+            m.training = training  # as nn.Module.train sets it (an exported program refuses .train())
+        if len(devices) == 1:
+            model.to(devices.pop())
 
 
 def _signature() -> inspect.Signature:

@@ -31,7 +31,7 @@ def did_you_mean(value: object, choices: Iterable[str], several: bool = False) -
 
 def unknown(what: str, value: object, choices: Iterable[str]) -> str:
     """One error line: "unknown WHAT 'value'; did you mean 'x'? choose one of a, b, c"."""
-    options = list(choices)
+    options = [str(c) for c in choices]  # choices may be numbers (--channels 1|3)
     hint = closest(value, options)
     head = f"unknown {what} {str(value)!r}"
     return (f"{head}; did you mean {hint!r}? " if hint else f"{head}; ") + f"choose one of {', '.join(options)}"

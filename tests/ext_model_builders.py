@@ -65,3 +65,13 @@ class _Raises(torch.nn.Module):
 def forward_raises(num_classes=10):
     """A model whose forward raises: the failure is the model's, not qact's."""
     return _Raises()
+
+
+def five_outputs(seed=0):
+    """A model of 5 outputs whose builder takes no num_classes: on a 10-class dataset its width is wrong."""
+    return small_cnn(5, seed)
+
+
+def any_width(num_classes=1000, seed=0):
+    """A builder whose own default is 1000 classes: without --num-classes it gets the dataset's count."""
+    return small_cnn(num_classes, seed)

@@ -149,6 +149,7 @@ def work(tmp_path_factory):
 
     save_file(build(num_classes=10).state_dict(), str(w / "r18.safetensors"))
     (w / "badfeat.yaml").write_text("model: ext_model_builders:conv_only\nfeatures: nope\n")
+    (w / "gray.yaml").write_text("model: ext_model_builders:gray_cnn\nchannels: 1\n")
     # torch.export archives: one exported in training mode, one traced for batches of 2 only
     from ext_model_builders import small_cnn
 
@@ -359,6 +360,22 @@ ROWS = [
     Row("eval-gray-model-fed-rgb", ["eval", "ext_model_builders:gray_cnn"] + E[2:], 3,
         "gray_cnn failed on input (10, 3, 32, 32): RuntimeError"),
     Row("eval-model-returns-probs", ["eval", "ext_model_builders:softmax_cnn"] + E[2:], 3, "pass --outputs probs"),
+    Row("eval-model-probs-declared", ["eval", "ext_model_builders:softmax_cnn", "--outputs", "probs"] + E[2:], 0, ""),
+    Row("eval-outputs-bogus", ["eval", "ext_model_builders:small_cnn", "--outputs", "bogus"] + E[2:], 2,
+        "unknown --outputs 'bogus'; choose one of logits, probs, log-probs"),
+    Row("eval-width-vs-dataset-classes", ["eval", "ext_model_builders:five_outputs"] + E[2:], 3,
+        "outputs 5 scores per image but dataset digits has 10 classes"),
+    Row("eval-width-vs-num-classes", ["eval", "ext_model_builders:five_outputs", "--num-classes", "10"] + E[2:], 3,
+        "num_classes is 10 (--num-classes); pass --num-classes 5"),
+    Row("eval-channels-2", ["eval", "ext_model_builders:gray_cnn", "--channels", "2"] + E[2:], 2,
+        "unknown --channels '2'; choose one of 1, 3"),
+    Row("eval-channels-1-three-means", ["eval", "ext_model_builders:gray_cnn", "--channels", "1", "--mean",
+                                        "0.5,0.5,0.5"] + E[2:], 2, "mean (--mean) must be 1 number (grey)"),
+    Row("eval-card-channels-1-three-means", ["eval", "gray.yaml", "--mean", "0.5,0.5,0.5"] + E[2:], 2,
+        "mean (--mean) has 3 value(s) but the model takes 1 channel(s)"),
+    Row("eval-three-channels-one-mean", ["eval", "ext_model_builders:small_cnn", "--mean", "0.5"] + E[2:], 2,
+        "has 1 value(s) but the model takes 3 channel(s)"),
+    Row("eval-gray-model-channels-1", ["eval", "ext_model_builders:gray_cnn", "--channels", "1"] + E[2:], 0, ""),
     Row("eval-input-size-absurd", ["eval", "ext_model_builders:small_cnn", "--input-size", "100000", "--resize",
                                    "bilinear"] + E[2:], 2, "at most 4096 px a side"),
     Row("eval-export-training-mode", ["eval", "train.pt2", "--trust-model-file", "--num-classes", "10"] + E[2:], 3,

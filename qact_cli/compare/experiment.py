@@ -339,18 +339,19 @@ def run_experiment(exp: Experiment, opts: EvalOptions, out_dir: str | Path, hook
             entries.append(Entry(s.name, None, skipped=skipped[s.name]))
         else:
             r = results[s.name]
-            note = nothing_to_adapt(by_name[s.name]) if r["protocol"].get("adapt") == "bn" else None
+            note = (nothing_to_adapt(by_name[s.name], r["model"].get("num_classes"))
+                    if r["protocol"].get("adapt") == "bn" else None)
             entries.append(Entry(s.name, r, source=ckpts[s.name], declared=dict(s.eval), note=note))
     return entries
 
 
-def nothing_to_adapt(job: EvalJob) -> str | None:
+def nothing_to_adapt(job: EvalJob, classes: int | None = None) -> str | None:
     """`--adapt bn` re-estimates BatchNorm statistics and QAct contexts; say so when a model has neither."""
     from torch.nn.modules.batchnorm import _BatchNorm
 
     from ..nn.qact import QAct
 
-    model, _ = load(job, "cpu")
+    model, _ = load(job, "cpu", classes=classes)  # classes: the count the evaluation used
     if any(isinstance(m, (_BatchNorm, QAct)) for m in model.modules()):
         return None
     return "adapt bn changes nothing here: the model has no BatchNorm or QAct layer to re-estimate"

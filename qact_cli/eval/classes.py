@@ -42,6 +42,23 @@ def label_map(model_info: dict, dataset, path: str) -> np.ndarray | None:
     return None
 
 
+def width_mismatch(model_info: dict, dataset, name: str, got: int) -> str:
+    """Why a model's `got` scores per image differ from its class count, and what to pass: the count's
+    source (models/class_count.py) decides which flag or card key fixes it."""
+    k = int(model_info["num_classes"])
+    source = model_info.get("class_count_source")
+    if source == "dataset":
+        head = f"model {name} outputs {got} scores per image but dataset {dataset.name} has {k} classes"
+        if got > k:  # the dataset may hold some of the model's classes
+            return (f"{head}; pass --num-classes {got} (with --class-names to match its classes to the dataset's "
+                    "by name), or evaluate it on a dataset of its classes")
+        return f"{head}; evaluate it on a dataset of its {got} classes"
+    said = {"argument": f"num_classes is {k} (--num-classes)", "card": f"its model card says num_classes: {k}",
+            "weights": f"its weights describe {k} classes"}.get(source, f"it was built for {k} classes")
+    fix = "set num_classes: {got} in the card" if source == "card" else f"pass --num-classes {got}"
+    return f"model {name} outputs {got} scores per image but {said}; {fix.format(got=got)}"
+
+
 def _by_name(model_names: list[str], data_names: list[str], dataset, path: str) -> np.ndarray | None:
     index = {n: i for i, n in enumerate(model_names)}
     unknown = [n for n in data_names if n not in index]

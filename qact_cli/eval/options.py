@@ -23,8 +23,9 @@ class EvalOptions(RunOptions):
 
     dataset: str | None = option("--dataset", None, "digits, cifar10, cifar100, tinyimagenet (clean); cifar10c, "
                                  "cifar100c, tinyimagenetc, imagenetc, mnistc (published -C sets); npy:DIR, folder:DIR "
-                                 "(your own arrays / ImageFolder tree); gen:NAME (corruptions generated from NAME's "
-                                 "test split).")
+                                 "(your own arrays / ImageFolder tree); corrupted:DIR (a folder written by qact "
+                                 "corrupt: by default the corruptions and severities it holds); gen:NAME (corruptions "
+                                 "generated from NAME's test split).")
     corruptions: str = option("--corruptions", "common", "common|extra|all|NAME,NAME...")
     severities: str | None = option("--severities", None, "0-5 or 0,1,3 (0 = clean test split). Default: 0-5, or 0 "
                                     "on a clean dataset.")

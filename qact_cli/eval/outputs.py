@@ -18,11 +18,19 @@ import torch
 from torch import nn
 
 from ..errors import InputError, QactError, UsageError, first_line
-
-OUTPUT_KINDS = ("logits", "probs", "log-probs")
+from ..options.model import OUTPUT_KINDS
 # a zero probability becomes log(float32 tiny) ~ -87.3, the floor the NLL uses as well
 _LOG_FLOOR = float(torch.log(torch.tensor(torch.finfo(torch.float32).tiny)))
 _SUM_TOL = 1e-4  # |row sum - 1| (or |logsumexp|) allowed for float32 outputs; wider for half precision
+
+
+class OutputWidth(InputError):
+    """A batch of outputs of another width than the model's class count; `got` is that width (the
+    evaluation names where the count came from: eval/classes.py width_mismatch)."""
+
+    def __init__(self, message: str, got: int):
+        super().__init__(message)
+        self.got = got
 
 
 def call_model(model: nn.Module, x: torch.Tensor, name: str) -> torch.Tensor:

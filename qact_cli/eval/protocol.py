@@ -30,9 +30,9 @@ from ..models.exported import eval_mode
 from ..nn.qact import has_qact
 from ..utils import environment, sha256_file
 from ..version import __version__
-from .classes import label_map
+from .classes import label_map, width_mismatch
 from .metrics import METRIC_NAMES, cell_metrics, summarize
-from .outputs import as_logits, call_model, check_outputs, declared_kind
+from .outputs import OutputWidth, as_logits, call_model, check_outputs, declared_kind
 from .options import check_value
 
 SCHEMA = "qact.eval/1"
@@ -131,6 +131,7 @@ def model_record(meta: dict) -> dict:
         "resize": info.get("resize"),
         "mean": _list(info.get("mean")), "std": _list(info.get("std")),
         "class_source": info.get("class_source"),
+        "outputs": declared_kind(info), "channels": int(info.get("channels") or 3),
     }
     if info.get("backbone"):
         rec["backbone"] = info["backbone"]
@@ -180,7 +181,10 @@ def _predict(model: nn.Module, inputs: Iterable[tuple[torch.Tensor, torch.Tensor
     finite = None
     for x, yb in inputs:
         logits = call_model(model, x, label or name)
-        if not isinstance(logits, torch.Tensor) or logits.ndim != 2 or logits.shape[1] != k:
+        if isinstance(logits, torch.Tensor) and logits.ndim == 2 and logits.shape[1] != k:
+            raise OutputWidth(f"{name} returned {tuple(logits.shape)} for a batch of {len(x)} images, expected "
+                              f"({len(x)}, {k})", int(logits.shape[1]))
+        if not isinstance(logits, torch.Tensor) or logits.ndim != 2:
             got = tuple(logits.shape) if isinstance(logits, torch.Tensor) else type(logits).__name__
             raise InputError(f"{name} returned {got} for a batch of {len(x)} images, expected ({len(x)}, {k}) logits; "
                              "give the model's class count (--num-classes) or make it return one logit per class")
@@ -253,9 +257,12 @@ def evaluate(model: nn.Module, meta: dict, dataset: Dataset, protocol: Protocol,
     outputs = declared_kind(info)  # what the model returns: logits, probs or log-probs
     results = []
     for cell in cells:
-        row = score_cell(model, cell, protocol, prep, int(info["num_classes"]), workers, mapping, name,
-                         temperature=info.get("temperature"),  # post-hoc calibration (train --calibrate)
-                         outputs=outputs, label=info.get("spec") or name)
+        try:
+            row = score_cell(model, cell, protocol, prep, int(info["num_classes"]), workers, mapping, name,
+                             temperature=info.get("temperature"),  # post-hoc calibration (train --calibrate)
+                             outputs=outputs, label=info.get("spec") or name)
+        except OutputWidth as e:  # the first batch: say both counts and what to pass
+            raise InputError(f"{e}: {width_mismatch(info, dataset, info.get('spec') or name, e.got)}") from None
         results.append(row)
         if on_cell:
             on_cell(row)

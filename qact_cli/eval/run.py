@@ -94,10 +94,12 @@ def _with_overrides(base: Protocol, job: EvalJob) -> Protocol:
     return protocol
 
 
-def load(job: EvalJob, device, download: bool = False, backbone_weights: str | None = None):
-    """The job's (model, meta); a card (file or dict) is read by the models resolver, `features:` included."""
+def load(job: EvalJob, device, download: bool = False, backbone_weights: str | None = None,
+         classes: int | None = None):
+    """The job's (model, meta); a card (file or dict) is read by the models resolver, `features:` included.
+    `classes`: the dataset's class count, the model's when neither the user nor the weights say."""
     model, meta = resolve_model(job.model, job.model_options, device, download=download,
-                                backbone_weights=backbone_weights)
+                                backbone_weights=backbone_weights, classes=classes)
     name = job.name or meta.get("name")
     if name and Path(str(name)).is_file():  # a result names a model file by its stem, as `qact train` names runs
         name = Path(str(name)).stem
@@ -151,7 +153,7 @@ def run_jobs(jobs: list[EvalJob], opts: EvalOptions, hooks: Hooks | None = None,
 
     results = []
     for job, protocol in zip(jobs, protocols):
-        model, meta = distributed.main_first(lambda: load(job, dev, opts.download, backbone_weights))
+        model, meta = distributed.main_first(lambda: load(job, dev, opts.download, backbone_weights, ds.num_classes))
         hit = distributed.from_main(lambda: _cached(job, ds.name, protocol, meta, data))  # every rank takes rank 0's answer
         if hit is not None:
             hooks.log(f"reusing {job.cache} (same model and protocol)")

@@ -21,12 +21,12 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ..constants import IMAGENET_MEAN, IMAGENET_STD
+from ..constants import IMAGENET_MEAN, IMAGENET_MEAN_L, IMAGENET_STD, IMAGENET_STD_L
 from ..errors import InputError, UsageError
 from ..utils import sha256_file
-from ..options.model import ModelOptions
+from ..options.model import ModelOptions, check_channel_values
 from ..suggest import did_you_mean
-from . import load_checkpoint, specs
+from . import class_count, load_checkpoint, specs
 from .cards import check_values, read_card
 from .exported import eval_mode
 from .input_size import check_input_size
@@ -39,9 +39,11 @@ SPEC_HELP = "give a qact checkpoint, a model card (.yaml) or a spec (torchvision
 
 
 def resolve_model(model, options: ModelOptions | None = None, device: str | torch.device = "cpu",
-                  download: bool = False, backbone_weights: str | None = None) -> tuple[nn.Module, dict]:
+                  download: bool = False, backbone_weights: str | None = None,
+                  classes: int | None = None) -> tuple[nn.Module, dict]:
     """MODEL -> (model in eval mode on `device`, meta). `backbone_weights` locates a DINOv2 probe's
-    frozen backbone (qact probe checkpoints only). Explicit `options` override a card's values."""
+    frozen backbone (qact probe checkpoints only). Explicit `options` override a card's values.
+    `classes`: the dataset's class count, the model's when nothing else says (models/class_count.py)."""
     options = options or ModelOptions()
     given = {k: v for k, v in asdict(options).items() if k != "trust_model_file" and v is not None}
     explicit = check_values(given)
@@ -53,44 +55,59 @@ def resolve_model(model, options: ModelOptions | None = None, device: str | torc
     else:
         values, sources = explicit, {k: "argument" for k in explicit}
     if isinstance(model, nn.Module):  # also a card dict's `model:` in Python
-        return _finish(model, {}, values, sources, device, spec="module", source="module", path=None, card=card)
+        return _finish(model, {}, values, sources, device, spec="module", source="module", path=None, card=card,
+                       classes=classes)
     text = str(model)
     path = Path(text)
     if path.is_file():
         kind = archive_kind(path)
         if kind:
             net, defaults = specs.archive_model(path, kind, options.trust_model_file, device)
-            return _finish(net, defaults, values, sources, device, spec=str(path), source=kind, path=path, card=card)
+            return _finish(net, defaults, values, sources, device, spec=str(path), source=kind, path=path, card=card,
+                           classes=classes)
         if is_safetensors(path):
             raise InputError(f"{path} is a weights file, not a model; give the architecture as MODEL "
                              f"(e.g. torchvision:resnet18) and this file as --weights")
         return _qact_checkpoint(path, values, device, download, backbone_weights, card)
     prefix, sep, name = text.partition(":")
     if sep and prefix == "torchvision":
-        net, defaults = specs.torchvision_model(name, values, download)
-        source = "torchvision"
+        source, build = "torchvision", lambda v: specs.torchvision_model(name, v, download)
     elif sep and prefix == "timm":
-        net, defaults = specs.timm_model(name, values)
-        source = "timm"
+        source, build = "timm", lambda v: specs.timm_model(name, v)
     elif specs.is_callable_spec(text):
-        net, defaults = specs.callable_model(text, values)
-        source = "callable"
+        source, build = "callable", lambda v: specs.callable_model(text, v)
     elif sep:
         raise UsageError(f"unknown model spec prefix {prefix!r} in {text}"
                          f"{did_you_mean(prefix, specs.PREFIXES, several=True)}; "
                          + SPEC_HELP)
     else:
         raise InputError(f"model not found: {text}; {SPEC_HELP}")
+    pretrained = source == "torchvision" and specs.names_pretrained(values)
+    net, defaults = build(values if pretrained else class_count.for_builder(values, classes))
     if "weights_path" not in defaults and values.get("weights") is not None:
         wpath = Path(values["weights"])
+        sd = read_state_dict(wpath)
+        net, defaults = _head_from_weights(net, defaults, sd, values, classes, build)
         hint = "" if values.get("num_classes") else " (and --num-classes K when it has K outputs)"
-        fit_weights(net, read_state_dict(wpath), wpath, text, hint)
+        fit_weights(net, sd, wpath, text, hint)
         defaults.update(weights=str(wpath), weights_path=str(wpath))
     if defaults.get("weights_path"):
         defaults["weights_sha256"] = sha256_file(defaults["weights_path"])
     wpath = defaults.pop("weights_path", None)
     return _finish(net, defaults, values, sources, device, spec=text, source=source,
-                   path=card.path if card and card.path else wpath, card=card, weights_path=wpath)
+                   path=card.path if card and card.path else wpath, card=card, weights_path=wpath, classes=classes)
+
+
+def _head_from_weights(net, defaults: dict, sd: dict, values: dict, classes: int | None, build):
+    """In an evaluation (the dataset's count known) with no count given: a weights file whose head alone
+    has another width is a model of that many classes, built again with it (the dataset check follows)."""
+    if not classes or class_count.given_classes(values):
+        return net, defaults
+    width = class_count.head_width(net, sd, defaults.get("num_classes"))
+    if width is None:
+        return net, defaults
+    net, defaults = build({**values, "num_classes": width})
+    return net, {**defaults, "class_count_source": "weights"}
 
 
 def load_model(spec_or_path, device: str | torch.device = "cpu", download: bool = False, trust_model_file: bool = False,
@@ -125,17 +142,25 @@ def _qact_checkpoint(path: Path, values: dict, device, download, backbone_weight
 
 
 def _finish(net: nn.Module, defaults: dict, values: dict, sources: dict, device, *, spec: str, source: str,
-            path, card, weights_path=None) -> tuple[nn.Module, dict]:
+            path, card, weights_path=None, classes=None) -> tuple[nn.Module, dict]:
     """Lay explicit/card values over the library's defaults, check them, and build meta."""
-    k = values.get("num_classes") or defaults.get("num_classes") or len(values.get("class_names") or []) or None
+    k = (values.get("num_classes") or defaults.get("num_classes") or len(values.get("class_names") or [])
+         or classes or None)
     if k is None:
-        raise UsageError(f"{spec}: the number of classes is unknown; give num_classes (--num-classes K)")
+        raise UsageError(f"{spec}: the number of classes is unknown; give num_classes (--num-classes K) or "
+                         "evaluate it on a dataset")
+    k_source = class_count.count_source(values, sources, defaults, classes)
     classes = values.get("class_names", defaults.get("classes"))
     if classes is not None and len(classes) != k:
         raise UsageError(f"{spec}: {len(classes)} class names for a {k}-class model; give one name per output")
     chosen = {key: values.get(key, defaults.get(key)) for key in ("input_size", "resize", "mean", "std")}
+    channels = int(values.get("channels") or 3)
+    if channels == 1:  # a grayscale model: ImageNet's statistics as its images are converted (constants.py)
+        chosen["mean"] = chosen["mean"] if values.get("mean") else list(IMAGENET_MEAN_L)
+        chosen["std"] = chosen["std"] if values.get("std") else list(IMAGENET_STD_L)
     chosen["mean"] = chosen["mean"] or list(IMAGENET_MEAN)  # torchvision's and timm's usual default
     chosen["std"] = chosen["std"] or list(IMAGENET_STD)
+    check_channel_values(channels, chosen["mean"], chosen["std"], spec)
     check_input_size(chosen["input_size"], f"{spec}: input_size")
     if chosen["resize"] and not chosen["input_size"]:
         raise UsageError(f"{spec}: resize {chosen['resize']} needs an input size; give input_size (--input-size H[,W])")
@@ -148,7 +173,8 @@ def _finish(net: nn.Module, defaults: dict, values: dict, sources: dict, device,
         class_source = defaults.get("class_source") if classes else None
     info = {
         "arch": spec.split(":", 1)[1] if source in ("torchvision", "timm") else type(net).__name__,
-        "act": None, "head": None, "num_classes": int(k), **chosen,
+        "act": None, "head": None, "num_classes": int(k), "class_count_source": k_source, **chosen,
+        "outputs": values.get("outputs") or "logits", "channels": channels,
         "classes": list(classes) if classes is not None else None, "class_source": class_source,
         "spec": spec, "source": source,
         "weights": defaults.get("weights"), "weights_sha256": defaults.get("weights_sha256"),

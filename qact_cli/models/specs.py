@@ -49,7 +49,7 @@ def torchvision_model(name: str, values: dict, download: bool) -> tuple[nn.Modul
     if weights is None:
         raise UsageError(f"torchvision:{name} needs weights: --weights FILE (.safetensors or a state dict) "
                          "or a torchvision weights name such as DEFAULT or IMAGENET1K_V1")
-    if Path(weights).is_file() or not _looks_like_enum(weights):
+    if not names_pretrained(values):
         k = values.get("num_classes") or len(values.get("class_names") or []) or 1000
         return _build(lambda: tvm.get_model(name, weights=None, num_classes=k, **values.get("model_kwargs", {})),
                       f"torchvision:{name}"), {"num_classes": k}
@@ -63,6 +63,12 @@ def _build(make, what: str) -> nn.Module:
         raise UsageError(f"{what} does not take these arguments ({first_line(e, with_type=True)}); check --model-kwargs") from None
     except (ValueError, RuntimeError) as e:
         raise InputError(f"cannot build {what} ({first_line(e, with_type=True)})") from None
+
+
+def names_pretrained(values: dict) -> bool:
+    """The weights are a torchvision weights enum (DEFAULT, IMAGENET1K_V1...), not a file."""
+    weights = values.get("weights")
+    return weights is not None and not Path(weights).is_file() and _looks_like_enum(weights)
 
 
 def _looks_like_enum(weights: str) -> bool:
@@ -170,15 +176,24 @@ def callable_model(spec: str, values: dict) -> tuple[nn.Module, dict]:
         obj = getattr(obj, part)
     if not callable(obj):
         raise UsageError(f"{spec}: {attr} is not callable; name a function or class that returns an nn.Module")
+    kw = dict(values.get("model_kwargs", {}))
+    if values.get("num_classes") and "num_classes" not in kw and _takes_num_classes(obj):
+        kw["num_classes"] = values["num_classes"]  # the user's count, or the dataset's (models/class_count.py)
     try:
-        model = obj(**values.get("model_kwargs", {}))
+        model = obj(**kw)
     except Exception as e:  # the user's code: any failure becomes one line naming it
         raise InputError(f"{spec} raised {first_line(e, with_type=True)}; check --model-kwargs and the code") from None
     if not isinstance(model, nn.Module):
         raise InputError(f"{spec} returned {type(model).__name__}, not a torch.nn.Module")
-    kw = values.get("model_kwargs", {})
     k = values.get("num_classes") or kw.get("num_classes") or len(values.get("class_names") or []) or _default_k(obj)
     return model, {"num_classes": k}
+
+
+def _takes_num_classes(obj) -> bool:
+    try:
+        return "num_classes" in inspect.signature(obj).parameters
+    except (TypeError, ValueError):
+        return False
 
 
 def _default_k(obj) -> int | None:

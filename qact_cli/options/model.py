@@ -16,6 +16,8 @@ from ..errors import InputError, UsageError
 from .schema import check_value, flag_of, option
 
 RESIZE_MODES = ("bilinear", "bicubic")
+OUTPUT_KINDS = ("logits", "probs", "log-probs")  # what a model returns (eval/outputs.py)
+CHANNELS = (1, 3)
 # a torchvision weights name (DEFAULT, IMAGENET1K_V1, ResNet18_Weights.IMAGENET1K_V1), not a file name
 WEIGHTS_NAME = re.compile(r"(\w+\.)?[A-Z][A-Z0-9_]*")
 
@@ -33,12 +35,17 @@ class ModelOptions:
                                           cli_type=str | None)
     resize: str | None = option("--resize", None, "bilinear|bicubic: resize images to --input-size on the device "
                                 "(default: they must have it).", choices=RESIZE_MODES)
-    mean: list[float] | None = option("--mean", None, "R,G,B normalisation mean on the 0..1 scale (default: "
-                                      "ImageNet's, or the weights').", cli_type=str | None)
-    std: list[float] | None = option("--std", None, "R,G,B normalisation std on the 0..1 scale.", cli_type=str | None)
+    mean: list[float] | None = option("--mean", None, "R,G,B normalisation mean on the 0..1 scale, one value with "
+                                      "--channels 1 (default: ImageNet's, or the weights').", cli_type=str | None)
+    std: list[float] | None = option("--std", None, "R,G,B normalisation std on the 0..1 scale, one value with "
+                                     "--channels 1.", cli_type=str | None)
     class_names: list[str] | str | None = option("--class-names", None, "FILE (one name a line) or a,b,c: the "
                                                  "model's classes, matched by name to the dataset's.",
                                                  cli_type=str | None)
+    outputs: str | None = option("--outputs", None, "What the model returns: logits (default), probs (it ends in "
+                                 "softmax) or log-probs (log_softmax).", choices=OUTPUT_KINDS)
+    channels: int | None = option("--channels", None, "1 for a grayscale model (images converted as Pillow's \"L\", "
+                                  "one --mean/--std value), 3 (default) for RGB.", choices=CHANNELS)
     trust_model_file: bool = option("--trust-model-file", False, "Allow TorchScript (.ts) and torch.export (.pt2) "
                                     "files, which can run code while loading.")
     features: str | None = field(default=None)  # a card key: the module whose output is the penultimate feature
@@ -77,6 +84,8 @@ def parse_model_values(values: dict, base: Path | None = None, where: str = "mod
         out["num_classes"] = _positive_int(out["num_classes"], "num_classes", where)
     if "input_size" in out:
         out["input_size"] = _size(out["input_size"], where)
+    if "channels" in out and isinstance(out["channels"], str) and out["channels"].strip().isdigit():
+        out["channels"] = int(out["channels"])  # a YAML / keyword "1"
     for f in fields(ModelOptions):  # the declared rules (choices, minimum) of every option
         spec = f.metadata.get("flag")
         if f.name in out and spec is not None and (spec.choices or spec.minimum is not None):
@@ -86,7 +95,7 @@ def parse_model_values(values: dict, base: Path | None = None, where: str = "mod
                 raise UsageError(f"{where}: {e}") from None
     for key in ("mean", "std"):
         if key in out:
-            out[key] = _three_floats(out[key], key, where)
+            out[key] = _channel_floats(out[key], key, where, out.get("channels"))
     if "model_kwargs" in out:
         out["model_kwargs"] = _mapping(out["model_kwargs"], where)
     if "weights" in out:
@@ -171,15 +180,34 @@ def _positive_int(v, key: str, where: str) -> int:
     return int(v)
 
 
-def _three_floats(v, key: str, where: str) -> list[float]:
+def check_channel_values(channels: int | None, mean, std, where: str) -> None:
+    """mean and std hold one value per channel: 3 (R, G, B), or 1 for a 1-channel model (exit 2)."""
+    n = channels or 3
+    for key, vals in (("mean", mean), ("std", std)):
+        if vals is not None and len(vals) != n:
+            raise UsageError(f"{where}: {key} ({flag_of(key)}) has {len(vals)} value(s) but the model takes {n} "
+                             f"channel(s) ({flag_of('channels')} {n}); give {_count_text(n)}")
+
+
+def _count_text(n: int) -> str:
+    return "3 numbers (R, G, B)" if n == 3 else "1 number (grey)"
+
+
+def _channel_floats(v, key: str, where: str, channels: int | None) -> list[float]:
+    """3 values (R, G, B), or 1 with channels 1; with channels unknown here (a card may say it) 1 or 3,
+    checked against the model's channels once all sources are merged (check_channel_values)."""
+    if isinstance(v, (int, float)) and not isinstance(v, bool):
+        v = [v]
     if isinstance(v, str):
         v = v.split(",")
     try:
         vals = [float(x) for x in v]
     except (TypeError, ValueError):
         vals = []
-    if len(vals) != 3:
-        raise UsageError(f"{where}: {key} ({flag_of(key)}) must be 3 numbers (R, G, B), got {v!r}")
+    counts = (channels,) if channels else (3, 1)
+    if len(vals) not in counts:
+        wanted = _count_text(channels) if channels else "3 numbers (R, G, B), or 1 with --channels 1"
+        raise UsageError(f"{where}: {key} ({flag_of(key)}) must be {wanted}, got {v!r}")
     if any(not (0.0 <= x <= 1.0) for x in vals) or (key == "std" and any(x == 0 for x in vals)):
         raise UsageError(f"{where}: {key} {vals} must be on the 0..1 scale (e.g. 0.485 not 123.7)"
                          + ("; std must be > 0" if key == "std" else ""))
