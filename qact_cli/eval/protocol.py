@@ -132,6 +132,8 @@ def model_record(meta: dict) -> dict:
         "mean": _list(info.get("mean")), "std": _list(info.get("std")),
         "class_source": info.get("class_source"),
     }
+    if info.get("preprocessing_source"):  # optional: results written before it load without it
+        rec["preprocessing_source"] = dict(info["preprocessing_source"])
     if info.get("backbone"):
         rec["backbone"] = info["backbone"]
     return rec

@@ -15,6 +15,7 @@ feature, or None) and `card` (the card file, or None). `meta["name"]` is a short
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import asdict
 from pathlib import Path
 
@@ -115,6 +116,7 @@ def _qact_checkpoint(path: Path, values: dict, device, download, backbone_weight
     info.setdefault("resize", None)
     info.setdefault("classes", None)
     info.setdefault("class_source", "checkpoint" if info.get("classes") else None)
+    info["preprocessing_source"] = dict.fromkeys(PREPROCESSING, "checkpoint")
     if features is not None:
         _check_features(net, features, str(path))
         info["features"] = features
@@ -133,9 +135,7 @@ def _finish(net: nn.Module, defaults: dict, values: dict, sources: dict, device,
     classes = values.get("class_names", defaults.get("classes"))
     if classes is not None and len(classes) != k:
         raise UsageError(f"{spec}: {len(classes)} class names for a {k}-class model; give one name per output")
-    chosen = {key: values.get(key, defaults.get(key)) for key in ("input_size", "resize", "mean", "std")}
-    chosen["mean"] = chosen["mean"] or list(IMAGENET_MEAN)  # torchvision's and timm's usual default
-    chosen["std"] = chosen["std"] or list(IMAGENET_STD)
+    chosen, origin = _preprocessing(values, defaults, sources, spec)
     check_input_size(chosen["input_size"], f"{spec}: input_size")
     if chosen["resize"] and not chosen["input_size"]:
         raise UsageError(f"{spec}: resize {chosen['resize']} needs an input size; give input_size (--input-size H[,W])")
@@ -153,6 +153,7 @@ def _finish(net: nn.Module, defaults: dict, values: dict, sources: dict, device,
         "spec": spec, "source": source,
         "weights": defaults.get("weights"), "weights_sha256": defaults.get("weights_sha256"),
         "preprocess_source": sources.get("mean") or sources.get("std") or defaults.get("preprocess_source", "default"),
+        "preprocessing_source": origin,
         "model_kwargs": values.get("model_kwargs"), "features": features,
         "card": str(card.path) if card and card.path else ("dict" if card else None),
     }
@@ -161,6 +162,36 @@ def _finish(net: nn.Module, defaults: dict, values: dict, sources: dict, device,
     net = eval_mode(net.to(device), spec)  # a torch.export module runs as exported (checked: in eval mode)
     name = str(card.path) if card and card.path else spec
     return net, {"model": info, "path": str(path) if path else None, "name": name}
+
+
+PREPROCESSING = ("input_size", "resize", "mean", "std")
+
+
+def _preprocessing(values: dict, defaults: dict, sources: dict, spec: str) -> tuple[dict, dict]:
+    """The model's input size, resize, mean and std, and where each came from: "argument" (a flag or
+    a keyword), "card", "weights" (the metadata of the weights given: a torchvision enum's transforms,
+    timm's pretrained config with timm's own file) or "default" (any size, no resize, ImageNet's
+    mean and std). A model given ImageNet's statistics by default says so (one warning)."""
+    chosen, origin = {}, {}
+    for key in PREPROCESSING:
+        if values.get(key) is not None:
+            chosen[key], origin[key] = values[key], sources.get(key, "argument")
+        elif defaults.get(key) is not None:
+            chosen[key], origin[key] = defaults[key], "weights"
+        else:
+            chosen[key], origin[key] = None, "default"
+    if chosen["mean"] is None or chosen["std"] is None:
+        chosen["mean"] = chosen["mean"] or list(IMAGENET_MEAN)  # torchvision's and timm's usual default
+        chosen["std"] = chosen["std"] or list(IMAGENET_STD)
+        missing = " and ".join(k for k in ("mean", "std") if origin[k] == "default")
+        warnings.warn(f"{spec}: no {missing} from a flag, a card or the weights' metadata; using ImageNet's "
+                      f"(mean {_floats(IMAGENET_MEAN)}, std {_floats(IMAGENET_STD)}); pass --mean R,G,B --std R,G,B "
+                      "(mean/std in a card) if the model was trained with other statistics", stacklevel=3)
+    return chosen, origin
+
+
+def _floats(values) -> str:
+    return ",".join(f"{v:g}" for v in values)
 
 
 def _check_features(net: nn.Module, features: str, where: str) -> None:
