@@ -75,7 +75,7 @@ def _sources(values: list[str], source: dict | None) -> str:
         return ", ".join(values)
     names = [source.get(k) or "?" for k in ("input_size", "resize", "mean", "std")]
     if len(set(names)) == 1:
-        return f"{', '.join(values)} (all from {names[0]})"
+        return f"{', '.join(values)} ({'all defaults' if names[0] == 'default' else 'all from ' + names[0]})"
     return ", ".join(f"{v} ({n})" for v, n in zip(values, names))
 
 
