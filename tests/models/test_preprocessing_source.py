@@ -124,3 +124,31 @@ def test_mixed_sources_are_named_each():
                                                           "mean": "weights", "std": "default"}})
     assert words == ("preprocessing: input 32x32 (card), resize bilinear (argument), mean 0.5,0.5,0.5 (weights), "
                      "std 0.25,0.25,0.25 (default)")
+
+
+@pytest.mark.parametrize("columns", [80, 120])
+def test_the_footer_fits_the_terminal(columns):
+    from rich.cells import cell_len
+    from rich.console import Console
+
+    from qact_cli.eval.report import print_table
+
+    cells = [{"corruption": "clean" if s == 0 else "fog", "severity": s, "n": 8, "acc": 0.5, "ece": 0.1,
+              "ce_marginal_l2": 0.1, "nll": 1.2, "brier": 0.6,
+              "calibrated": {"temperature": 1.5, "ece": 0.05, "ce_marginal_l2": 0.05, "nll": 1.1, "brier": 0.55}}
+             for s in (0, 1)]
+    doc = {"dataset": "gen:digits", "cells": cells,
+           "model": {"name": "timm:resnet18", "arch": "resnet18", "act": None, "input_size": [224, 224],
+                     "resize": "bicubic", "mean": [0.4914, 0.4822, 0.4465], "std": [0.247, 0.2435, 0.2616],
+                     "preprocessing_source": {"input_size": "argument", "resize": "card", "mean": "weights",
+                                              "std": "default"}},
+           "protocol": {"batch_size": 8, "context": "batch", "adapt": "none", "limit": 8, "seed": 0},
+           "summary": {"by_severity": {str(s): {"acc_mean": 0.5, "acc_std": 0.0, "ece_mean": 0.1, "ece_std": 0.0}
+                                       for s in (0, 1)}, "mean_corruption_acc": 0.5, "mce": None}}
+    console = Console(width=columns, force_terminal=True, color_system=None, record=True)
+    print_table(console, summary_table(doc))
+    text = console.export_text()
+    assert max(cell_len(line) for line in text.splitlines()) <= columns
+    flat = " ".join(text.split())
+    assert "input 224x224 (argument)" in flat and "std 0.247,0.2435,0.2616 (default)" in flat
+    assert "temperature T = 1.5000, raw -> calibrated: ECE 0.1000 -> 0.0500 clean" in flat
