@@ -67,9 +67,12 @@ def _expected_size(model_info: dict) -> list[int] | None:
 
 
 def model_name(meta: dict) -> str:
-    """How messages name a model: its file, else its spec, else its class."""
+    """How messages name a model: a model from elsewhere by its MODEL (card or spec; never by its
+    weights file, which is `path` for a spec), a qact checkpoint by its file, else by its class."""
     info = meta["model"]
-    return str(meta.get("path") or info.get("spec") or meta.get("name") or info.get("arch") or "model")
+    if info.get("spec"):
+        return str(meta.get("name") or info["spec"])
+    return str(meta.get("path") or meta.get("name") or info.get("arch") or "model")
 
 
 def check_compatible(model_info: dict, dataset: Dataset, cells: list[Cell], path: str) -> np.ndarray | None:
@@ -133,6 +136,8 @@ def model_record(meta: dict) -> dict:
         "class_source": info.get("class_source"),
         "outputs": declared_kind(info), "channels": int(info.get("channels") or 3),
     }
+    if info.get("preprocessing_source"):  # optional: results written before it load without it
+        rec["preprocessing_source"] = dict(info["preprocessing_source"])
     if info.get("backbone"):
         rec["backbone"] = info["backbone"]
     return rec

@@ -69,6 +69,45 @@ def limit_words(limit) -> str:
     return "all images" if limit is None else f"limit {limit}"
 
 
+def _sources(values: list[str], source: dict | None) -> str:
+    """`values` with where each came from; one "(all from X)" when they share a source."""
+    if not source:
+        return ", ".join(values)
+    names = [source.get(k) or "?" for k in ("input_size", "resize", "mean", "std")]
+    if len(set(names)) == 1:
+        return f"{', '.join(values)} ({'all defaults' if names[0] == 'default' else 'all from ' + names[0]})"
+    return ", ".join(f"{v} ({n})" for v, n in zip(values, names))
+
+
+def preprocessing_words(model: dict) -> str:
+    """The model's input size, resize, mean and std, and where each came from (the result's optional
+    `preprocessing_source`: argument, card, weights, checkpoint or default)."""
+    if model.get("mean") is None:
+        return ""
+    size = model.get("input_size")
+    values = ["input " + ("any size" if not size else "x".join(str(v) for v in size)),
+              f"resize {model['resize']}" if model.get("resize") else "no resize",
+              "mean " + ",".join(f"{v:.4g}" for v in model["mean"]),
+              "std " + ",".join(f"{v:.4g}" for v in model.get("std") or [])]
+    return "preprocessing: " + _sources(values, model.get("preprocessing_source"))
+
+
+def calibration_words(result: dict) -> str:
+    """With a fitted temperature (train --calibrate): the calibrated ECE and NLL beside the raw ones."""
+    cal = [c for c in result["cells"] if c.get("calibrated")]
+    if not cal:
+        return ""
+
+    def mean(key: str, clean: bool, raw: bool) -> str:
+        vals = [(c if raw else c["calibrated"])[key] for c in cal if (c["severity"] == 0) == clean]
+        return f"{sum(vals) / len(vals):.4f}" if vals else "—"
+
+    parts = [f"{name} {mean(key, clean, True)} -> {mean(key, clean, False)} {where}"
+             for key, name in (("ece", "ECE"), ("nll", "NLL")) for clean, where in ((True, "clean"), (False, "corrupted"))
+             if any((c["severity"] == 0) == clean for c in cal)]
+    return f"temperature T = {cal[0]['calibrated']['temperature']:.4f}, raw -> calibrated: " + ", ".join(parts)
+
+
 def _summary(result: dict, data_root: str | None, stacked: bool) -> Table:
     m = result["model"]
     # a model from elsewhere has no qact act/head: its spec's arch alone
@@ -76,7 +115,8 @@ def _summary(result: dict, data_root: str | None, stacked: bool) -> Table:
     title = f"{_model_name(result)} ({what}) on {_on(result, data_root)}"
     p = result["protocol"]
     caption = (f"batch {p['batch_size']}, context {p['context']}, adapt {p['adapt']}, {limit_words(p.get('limit'))}, "
-               f"seed {p['seed']}; ECE: {METRIC_NAMES['ece']}; CE-L2: {METRIC_NAMES['ce_marginal_l2']}")
+               f"seed {p['seed']}; ECE: {METRIC_NAMES['ece']}; CE-L2: {METRIC_NAMES['ce_marginal_l2']}"
+               + "".join(f"\n{line}" for line in (preprocessing_words(m), calibration_words(result)) if line))
     t = Table(title=title, caption=caption)
     t.add_column("severity", justify="right", no_wrap=not stacked)
     t.add_column("cells", justify="right", no_wrap=True)

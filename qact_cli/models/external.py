@@ -15,6 +15,7 @@ feature, or None) and `card` (the card file, or None). `meta["name"]` is a short
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import asdict
 from pathlib import Path
 
@@ -132,6 +133,7 @@ def _qact_checkpoint(path: Path, values: dict, device, download, backbone_weight
     info.setdefault("resize", None)
     info.setdefault("classes", None)
     info.setdefault("class_source", "checkpoint" if info.get("classes") else None)
+    info["preprocessing_source"] = dict.fromkeys(PREPROCESSING, "checkpoint")
     if features is not None:
         _check_features(net, features, str(path))
         info["features"] = features
@@ -153,13 +155,8 @@ def _finish(net: nn.Module, defaults: dict, values: dict, sources: dict, device,
     classes = values.get("class_names", defaults.get("classes"))
     if classes is not None and len(classes) != k:
         raise UsageError(f"{spec}: {len(classes)} class names for a {k}-class model; give one name per output")
-    chosen = {key: values.get(key, defaults.get(key)) for key in ("input_size", "resize", "mean", "std")}
     channels = int(values.get("channels") or 3)
-    if channels == 1:  # a grayscale model: ImageNet's statistics as its images are converted (constants.py)
-        chosen["mean"] = chosen["mean"] if values.get("mean") else list(IMAGENET_MEAN_L)
-        chosen["std"] = chosen["std"] if values.get("std") else list(IMAGENET_STD_L)
-    chosen["mean"] = chosen["mean"] or list(IMAGENET_MEAN)  # torchvision's and timm's usual default
-    chosen["std"] = chosen["std"] or list(IMAGENET_STD)
+    chosen, origin = _preprocessing(values, defaults, sources, spec, channels)
     check_channel_values(channels, chosen["mean"], chosen["std"], spec)
     check_input_size(chosen["input_size"], f"{spec}: input_size")
     if chosen["resize"] and not chosen["input_size"]:
@@ -179,6 +176,7 @@ def _finish(net: nn.Module, defaults: dict, values: dict, sources: dict, device,
         "spec": spec, "source": source,
         "weights": defaults.get("weights"), "weights_sha256": defaults.get("weights_sha256"),
         "preprocess_source": sources.get("mean") or sources.get("std") or defaults.get("preprocess_source", "default"),
+        "preprocessing_source": origin,
         "model_kwargs": values.get("model_kwargs"), "features": features,
         "card": str(card.path) if card and card.path else ("dict" if card else None),
     }
@@ -187,6 +185,40 @@ def _finish(net: nn.Module, defaults: dict, values: dict, sources: dict, device,
     net = eval_mode(net.to(device), spec)  # a torch.export module runs as exported (checked: in eval mode)
     name = str(card.path) if card and card.path else spec
     return net, {"model": info, "path": str(path) if path else None, "name": name}
+
+
+PREPROCESSING = ("input_size", "resize", "mean", "std")
+
+
+def _preprocessing(values: dict, defaults: dict, sources: dict, spec: str, channels: int = 3) -> tuple[dict, dict]:
+    """The model's input size, resize, mean and std, and where each came from: "argument" (a flag or
+    a keyword), "card", "weights" (the metadata of the weights given: a torchvision enum's transforms,
+    timm's pretrained config with timm's own file) or "default" (any size, no resize, ImageNet's
+    mean and std). A model given ImageNet's statistics by default says so (one warning)."""
+    chosen, origin = {}, {}
+    for key in PREPROCESSING:
+        if values.get(key) is not None:
+            chosen[key], origin[key] = values[key], sources.get(key, "argument")
+        elif defaults.get(key) is not None:
+            chosen[key], origin[key] = defaults[key], "weights"
+        else:
+            chosen[key], origin[key] = None, "default"
+    if chosen["mean"] is None or chosen["std"] is None:
+        # torchvision's and timm's usual default; for a grayscale model ImageNet's weighted as its images
+        # are converted (Pillow's "L", constants.py), never the 3-value RGB default
+        mean, std, form = ((IMAGENET_MEAN_L, IMAGENET_STD_L, "M") if channels == 1
+                           else (IMAGENET_MEAN, IMAGENET_STD, "R,G,B"))
+        chosen["mean"] = chosen["mean"] or list(mean)
+        chosen["std"] = chosen["std"] or list(std)
+        missing = " and ".join(k for k in ("mean", "std") if origin[k] == "default")
+        warnings.warn(f"{spec}: no {missing} from a flag, a card or the weights' metadata; using ImageNet's "
+                      f"(mean {_floats(mean)}, std {_floats(std)}); pass --mean {form} --std {form} "
+                      "(mean/std in a card) if the model was trained with other statistics", stacklevel=3)
+    return chosen, origin
+
+
+def _floats(values) -> str:
+    return ",".join(f"{v:g}" for v in values)
 
 
 def _check_features(net: nn.Module, features: str, where: str) -> None:

@@ -149,14 +149,26 @@ def timm_model(name: str, values: dict) -> tuple[nn.Module, dict]:
                                              **values.get("model_kwargs", {})), f"timm:{name}")
     cfg = dict(getattr(model, "pretrained_cfg", None) or {})
     defaults = {"num_classes": k or int(getattr(model, "num_classes", 0) or cfg.get("num_classes") or 0) or None}
-    if cfg.get("input_size"):
-        defaults["input_size"] = [int(s) for s in cfg["input_size"][-2:]]
-    if cfg.get("mean") and cfg.get("std"):
-        defaults.update(mean=[float(x) for x in cfg["mean"]], std=[float(x) for x in cfg["std"]])
-    if cfg.get("interpolation") in ("bilinear", "bicubic"):
-        defaults["resize"] = cfg["interpolation"]
-    defaults["preprocess_source"] = "timm pretrained config"
+    # timm's pretrained config describes timm's own weights: it applies to those only, never to a user's
+    # file (a model trained on 32-px images must not be upsampled to 224 px with another mean/std)
+    if _is_timm_pretrained_file(cfg, Path(values["weights"])):
+        if cfg.get("input_size"):
+            defaults["input_size"] = [int(s) for s in cfg["input_size"][-2:]]
+        if cfg.get("mean") and cfg.get("std"):
+            defaults.update(mean=[float(x) for x in cfg["mean"]], std=[float(x) for x in cfg["std"]])
+        if cfg.get("interpolation") in ("bilinear", "bicubic"):
+            defaults["resize"] = cfg["interpolation"]
+        defaults["preprocess_source"] = "timm pretrained config"
     return model, defaults
+
+
+def _is_timm_pretrained_file(cfg: dict, weights: Path) -> bool:
+    """Whether `weights` is the file timm's pretrained config describes: the Hugging Face hub's copy
+    (a `models--timm--NAME.TAG` cache folder) or the release file its `url` names (a hashed name)."""
+    hub_id, url = cfg.get("hf_hub_id"), cfg.get("url")
+    folder = f"models--{hub_id.replace('/', '--')}" if hub_id else None
+    parts = weights.resolve().parts
+    return bool(folder and folder in parts) or bool(url and weights.name == os.path.basename(url.split("?")[0]))
 
 
 # package.module:callable ---------------------------------------------------------------------------

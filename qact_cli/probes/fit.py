@@ -87,6 +87,8 @@ def train_probe(cfg, log: Callable[[str], None] = lambda s: None,
     train_info["elapsed_s"], train_info["environment"] = round(time.time() - t0, 2), environment(device)
     if "head_sharpness" in record:
         train_info["head_sharpness"] = record["head_sharpness"]
+    if cfg.calibrate not in (None, "none"):
+        info["temperature"], train_info["calibration"] = _calibrate(head, feats[va], labels[va], cfg.batch_size, log)
     # A probe is not data-parallel: under torchrun every rank fits the same (deterministic) probe
     # and the first one writes it.
     if distributed.is_main():
@@ -107,6 +109,22 @@ def _fit_head(cfg, args: tuple, device, log, on_epoch) -> tuple[torch.nn.Module,
         log(f"quantile head sharpness refitted on the training features: a = {record['head_sharpness']['a']:.3f}")
     run = {k: record[k] for k in ("best_epoch", "history", "stopped_early")}
     return head, record, {**run, "epochs": len(record["history"])}
+
+
+def _calibrate(head: torch.nn.Module, x_va: torch.Tensor, y_va, batch_size: int, log) -> tuple[float, dict]:
+    """--calibrate temperature, as for a trained network (training/loop.py `calibrate`): one T fitted on
+    the validation split's features (Guo et al. 2017), the head fixed and in eval mode, in batches of
+    the size the validation accuracy was measured with. Eval reports the metrics at T beside the raw ones."""
+    from ..calibration import fit_temperature, nll
+
+    head = head.cpu().eval()
+    with torch.no_grad():
+        outputs = torch.cat([head(xb).float() for xb in torch.as_tensor(x_va).cpu().split(max(batch_size, 256))])
+    labels = torch.as_tensor(y_va).long()
+    t = fit_temperature(outputs, labels)
+    before, after = nll(outputs, labels), nll(outputs, labels, t)
+    log(f"temperature scaling: T = {t:.4f} (validation NLL {before:.4f} -> {after:.4f})")
+    return t, {"method": "temperature", "split": "val", "temperature": t, "val_nll_before": before, "val_nll_after": after}
 
 
 def _model_info(cfg, bb: Backbone, ds, input_size: list, mean: list, std: list, spec_text: str) -> dict:

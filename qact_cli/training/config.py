@@ -26,8 +26,6 @@ def validate_config(cfg: TrainConfig) -> None:
         check_probe_config(cfg)
     if cfg.calibrate not in (None, "none", "temperature"):
         raise UsageError(unknown("--calibrate", cfg.calibrate, ("temperature",)))
-    if cfg.calibrate == "temperature" and family.frozen_backbone:
-        raise UsageError("--calibrate is not available for frozen-backbone probes yet; leave it out")
     if not family.frozen_backbone:  # a probe checks its own --act and --head (check_probe_config)
         ACTIVATIONS.get(cfg.act, "--act")
         split_head(cfg.head)

@@ -273,10 +273,10 @@ def test_timm(tmp_path):
     save_file({k: v.contiguous() for k, v in ref.state_dict().items()}, tmp_path / "t.safetensors")
     model, meta = resolve_model("timm:test_resnet", ModelOptions(weights=str(tmp_path / "t.safetensors"), num_classes=10))
     assert torch.equal(_out(model), _out(ref))
-    cfg = ref.pretrained_cfg
+    # the user's weights: timm's pretrained config (which describes timm's own weights) is not applied
     info = meta["model"]
-    assert info["input_size"] == list(cfg["input_size"][-2:]) and info["mean"] == list(cfg["mean"])
-    assert info["resize"] == cfg["interpolation"] and info["preprocess_source"] == "timm pretrained config"
+    assert info["input_size"] is None and info["resize"] is None and info["preprocess_source"] == "default"
+    assert info["preprocessing_source"] == dict.fromkeys(("input_size", "resize", "mean", "std"), "default")
     with pytest.raises(UsageError, match="unknown timm model 'tset_resnet'.*did you mean"):
         resolve_model("timm:tset_resnet", ModelOptions(weights=str(tmp_path / "t.safetensors")))
 

@@ -120,6 +120,35 @@ def test_probe_on_a_qact_checkpoint_takes_the_batch_as_context(small_digits, tmp
     assert code == 0, err
 
 
+@pytest.mark.parametrize("head", ["linear", "quantile"])
+def test_probe_calibrate_temperature_is_fitted_on_validation_and_eval_reports_it(small_digits, tmp_path, cli, head):
+    from qact_cli.calibration import fit_temperature
+
+    bb = lenet_checkpoint(tmp_path / "relu.pt", act="relu" if head == "linear" else "qact")
+    out = tmp_path / "cal.pt"
+    info = fit(small_digits, bb, out, head=head, calibrate="temperature")
+    cal = info["calibration"]
+    t = read_checkpoint(out)["model"]["temperature"]
+    assert cal["method"] == "temperature" and cal["split"] == "val" and cal["temperature"] == t and 0.01 <= t <= 100
+    assert cal["val_nll_after"] <= cal["val_nll_before"]
+    if head == "linear":  # the probe run as eval runs it, on the validation images: the same T
+        model, meta = load_model(out)
+        source = get_dataset(small_digits).split("train")
+        _, va = split_train_val(len(source))
+        x, y = source.__getitems__(va)
+        with torch.inference_mode():
+            logits = model(to_model_input(x, meta["model"]["mean"], meta["model"]["std"]))
+        assert fit_temperature(logits, y) == pytest.approx(t, rel=1e-3)
+    code, stdout, err = cli(*eval_args(out, tmp_path))
+    assert code == 0, err
+    doc = json.loads((tmp_path / "r.json").read_text())
+    assert all(c["calibrated"]["temperature"] == t and c["calibrated"]["nll"] > 0 for c in doc["cells"])
+    assert f"temperature T = {t:.4f}" in stdout and "raw -> calibrated" in " ".join(stdout.split())
+    # without --calibrate nothing is fitted and eval reports the raw metrics alone
+    plain = fit(small_digits, bb, tmp_path / "plain.pt", head=head)
+    assert "calibration" not in plain and "temperature" not in read_checkpoint(tmp_path / "plain.pt")["model"]
+
+
 def test_feature_batches_never_leave_one_image_alone():
     batches = feature_batches(9, 4, None)
     assert [len(b) for b in batches] == [4, 5] and np.array_equal(np.concatenate(batches), np.arange(9))
