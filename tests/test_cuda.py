@@ -22,7 +22,7 @@ from qact_cli.corruptions import CORRUPTIONS, DETERMINISTIC, corrupt
 from qact_cli.corruptions.rng import ImageStreams
 from qact_cli.nn.qact import QAct
 from qact_cli.nn.qact.reference import exact_cdf
-from test_corruptions import natural
+from fixtures_images import natural
 
 DEVICE = torch.device(os.environ.get("QACT_TEST_DEVICE", "cuda"))
 ON_GPU = DEVICE.type == "cuda"

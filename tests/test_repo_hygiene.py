@@ -54,3 +54,12 @@ def test_cited_docs_pages_exist():
                for line, what in _hits(DOCS_PAGE, path.read_text(encoding="utf-8", errors="replace"))
                if not (ROOT / what).is_file()]
     assert not missing, "these docs/ pages are cited but not in the repository:\n" + "\n".join(missing)
+
+
+def test_tests_share_helpers_through_fixture_modules_not_other_test_files():
+    # tests/<folder>/ mirror the package; a test file that imports another test file runs only when pytest
+    # happened to import that one first (its folder then on sys.path): shared helpers live in tests/fixtures_*.py
+    importing = re.compile(r"^\s*(?:from|import)\s+test_\w+", re.M)
+    found = [f"{p.relative_to(ROOT)}:{line}" for p in sorted((ROOT / "tests").rglob("test_*.py"))
+             for line, _ in _hits(importing, p.read_text(encoding="utf-8"))]
+    assert not found, "test files importing other test files: " + ", ".join(found)

@@ -19,7 +19,7 @@ from rich.cells import cell_len
 from rich.console import Console
 
 from fixtures_corrupted import digits_test, random_checkpoint, write_cifar_clean, write_npy_c
-from test_compare import make_result
+from fixtures_results import make_result
 
 REPO = Path(__file__).resolve().parents[1]
 ANSI = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]|\x1b\][^\x07]*\x07")

@@ -149,7 +149,7 @@ def test_no_items_runs_the_bundled_quickstart(cli, tmp_path, monkeypatch):
     """`qact compare` alone runs quickstart.yaml (flags still override it), writing into ./qact-quickstart/."""
     import qact_cli.compare.experiment as experiment
     from qact_cli.compare.table import Entry
-    from test_compare import make_result
+    from fixtures_results import make_result
 
     seen = {}
 

@@ -14,7 +14,7 @@ import qact_cli.corruptions.writer as writer
 from qact_cli.corruptions import corrupt
 from qact_cli.corruptions.writer import write_corrupted, write_preview
 from qact_cli.errors import InputError, UsageError
-from test_corruptions import natural
+from fixtures_images import natural
 
 N = 7
 

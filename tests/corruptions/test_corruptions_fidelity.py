@@ -15,7 +15,7 @@ from skimage import color, filters
 
 from qact_cli.corruptions import corrupt
 from qact_cli.corruptions.profiles import params
-from test_corruptions import natural
+from fixtures_images import natural
 
 
 def _u8(v: np.ndarray) -> np.ndarray:

@@ -12,7 +12,7 @@ from scipy import ndimage, stats
 
 from qact_cli.corruptions import blur, corrupt, digital, filters, imgproc, weather
 from qact_cli.corruptions.profiles import params
-from test_corruptions import natural
+from fixtures_images import natural
 
 
 def flat(value: int, n: int = 8, size: int = 32) -> np.ndarray:

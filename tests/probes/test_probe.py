@@ -270,7 +270,7 @@ def test_weights_available_and_bad_options(tmp_path, small_digits):
 def test_eval_download_fetches_the_backbone_weights(small_digits, tmp_path, cli, monkeypatch):
     """`qact eval PROBE --download` with an empty hub cache fetches the frozen backbone's weights (checked
     against the sha256 recorded at training time), like `qact train --download` does."""
-    from test_dinov2_io import Server
+    from fixtures_http import Server
 
     hub = write_weights(seed=0)
     out = tmp_path / "p.pt"

@@ -4,18 +4,14 @@ chromium; skipped with the reason where none is installed, always run by .ci/run
 import copy
 import html
 import json
-import os
 import re
-import shutil
-import subprocess
 import time
 
 import pytest
 
+from fixtures_browser import needs_chromium, run_chromium
+
 MODELS = ("lenet-relu", "lenet-qact")
-CHROMIUM = next((shutil.which(n) for n in ("chromium", "chromium-browser", "google-chrome") if shutil.which(n)), None)
-needs_chromium = pytest.mark.skipif(CHROMIUM is None, reason="no chromium on PATH (apt-get install chromium); "
-                                                             ".ci/run installs it")
 
 
 @pytest.fixture(scope="module")
@@ -67,16 +63,10 @@ def test_names_are_escaped_and_results_without_bins_say_why(relu_qact_results, t
     assert text.count('class="hm"') == 4 * 11  # heat maps need no bins
 
 
-def _run_chromium(*args, timeout=120):
-    return subprocess.run([CHROMIUM, "--headless=new", "--no-sandbox", "--disable-gpu", "--no-first-run",
-                           "--disable-extensions", "--enable-logging=stderr", "--v=0", *args],
-                          capture_output=True, text=True, timeout=timeout, env={**os.environ, "LANG": "C.UTF-8"})
-
-
 @needs_chromium
 def test_report_in_a_headless_browser(report, relu_qact_results, tmp_path):
     t0 = time.time()
-    run = _run_chromium("--window-size=1280,2000", "--dump-dom", f"{report.as_uri()}#selftest")
+    run = run_chromium("--window-size=1280,2000", "--dump-dom", f"{report.as_uri()}#selftest")
     assert run.returncode == 0, run.stderr[-2000:]
     console = [line for line in run.stderr.splitlines() if ":CONSOLE" in line]
     assert not console, console  # no script error, no console output at all
@@ -97,7 +87,7 @@ def test_report_in_a_headless_browser(report, relu_qact_results, tmp_path):
     assert [float(v) for v in asc] == sorted(float(v) for v in asc) and desc == asc[::-1]
 
     shot = tmp_path / "shot.png"
-    run = _run_chromium("--window-size=1280,1600", "--hide-scrollbars", f"--screenshot={shot}", report.as_uri())
+    run = run_chromium("--window-size=1280,1600", "--hide-scrollbars", f"--screenshot={shot}", report.as_uri())
     assert run.returncode == 0 and shot.is_file(), run.stderr[-2000:]
     from PIL import Image
 

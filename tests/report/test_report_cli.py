@@ -6,7 +6,7 @@ import html
 import json
 import re
 
-from test_html_report import _run_chromium, needs_chromium
+from fixtures_browser import needs_chromium, run_chromium
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
@@ -75,7 +75,7 @@ def test_eval_writes_the_html_report_and_both_plots(cli, tmp_path):
 @needs_chromium
 def test_the_cli_report_runs_in_a_headless_browser(cli, relu_qact_results, tmp_path):
     _compare_report(cli, relu_qact_results, tmp_path)
-    run = _run_chromium("--window-size=1280,2000", "--dump-dom", f"{(tmp_path / 'r.html').as_uri()}#selftest")
+    run = run_chromium("--window-size=1280,2000", "--dump-dom", f"{(tmp_path / 'r.html').as_uri()}#selftest")
     assert run.returncode == 0, run.stderr[-2000:]
     assert not [line for line in run.stderr.splitlines() if ":CONSOLE" in line]
     found = re.search(r'<pre id="selftest">(.*?)</pre>', run.stdout, re.S)
