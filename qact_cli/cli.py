@@ -18,6 +18,7 @@ from .errors import QactError
 from .eval.options import EvalOptions, EvalOutputs
 from .options.corrupt import CORRUPT_FLAGS, CORRUPT_RUN, CorruptOptions
 from .options.model import ModelOptions
+from .options.report import COMPARE_REPORTS, EVAL_REPORTS, ReportOutputs
 from .options.run import RUN, ConfigFile, RunOptions
 from .options.schema import command, pick
 from .options.train import TRAIN_FLAGS, TrainConfig
@@ -121,9 +122,9 @@ def train(**values):
 
 @app.command("eval", short_help="Accuracy and calibration on clean and corrupted data.")
 @cli_errors
-@command((EvalOutputs, ("models",)), (EvalOptions, EvalOptions.PROTOCOL),
-         (EvalOutputs, ("json_out", "html", "plot", "per_corruption", "baseline")), (EvalOptions, EvalOptions.GATES), ModelOptions,
-         (EvalOutputs, ("allow_data_change",)), (RunOptions, RUN), ConfigFile)
+@command((EvalOutputs, ("models",)), (EvalOptions, EvalOptions.PROTOCOL), (EvalOutputs, ("json_out",)),
+         (ReportOutputs, EVAL_REPORTS), (EvalOutputs, ("per_corruption", "baseline")), (EvalOptions, EvalOptions.GATES),
+         ModelOptions, (EvalOutputs, ("allow_data_change",)), (RunOptions, RUN), ConfigFile)
 def eval_cmd(**values):
     """Evaluate models on clean and corrupted data: accuracy and calibration per severity."""
     from .eval.command import run_eval
@@ -150,6 +151,7 @@ EXTRA_KEYS["compare"] = set(EXPERIMENT_KEYS)
 @app.command(short_help="Put models side by side (no items: the quickstart).")
 @cli_errors
 @command((CompareOutputs, ("items",)), (EvalOptions, EvalOptions.PROTOCOL), (CompareOutputs, CompareOutputs.OUTPUTS),
+         (ReportOutputs, COMPARE_REPORTS), (CompareOutputs, CompareOutputs.SHOWN),
          ModelOptions, (RunOptions, RUN), ConfigFile, leading=(CONTEXT,))
 def compare(ctx: typer.Context, **values):
     """Put models side by side; with no items, run the bundled quickstart experiment.

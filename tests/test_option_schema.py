@@ -39,8 +39,6 @@ PER_FAMILY = {
     "--severities": "eval: 0-5 with 0 the clean split; corrupt: 1-5",
     "--corruptions": "the corruptions to evaluate on / to write",
     "--json": "eval: one result document; compare: the comparison document",
-    "--html": "eval: the report of its results; compare: the report of the comparison",
-    "--plot": "eval: its results' curves and diagrams; compare: the comparison's (with its --metrics)",
 }
 
 

@@ -24,9 +24,11 @@ EVAL_FIELDS = tuple(f.name for f in fields(EvalOptions) if f.name not in EvalOpt
 def _cast(name: str, value, path: Path):
     """A value of the bundled file as the option's type (the CLI converts flags itself)."""
     from ..options.schema import coerce
+    from ..options.report import COMPARE_REPORTS, ReportOutputs
     from .options import CompareOutputs
 
-    schema = EvalOptions if name in EVAL_FIELDS else CompareOutputs if name in CompareOutputs.OUTPUTS else None
+    schema = (EvalOptions if name in EVAL_FIELDS else ReportOutputs if name in COMPARE_REPORTS
+              else CompareOutputs if name in CompareOutputs.OUTPUTS + CompareOutputs.SHOWN else None)
     return coerce(schema, name, value, str(path)) if schema else value
 
 

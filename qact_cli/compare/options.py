@@ -14,16 +14,11 @@ class CompareOutputs:
     json: str | None = option("--json", None, "Write the combined document (qact.eval-multi/1 with a 'comparison' "
                               "key; - for stdout).")
     markdown: str | None = option("--markdown", None, "Write a GitHub-flavoured table (- for stdout).")
-    html: str | None = option("--html", None, "Write a self-contained HTML report of the comparison (tables, heat "
-                              "maps, curves, reliability diagrams; opens offline) to FILE.")
-    latex: str | None = option("--latex", None, "Write a booktabs table (models x severities, accuracy and ECE) as a "
-                               "LaTeX document to FILE.")
-    plot: str | None = option("--plot", None, "Write accuracy/ECE-vs-severity curves to FILE (.png, .pdf or .svg) "
-                              "and reliability diagrams to FILE.reliability.EXT (the folder is created).")
     metrics: str | None = option("--metrics", None, "Metrics to show: acc,ece,ce,nll,brier (ce: Kumar et al.'s "
                                  "marginal calibration error, the paper's). Default: acc,ece.")
     allow_mixed: bool = option("--allow-mixed", False, "Compare results from different protocols (marked †).")
     out_dir: str | None = option("--out-dir", None, "Experiment folder: checkpoints/, results/, "
                                  "compare.{json,md,html,png} (quickstart: ./qact-quickstart).")
 
-    OUTPUTS = ("json", "markdown", "html", "latex", "plot", "metrics", "allow_mixed", "out_dir")
+    OUTPUTS = ("json", "markdown")  # then the reports (qact_cli/options/report.py), then SHOWN
+    SHOWN = ("metrics", "allow_mixed", "out_dir")

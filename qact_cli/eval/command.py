@@ -8,12 +8,14 @@ from pathlib import Path
 from ..errors import CheckFailed, UsageError
 from ..options.model import MODEL_FIELDS
 from ..options.schema import pick
+from ..options.report import ReportOutputs
 from .options import EvalOptions, EvalOutputs
 
 
 def run_eval(values: dict) -> None:
     """`values`: the command's parameters (qact_cli/cli.py generates them from the schemas)."""
     out = EvalOutputs(**pick(EvalOutputs, values))
+    report = ReportOutputs(**pick(ReportOutputs, values))
     if not out.models:
         raise UsageError("no model given; usage: qact eval MODEL [MODEL...] --dataset NAME")
     if not values.get("dataset"):
@@ -26,13 +28,13 @@ def run_eval(values: dict) -> None:
     from ..utils import check_output_file
 
     check_output_file(out.json_out, "--json")  # before any work
-    check_report_outputs(html=out.html, plot=out.plot)
+    check_report_outputs(html=report.html, plot=report.plot)
     if out.baseline:
         from .gates import load_result
 
         load_result(out.baseline)  # a damaged baseline fails now, not after the evaluation
     results = _evaluate(jobs, opts, out, backbone)
-    _report(results, opts, out)
+    _report(results, opts, out, report)
 
 
 def _evaluate(jobs, opts: EvalOptions, out: EvalOutputs, backbone) -> list[dict]:
@@ -58,7 +60,7 @@ def _evaluate(jobs, opts: EvalOptions, out: EvalOutputs, backbone) -> list[dict]
                         backbone_weights=backbone)
 
 
-def _report(results: list[dict], opts: EvalOptions, out: EvalOutputs) -> None:
+def _report(results: list[dict], opts: EvalOptions, out: EvalOutputs, report: ReportOutputs) -> None:
     """Tables and JSON first (a CI job that fails a gate still has them), then the checks."""
     import typer
 
@@ -77,10 +79,10 @@ def _report(results: list[dict], opts: EvalOptions, out: EvalOutputs) -> None:
             print_table(console, grid_table(r, named_root(opts.data_root)))
     if out.json_out and main:
         write_json(result_json(results), out.json_out)
-    if (out.html or out.plot) and main:
+    if (report.html or report.plot) and main:
         from ..report.outputs import write_reports
 
-        written = write_reports(result_json(results), html=out.html, plot=out.plot)
+        written = write_reports(result_json(results), html=report.html, plot=report.plot)
         stderr_console().print(f"wrote {', '.join(written)}", highlight=False, soft_wrap=True)
     failures = (check_gates(results, out.baseline, opts.tolerance, opts.fail_under, out.allow_data_change)
                 if (out.baseline or opts.fail_under is not None) else [])

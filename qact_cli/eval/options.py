@@ -61,10 +61,6 @@ class EvalOutputs:
     models: list | None = argument("MODEL", "qact checkpoints, specs (torchvision:resnet18, timm:NAME, "
                                    "pkg.module:callable), model cards (.yaml).")
     json_out: str | None = option("--json", None, "Write the result JSON to PATH (- for stdout).")
-    html: str | None = option("--html", None, "Write a self-contained HTML report (tables, heat maps, curves, "
-                              "reliability diagrams; opens offline) to FILE.")
-    plot: str | None = option("--plot", None, "Write accuracy/ECE-vs-severity curves to FILE (.png, .pdf or .svg) "
-                              "and reliability diagrams to FILE.reliability.EXT.")
     per_corruption: bool = option("--per-corruption", False, "Also print every (corruption, severity) cell.")
     baseline: str | None = option("--baseline", None, "Earlier result JSON: exit 1 on a regression.")
     allow_data_change: bool = option("--allow-data-change", False, "--baseline: accept a baseline scored on other "
