@@ -12,6 +12,9 @@ COMMON_NAMES = ("gaussian_noise", "shot_noise", "impulse_noise", "defocus_blur",
                 "zoom_blur", "snow", "frost", "fog", "brightness", "contrast", "elastic_transform", "pixelate",
                 "jpeg_compression")
 EXTRA_NAMES = ("speckle_noise", "gaussian_blur", "spatter", "saturate")
+# datasets whose corruptions have names of their own (MNIST-C: shear, zigzag, ...); every other dataset's
+# are among the 19 above (a `corrupted:DIR` folder holds a subset). A test keeps this equal to the registry.
+OWN_NAMES = ("mnistc",)
 
 
 def parse_severities(text: str | int | list, lo: int = 0, hi: int = 5, flag: str = "--severities") -> list[int]:
@@ -60,3 +63,12 @@ def parse_corruptions(text: str | list) -> list[str]:
     if not out:
         raise UsageError("--corruptions is empty; use common, extra, all or a list of names")
     return list(dict.fromkeys(out))
+
+
+def check_selection(dataset: str, corruptions: str | list, severities: str | int | list | None) -> None:
+    """The usage errors of `--corruptions` / `--severities` that need no data, answered before torch is
+    imported (the names a dataset really holds are checked again once it is open)."""
+    if severities is not None:
+        parse_severities(severities)
+    if str(dataset).split(":", 1)[0] not in OWN_NAMES:
+        parse_corruptions(corruptions)

@@ -123,9 +123,26 @@ def test_torch_free_name_tables_equal_the_corruption_code():
     assert (corrupt.FORMATS, corrupt.PROFILES) == (FORMATS, ("auto", *PROFILES))
 
 
+def test_datasets_with_corruption_names_of_their_own_are_known_without_torch():
+    # eval checks --corruptions before importing torch except on the datasets of selection.OWN_NAMES; a
+    # dataset class that lists its own names must be one of them, or hold a subset of the 19 (corrupted:DIR)
+    from qact_cli import selection
+    from qact_cli.data import corrupt_folder, corrupted
+    from qact_cli.data.clean import Dataset
+
+    def subclasses(cls):
+        return {cls} | {s for c in cls.__subclasses__() for s in subclasses(c)}
+
+    own = {c for c in subclasses(Dataset) if hasattr(c, "corruption_names")}
+    folder = {c for c in own if c.__module__ == corrupt_folder.__name__}
+    assert own - folder == {corrupted.MnistC} and selection.OWN_NAMES == ("mnistc",)
+
+
 HELP_CALLS = [["--help"], ["-h"], *([c, "--help"] for c in sorted(BEFORE)), ["eval", "-h"],
               ["corrupt", "--out", "o", "--bogus"], ["corrupt", "--out", "o", "--severities", "9"],
-              ["corrupt", "--out", "o", "--corruptions", "gausian_noise"], ["corrupt", "--out", "o", "--format", "jpg"]]
+              ["corrupt", "--out", "o", "--corruptions", "gausian_noise"], ["corrupt", "--out", "o", "--format", "jpg"],
+              ["eval", "m.pt", "--dataset", "gen:digits", "--corruptions", "fgo"],
+              ["eval", "m.pt", "--dataset", "cifar10c", "--severities", "9"]]
 
 
 @pytest.mark.parametrize("args", HELP_CALLS, ids=" ".join)

@@ -9,6 +9,7 @@ from ..errors import CheckFailed, UsageError
 from ..options.model import MODEL_FIELDS
 from ..options.schema import pick
 from ..options.report import ReportOutputs
+from ..selection import check_selection
 from .options import EvalOptions, EvalOutputs
 
 
@@ -21,6 +22,7 @@ def run_eval(values: dict) -> None:
     if not values.get("dataset"):
         raise UsageError("missing --dataset; see `qact eval --help`")
     opts = EvalOptions.from_values(pick(EvalOptions, values), "the command line")
+    check_selection(opts.dataset, opts.corruptions, opts.severities)  # a misspelt name answers at once
     from .run import plan
 
     jobs, backbone = plan(out.models, **{k: values[k] for k in MODEL_FIELDS})
