@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import math
 
 import numpy as np
@@ -169,3 +170,54 @@ def test_other_dtypes(dtype):
         y_eval = layer(x)
     assert y_train.dtype == dtype and y_eval.dtype == dtype
     assert torch.isfinite(y_train).all() and torch.isfinite(y_eval).all()
+
+
+def _layouts(x: torch.Tensor) -> dict[str, torch.Tensor]:
+    """The same values as x (N, C, H, W) in non-contiguous memory layouts."""
+    n, c, h, w = x.shape
+    wide = torch.randn(n, c + 2, h, w + 3)
+    wide[:, 1:c + 1, :, 2:w + 2] = x
+    return {"permuted": x.permute(0, 2, 3, 1).contiguous().permute(0, 3, 1, 2),
+            "channels_last": x.contiguous(memory_format=torch.channels_last),
+            "sliced": wide[:, 1:c + 1, :, 2:w + 2],
+            "issue": x.reshape(n, c, h * w).permute(0, 2, 1).contiguous().permute(0, 2, 1).reshape(n, c, h, w)}
+
+
+def _run(layer: QAct, x: torch.Tensor, grad: bool, up: torch.Tensor):
+    x = x.detach().clone(memory_format=torch.preserve_format).requires_grad_(grad)
+    torch.manual_seed(11)  # the training context sample is random
+    with torch.set_grad_enabled(grad):
+        y = layer(x)
+    if grad:
+        (y * up).sum().backward()
+    return y.detach(), (x.grad if grad else None)
+
+
+@pytest.mark.parametrize("wrap_bn", [False, True])
+@pytest.mark.parametrize("mode", ["train", "batch", "stored"])
+@pytest.mark.parametrize("grad", [False, True])
+@pytest.mark.parametrize("output", ["interp", "step"])
+def test_non_contiguous_inputs_match_contiguous(wrap_bn, mode, grad, output):
+    """Permuted, channels_last and sliced inputs give the outputs and gradients of the same values
+    made contiguous (a non-contiguous index once raised a false 'NaN values' error in training)."""
+    torch.manual_seed(12)
+    x = torch.randn(32, 3, 8, 8) * torch.tensor([1.0, 2.0, 0.5])[:, None, None] + 0.3
+    up = torch.randn(32, 3, 8, 8)
+    base = QAct(3, wrap_bn=wrap_bn, context_size=None, output=output)
+    with torch.no_grad():
+        base(torch.randn(64, 3, 8, 8))  # a stored context, and BatchNorm running stats
+    if mode != "train":
+        base.eval()
+        base.context = mode
+    y_ref, g_ref = _run(copy.deepcopy(base), x.contiguous(), grad, up)
+    for name, xl in _layouts(x).items():
+        assert not xl.is_contiguous() and torch.equal(xl, x), name
+        y, g = _run(copy.deepcopy(base), xl, grad, up)
+        assert torch.equal(y, y_ref), (name, (y - y_ref).abs().max())
+        if grad:  # BatchNorm's backward sums over the batch in the layout's order: float32 rounding
+            tol = 1e-5 if wrap_bn else 0.0
+            assert torch.allclose(g, g_ref, atol=tol, rtol=0), (name, (g - g_ref).abs().max())
+        if not wrap_bn and output == "interp" and mode != "stored":  # the context is this batch: the float64 reference
+            for ch in range(3):
+                vals = x[:, ch].double().numpy().ravel()
+                assert np.abs(y[:, ch].double().numpy().ravel() - exact_cdf(vals, vals)).max() < 0.01, (name, ch)

@@ -59,8 +59,10 @@ def _lookup(x3: Tensor, scale: Tensor, bias: Tensor, table: Tensor, offsets: Ten
     c, n = table.shape
     if x3.dtype != torch.float32:  # positions are computed in float32 (half inputs, autocast, float64)
         x3 = x3.float()
+    # u (and the int32 index written over it) must be contiguous whatever x3's strides are
+    # (channels_last, permuted): the flat views below need it; empty_like would copy x3's strides.
     ws = None if keep_index else _scratch(x3.numel(), x3.device)
-    u = _channel_affine(x3, scale, bias, torch.empty_like(x3) if ws is None else ws.view(x3.shape))
+    u = _channel_affine(x3, scale, bias, x3.new_empty(x3.shape) if ws is None else ws.view(x3.shape))
     u.clamp_(0, n - 1)
     idx = u.view(torch.int32)
     idx.copy_(u)  # same-size elements: each is read before it is overwritten
@@ -70,7 +72,7 @@ def _lookup(x3: Tensor, scale: Tensor, bias: Tensor, table: Tensor, offsets: Ten
             y = table.view(-1).index_select(0, idx.view(-1)).view(u.shape)
         else:
             y = torch.index_select(table.view(-1), 0, idx.view(-1), out=out.view(-1)).view(u.shape)
-    except (RuntimeError, IndexError) as err:
+    except IndexError as err:  # only an out-of-range index (a NaN position); anything else is a bug to show
         raise ValueError("QAct received NaN values in its input; check the data and the learning rate") from err
     return y, (idx if keep_index else None)
 
