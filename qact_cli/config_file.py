@@ -10,7 +10,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import typer
-import yaml
 
 from .suggest import did_you_mean
 
@@ -19,6 +18,8 @@ EXTRA_KEYS: dict[str, set[str]] = {}
 
 
 def read_yaml(path: Path) -> dict:
+    import yaml  # on first use: `--help` and usage errors answer without it
+
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     except OSError as e:
