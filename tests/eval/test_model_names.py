@@ -4,8 +4,8 @@ the problem (it cannot be read, or its tensors do not fit the model)."""
 from __future__ import annotations
 
 import pytest
-import torch
-import torchvision
+
+from fixtures_weights import resnet18_state_dict
 
 FLAGS = ["--dataset", "gen:digits", "--corruptions", "contrast", "--severities", "0", "--limit", "8",
          "--batch-size", "8", "--device", "cpu", "--mean", "0.5,0.5,0.5", "--std", "0.25,0.25,0.25"]
@@ -13,18 +13,12 @@ FLAGS = ["--dataset", "gen:digits", "--corruptions", "contrast", "--severities",
 
 @pytest.fixture(scope="module")
 def weights(tmp_path_factory):
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("names") / "w.pt"
-    torch.save(torchvision.models.resnet18(weights=None, num_classes=5).state_dict(), path)
-    return path
+    return resnet18_state_dict(tmp_path_factory.mktemp("names") / "w.pt", num_classes=5)
 
 
 @pytest.fixture(scope="module")
 def weights10(tmp_path_factory):
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("names10") / "w10.pt"
-    torch.save(torchvision.models.resnet18(weights=None, num_classes=10).state_dict(), path)
-    return path
+    return resnet18_state_dict(tmp_path_factory.mktemp("names10") / "w10.pt", num_classes=10)
 
 
 @pytest.mark.parametrize("k, extra, words", [

@@ -10,8 +10,8 @@ import warnings
 
 import pytest
 import torch
-import torchvision
 
+from fixtures_weights import resnet18_state_dict
 from qact_cli.constants import IMAGENET_MEAN, IMAGENET_STD
 from qact_cli.eval.report import preprocessing_words, summary_table
 from qact_cli.models.external import resolve_model
@@ -32,10 +32,7 @@ def _resolve(spec, **options):
 @pytest.fixture(scope="module")
 def tv_weights(tmp_path_factory):
     """A torchvision resnet18 state dict (built with weights=None: nothing downloaded)."""
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("tv") / "r18.pt"
-    torch.save(torchvision.models.resnet18(weights=None, num_classes=10).state_dict(), path)
-    return path
+    return resnet18_state_dict(tmp_path_factory.mktemp("tv") / "r18.pt", num_classes=10)
 
 
 def test_torchvision_weights_file_defaults_are_named_and_imagenet_statistics_warn(tv_weights):
