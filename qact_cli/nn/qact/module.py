@@ -28,6 +28,8 @@ from ..sync import sync_context
 from .lookup import _lookup, _QActFunction, _staircase
 from .table import (BANDWIDTH_RULES, DEFAULT_CONTEXT_SIZE, DEFAULT_TABLE_SIZE, REFINE, Table, grounded_table,
                     sample_context, workspace)
+from . import native
+from .wrapped import batch_stats, usable, wrapped_forward
 
 CONTEXTS = ("batch", "stored")
 OUTPUTS = ("interp", "step")
@@ -215,6 +217,8 @@ class QAct(nn.Module):
         return _staircase(y, levels) if levels else y
 
     def _forward_train(self, x3: Tensor) -> Tensor:
+        if self.wrap_bn and usable(self, x3):
+            return self._forward_train_wrapped(x3.contiguous())
         z3 = self._bn(self.bn_in, x3)
         sample = sample_context(z3, self.context_size, reuse=True)
         sample = sync_context(self, sample)  # with self.sync_context under torchrun: every rank's sample
@@ -223,6 +227,21 @@ class QAct(nn.Module):
         self._remember(sample)
         y = self._apply_table(z3, table, grad, overwrite=self.wrap_bn)
         return self._bn(self.bn_out, y if y.dtype == x3.dtype else y.to(x3.dtype))
+
+    def _forward_train_wrapped(self, x3: Tensor) -> Tensor:
+        """Training on the native kernels, both BatchNorms folded into one autograd function (wrapped.py):
+        the context sample is taken from x and mapped to z units by BN_in's affine; z is never written."""
+        stats = batch_stats(x3, self.bn_in.eps)
+        mean, _, inv = stats
+        a1 = self.bn_in.weight.detach() * inv
+        sample = sample_context(x3, self.context_size, reuse=True)
+        sample = torch.addcmul((self.bn_in.bias.detach() - mean * a1)[:, None], sample, a1[:, None], out=sample)
+        sample = sync_context(self, sample)
+        grad = torch.is_grad_enabled() and (x3.requires_grad or any(p.requires_grad for p in self.parameters()))
+        table = self._table(sample, grad, x3.shape[0] * x3.shape[2])
+        self._remember(sample)
+        levels = self.n_quantiles if self.output == "step" else 0
+        return wrapped_forward(self, x3, stats, table, levels)
 
     def _forward_eval(self, x3: Tensor) -> Tensor:
         grad = torch.is_grad_enabled() and (x3.requires_grad or any(p.requires_grad for p in self.parameters()))
@@ -248,6 +267,12 @@ class QAct(nn.Module):
         bias = torch.addcmul(table.zero, b1, table.inv_step)
         offsets = self._offsets_for(table)
         out = x3 if (self.inplace and x3.dtype == torch.float32 and x3.is_contiguous()) else None
+        if native.active(x3):  # one pass: both BatchNorms and the staircase folded into the table
+            cdf = _staircase(table.cdf.clone(), self.n_quantiles) if self.output == "step" else table.cdf
+            folded = torch.addcmul(b2[:, None], cdf, a2[:, None]).contiguous()
+            xc = x3.contiguous()
+            return native.lookup(xc, torch.empty_like(xc) if out is None else out, scale.contiguous(),
+                                 bias.contiguous(), folded)
         if self.output == "interp":
             y, _ = _lookup(x3, scale, bias, torch.addcmul(b2[:, None], table.cdf, a2[:, None]), offsets, False, out)
         else:
