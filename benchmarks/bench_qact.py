@@ -1,7 +1,8 @@
 """QAct speed, memory and shortcut accuracy: the evidence behind the layer's design and defaults.
 
     PYTHONPATH=. python benchmarks/bench_qact.py [--repeats 5] [--only speed,memory,shortcuts,training]
-        [--official PATH] [--device cpu|cuda] [--json benchmarks/results/bench_qact.json]
+        [--official PATH] [--device cpu|cuda] [--kernels torch,native] [--allocator tuned|default]
+        [--json benchmarks/results/bench_qact.json]
 
 speed      ResNet18 (CIFAR style, 17 activations, `qact_cli.models.build_model`) with QAct vs ReLU:
            train step (batch 64, forward + backward + SGD step) and eval forward (batch 256, no_grad),
@@ -11,6 +12,10 @@ speed      ResNet18 (CIFAR style, 17 activations, `qact_cli.models.build_model`)
            times wall clock between torch.cuda.synchronize() calls (the "cpu" figures are then the
            host thread's time, not the GPU's). `--official PATH` adds the official code's
            ResNet18 (a checkout of adityac20/quantile_activation, imported from PATH, not copied).
+           `--kernels torch,native` times the QAct network once per kernel in the same alternation:
+           "qact" is the default path (plain torch ops), "qact-native" the opt-in compiled kernels
+           (QACT_KERNEL=native, docs/qact-layer.md). `--allocator tuned` (the default) applies the
+           glibc settings the `qact` command applies at start, to every model alike.
 memory     peak resident memory of one train step / eval forward above the memory before it, each
            in a fresh subprocess (Linux: VmHWM reset through clear_refs).
 shortcuts  the layer's approximations against the exact grounded CDF of every value of a channel
@@ -44,9 +49,13 @@ from torch import nn
 from qact_cli.models import build_model
 from qact_cli.nn.qact import (DEFAULT_CONTEXT_SIZE, DEFAULT_TABLE_SIZE, QAct, grounded_table, sample_context,
                               set_context)
+from qact_cli.nn.qact import native
 from qact_cli.nn.qact.reference import exact_cdf
+from qact_cli.startup import tune_allocator
 
 CONTEXT_SIZES = (256, 512, 1024, 2048, 4096, None)
+_KERNEL_ROWS = {"torch": "qact", "native": "qact-native"}  # QAct kernel -> row name
+_ROW_KERNEL = {row: kernel for kernel, row in _KERNEL_ROWS.items()}
 TABLE_SIZES = (128, 256, 512, 1024)
 
 
@@ -58,10 +67,15 @@ def _official_resnet18(path: str) -> nn.Module:
     return OfficialResNet18(activation_type="quant", num_classes=10)
 
 
-def _models(official: str | None, qact_kwargs: dict, device: torch.device) -> dict[str, nn.Module]:
+def _models(official: str | None, qact_kwargs: dict, device: torch.device,
+            kernels: tuple[str, ...] = ("torch",)) -> dict[str, nn.Module]:
+    """ReLU, then one QAct ResNet18 per QAct kernel (the same weights): "qact" runs the default torch
+    kernels, "qact-native" the opt-in native ones (QACT_KERNEL=native)."""
     torch.manual_seed(0)
-    out = {"relu": build_model("resnet18", act="relu", num_classes=10),
-           "qact": build_model("resnet18", act="qact", num_classes=10, qact_kwargs=qact_kwargs or None)}
+    out = {"relu": build_model("resnet18", act="relu", num_classes=10)}
+    for kernel in kernels:
+        torch.manual_seed(0)
+        out[_KERNEL_ROWS[kernel]] = build_model("resnet18", act="qact", num_classes=10, qact_kwargs=qact_kwargs or None)
     if official:
         torch.manual_seed(0)
         out["official"] = _official_resnet18(official)
@@ -88,8 +102,8 @@ def _timed(fn, device: torch.device) -> tuple[float, float]:
 
 
 def bench_speed(repeats: int, official: str | None, qact_kwargs: dict, phases=("train", "eval"),
-                device: torch.device = torch.device("cpu")) -> dict:
-    models = _models(official, qact_kwargs, device)
+                device: torch.device = torch.device("cpu"), kernels: tuple[str, ...] = ("torch",)) -> dict:
+    models = _models(official, qact_kwargs, device, kernels)
     g = torch.Generator().manual_seed(0)
     x_train, y_train = torch.randn(64, 3, 32, 32, generator=g), torch.randint(0, 10, (64,), generator=g)
     x_eval = torch.randn(256, 3, 32, 32, generator=g)
@@ -98,13 +112,15 @@ def bench_speed(repeats: int, official: str | None, qact_kwargs: dict, phases=("
     res: dict = {}
     for phase in phases:
         times = {k: {"cpu": [], "wall": []} for k in models}
-        for k, m in models.items():  # warm-up (tables, allocator, mkldnn primitives)
+        for k, m in models.items():  # warm-up (tables, allocator, mkldnn primitives, the native build)
+            native.set_kernel(_ROW_KERNEL.get(k, "torch"))
             m.train(phase == "train")
             with torch.set_grad_enabled(phase == "train"):
                 _train_step(m, opts[k], x_train, y_train) if phase == "train" else m(x_eval)
             _sync(device)
         for _ in range(repeats):
             for k, m in models.items():  # alternated, so that load changes hit every model alike
+                native.set_kernel(_ROW_KERNEL.get(k, "torch"))
                 m.train(phase == "train")
                 if phase == "train":
                     cpu, wall = _timed(lambda: _train_step(m, opts[k], x_train, y_train), device)
@@ -130,6 +146,7 @@ def bench_speed(repeats: int, official: str | None, qact_kwargs: dict, phases=("
             pair_wall = [q / r for q, r in zip(times[k]["wall"], times["relu"]["wall"])]
             summary[k]["ratio_wall_pairwise_median"] = round(statistics.median(pair_wall), 3)
         res[phase] = summary
+    native.set_kernel(None)
     return res
 
 
@@ -348,7 +365,7 @@ def _print_tables(doc: dict) -> None:
                     + (f"  median {v['ratio_cpu_median']:.3f}" if kind == "cpu" else "")
                     + f"  pairwise {v[f'ratio_{kind}_pairwise_median']:.3f}"
                     + (f"  wall-best {v['ratio_wall_best']:.3f}" if kind == "cpu" else ""))
-                print(f"  {phase:5s} {k:8s} {v[f'{kind}_best_s']:8.3f} / {v[f'{kind}_median_s']:8.3f} s{ratio}")
+                print(f"  {phase:5s} {k:11s} {v[f'{kind}_best_s']:8.3f} / {v[f'{kind}_median_s']:8.3f} s{ratio}")
     if "memory" in doc:
         print("\npeak memory of one step (MiB above the built model)")
         for phase, s in doc["memory"].items():
@@ -384,6 +401,11 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=8)
     ap.add_argument("--device", default="cpu", help="speed: cpu (default) or cuda / cuda:N (wall-clock ratios "
                     "between torch.cuda.synchronize calls)")
+    ap.add_argument("--kernels", default="torch", help="speed: QAct kernels to time, comma-separated: torch (the "
+                    "default path), native (the opt-in compiled kernels, QACT_KERNEL=native; CPU only)")
+    ap.add_argument("--allocator", choices=("tuned", "default"), default="tuned",
+                    help="glibc malloc settings: tuned = what the qact command sets at start (freed memory is "
+                         "kept, not page-faulted in again), default = glibc's own")
     ap.add_argument("--json", default="benchmarks/results/bench_qact.json", help="where the rows are written")
     ap.add_argument("--memory-child", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -393,6 +415,10 @@ def main() -> None:
         _memory_child(act, phase, qact_kwargs)
         return
     torch.set_num_threads(1)
+    tuned = args.allocator == "tuned" and tune_allocator()
+    kernels = tuple(k.strip() for k in args.kernels.split(",") if k.strip())
+    if any(k not in _KERNEL_ROWS for k in kernels) or ("native" in kernels and not native.available()):
+        sys.exit(f"bench_qact: --kernels {args.kernels}: choose from {', '.join(_KERNEL_ROWS)} (native needs a C compiler)")
     parts = set(args.only.split(","))
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
@@ -400,11 +426,13 @@ def main() -> None:
     doc: dict = {"machine": {"platform": platform.platform(), "processor": platform.machine(), "cpus": os.cpu_count(),
                              "cpu_model": _cpu_model(), "torch": torch.__version__, "threads": 1,
                              "device": str(device),
-                             "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None},
+                             "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
+                             "allocator": "tuned" if tuned else "default", "qact_kernels": list(kernels)},
                  "qact_defaults": {"context_size": DEFAULT_CONTEXT_SIZE, "table_size": DEFAULT_TABLE_SIZE},
                  "resnet_qact_kwargs": qact_kwargs}
     if "speed" in parts:
-        doc["speed"] = bench_speed(args.repeats, args.official, qact_kwargs, tuple(args.phases.split(",")), device)
+        doc["speed"] = bench_speed(args.repeats, args.official, qact_kwargs, tuple(args.phases.split(",")), device,
+                                   kernels)
         _write_json(Path(args.json), doc)
     if "memory" in parts:
         doc["memory"] = bench_memory(qact_kwargs)

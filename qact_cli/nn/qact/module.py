@@ -268,8 +268,10 @@ class QAct(nn.Module):
         offsets = self._offsets_for(table)
         out = x3 if (self.inplace and x3.dtype == torch.float32 and x3.is_contiguous()) else None
         if native.active(x3):  # one pass: both BatchNorms and the staircase folded into the table
-            cdf = _staircase(table.cdf.clone(), self.n_quantiles) if self.output == "step" else table.cdf
-            folded = torch.addcmul(b2[:, None], cdf, a2[:, None]).contiguous()
+            if self.output == "step":  # the same two roundings as the torch path below
+                folded = _staircase(table.cdf.clone(), self.n_quantiles).mul_(a2[:, None]).add_(b2[:, None])
+            else:
+                folded = torch.addcmul(b2[:, None], table.cdf, a2[:, None]).contiguous()
             xc = x3.contiguous()
             return native.lookup(xc, torch.empty_like(xc) if out is None else out, scale.contiguous(),
                                  bias.contiguous(), folded)
