@@ -34,11 +34,10 @@ _F, _I32, _D, _N = ctypes.POINTER(ctypes.c_float), ctypes.POINTER(ctypes.c_int32
 _SIGNATURES = {
     "qact_row_moments": (_F, _N, _N, _D, _D),
     "qact_lookup": (_F, _F, _N, _N, _N, _F, _F, _F, _N),
-    "qact_index_moments": (_F, _I32, _N, _N, _N, _F, _F, _F, _N, _D, _D),
-    "qact_gather": (_I32, _F, _N, _F),
-    "qact_grad_moments": (_F, _I32, _N, _N, _F, _D, _D),
-    "qact_gz_moments": (_F, _I32, _F, _N, _N, _F, _F, _D, _D),
-    "qact_grad_input": (_F, _I32, _F, _F, _N, _N, _N, _F, _F, _F, _F, _F),
+    "qact_lookup_moments": (_F, _N, _N, _N, _F, _F, _F, _N, _D, _D),
+    "qact_grad_moments": (_F, _F, _N, _N, _N, _F, _F, _F, _N, _D, _D),
+    "qact_gz_moments": (_F, _F, _N, _N, _N, _F, _F, _F, _F, _N, _D, _D),
+    "qact_grad_input": (_F, _F, _F, _N, _N, _N, _F, _F, _F, _F, _N, _F, _F, _F),
 }
 
 
@@ -184,65 +183,55 @@ def lookup(x3: Tensor, out: Tensor, scale: Tensor, bias: Tensor, table: Tensor) 
     return out
 
 
-def index_moments(x3: Tensor, index: Tensor, scale: Tensor, bias: Tensor, table: Tensor) -> tuple[Tensor, Tensor]:
-    """Writes the flat int32 cell index into `index`; returns per-channel sum and sum of squares of table[index]."""
+def lookup_moments(x3: Tensor, scale: Tensor, bias: Tensor, table: Tensor) -> tuple[Tensor, Tensor]:
+    """Per-channel sum and sum of squares of y = table[c, cell(x * scale + bias)], float64."""
     n, c, length = x3.shape
     s, q = _row_sums(n, c, x3)
 
     def work(i0, i1):
         r0 = i0 * c
-        _lib().qact_index_moments(_p(x3, _F, r0 * length), _p(index, _I32, r0 * length), (i1 - i0) * c, length, c,
-                                  _p(scale, _F), _p(bias, _F), _p(table, _F), table.shape[1], _p(s, _D, r0),
-                                  _p(q, _D, r0))
+        _lib().qact_lookup_moments(_p(x3, _F, r0 * length), (i1 - i0) * c, length, c, _p(scale, _F), _p(bias, _F),
+                                   _p(table, _F), table.shape[1], _p(s, _D, r0), _p(q, _D, r0))
     _by_images(n, c * length, work)
     return _per_channel(s, q, n=n, c=c)
 
 
-def gather(index: Tensor, out: Tensor, table: Tensor) -> Tensor:
-    """out = table.flatten()[index] for (N, ...) index and out."""
-    n, per_image = index.shape[0], index[0].numel()
-
-    def work(i0, i1):
-        at = i0 * per_image
-        _lib().qact_gather(_p(index, _I32, at), _p(out, _F, at), (i1 - i0) * per_image, _p(table, _F))
-    _by_images(n, per_image, work)
-    return out
-
-
-def grad_moments(g: Tensor, index: Tensor, table: Tensor) -> tuple[Tensor, Tensor]:
-    """Per-channel sum(g) and sum(g * table[index]), float64."""
-    n, c, length = g.shape
-    s, q = _row_sums(n, c, g)
-
-    def work(i0, i1):
-        r0 = i0 * c
-        _lib().qact_grad_moments(_p(g, _F, r0 * length), _p(index, _I32, r0 * length), (i1 - i0) * c, length,
-                                 _p(table, _F), _p(s, _D, r0), _p(q, _D, r0))
-    _by_images(n, c * length, work)
-    return _per_channel(s, q, n=n, c=c)
-
-
-def gz_moments(g: Tensor, index: Tensor, x3: Tensor, u: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
-    """Per-channel sum(gz) and sum(gz * x) for gz = u[index] * g + v[index], float64."""
+def grad_moments(g: Tensor, x3: Tensor, scale: Tensor, bias: Tensor, table: Tensor) -> tuple[Tensor, Tensor]:
+    """Per-channel sum(g) and sum(g * y), y = table[c, cell(x)], float64."""
     n, c, length = g.shape
     s, q = _row_sums(n, c, g)
 
     def work(i0, i1):
         r0, at = i0 * c, i0 * c * length
-        _lib().qact_gz_moments(_p(g, _F, at), _p(index, _I32, at), _p(x3, _F, at), (i1 - i0) * c, length,
-                               _p(u, _F), _p(v, _F), _p(s, _D, r0), _p(q, _D, r0))
+        _lib().qact_grad_moments(_p(g, _F, at), _p(x3, _F, at), (i1 - i0) * c, length, c, _p(scale, _F),
+                                 _p(bias, _F), _p(table, _F), table.shape[1], _p(s, _D, r0), _p(q, _D, r0))
     _by_images(n, c * length, work)
     return _per_channel(s, q, n=n, c=c)
 
 
-def grad_input(g: Tensor, index: Tensor, x3: Tensor, u: Tensor, v: Tensor, a: Tensor, p: Tensor, q: Tensor) -> Tensor:
-    """dx = a * (u[index] * g + v[index]) + p * x + q per channel."""
+def gz_moments(g: Tensor, x3: Tensor, scale: Tensor, bias: Tensor, u: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
+    """Per-channel sum(gz) and sum(gz * x) for gz = u[c, cell(x)] * g + v[c, cell(x)], float64."""
+    n, c, length = g.shape
+    s, q = _row_sums(n, c, g)
+
+    def work(i0, i1):
+        r0, at = i0 * c, i0 * c * length
+        _lib().qact_gz_moments(_p(g, _F, at), _p(x3, _F, at), (i1 - i0) * c, length, c, _p(scale, _F),
+                               _p(bias, _F), _p(u, _F), _p(v, _F), u.shape[1], _p(s, _D, r0), _p(q, _D, r0))
+    _by_images(n, c * length, work)
+    return _per_channel(s, q, n=n, c=c)
+
+
+def grad_input(g: Tensor, x3: Tensor, scale: Tensor, bias: Tensor, u: Tensor, v: Tensor, a: Tensor, p: Tensor,
+               q: Tensor) -> Tensor:
+    """dx = a * gz + p * x + q per channel, gz = u[c, cell(x)] * g + v[c, cell(x)]."""
     n, c, length = g.shape
     dx = torch.empty_like(x3)
 
     def work(i0, i1):
         at = i0 * c * length
-        _lib().qact_grad_input(_p(g, _F, at), _p(index, _I32, at), _p(x3, _F, at), _p(dx, _F, at), (i1 - i0) * c,
-                               length, c, _p(u, _F), _p(v, _F), _p(a, _F), _p(p, _F), _p(q, _F))
+        _lib().qact_grad_input(_p(g, _F, at), _p(x3, _F, at), _p(dx, _F, at), (i1 - i0) * c, length, c,
+                               _p(scale, _F), _p(bias, _F), _p(u, _F), _p(v, _F), u.shape[1], _p(a, _F), _p(p, _F),
+                               _p(q, _F))
     _by_images(n, c * length, work)
     return dx

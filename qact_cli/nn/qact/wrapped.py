@@ -8,8 +8,9 @@ the output is gathered from. Backward is written out: for a BatchNorm y = a x + 
 which per channel is a*g + p*x + q once the two sums are known. The gradient through QAct itself is
 the KDE density at each value's cell (paper, Algorithm 2), so the gradient at z is
 u[cell] * g + v[cell] for two small per-cell tables. Forward is three passes over the activation
-(moments of x; cell index and moments of y; gather), backward three (docs/qact-layer.md, "The native
-kernels"), where autograd's BatchNorms and the torch lookup make about twenty.
+(moments of x; moments of y; the output), backward three, each recomputing the cells from x instead
+of storing an index (docs/qact-layer.md, "The native kernels"), where autograd's BatchNorms and the
+torch lookup make about twenty.
 """
 
 from __future__ import annotations
@@ -65,8 +66,7 @@ class _Wrapped(torch.autograd.Function):
         scale = _f32(a1 * table.inv_step)
         bias = _f32(torch.addcmul(table.zero, b1.detach() - mean1 * a1, table.inv_step))
         cdf = _f32(_staircase(table.cdf.clone(), levels) if levels else table.cdf)  # per cell: y = f(cdf[cell])
-        index = torch.empty(x3.shape, dtype=torch.int32)
-        s, q = native.index_moments(x3, index, scale, bias, cdf)
+        s, q = native.lookup_moments(x3, scale, bias, cdf)
         mean2 = s / n
         var2 = (q / n - mean2 * mean2).clamp_min_(0.0)
         mean2, var2 = mean2.float(), var2.float()
@@ -74,18 +74,19 @@ class _Wrapped(torch.autograd.Function):
         _update_running(bn_out, mean2, var2, n)
         a2 = w2.detach() * inv2
         folded = _f32(torch.addcmul((b2.detach() - mean2 * a2)[:, None], cdf, a2[:, None]))
-        out = native.gather(index, torch.empty_like(x3), folded)
+        out = native.lookup(x3, torch.empty_like(x3), scale, bias, folded)
         density = _f32(table.density) if table.density is not None else None
-        ctx.save_for_backward(x3, index, cdf, density, w1.detach(), w2.detach(), mean1, inv1, mean2, inv2)
+        # no cell index is kept: backward recomputes the cells from x (x3 is saved anyway)
+        ctx.save_for_backward(x3, scale, bias, cdf, density, w1.detach(), w2.detach(), mean1, inv1, mean2, inv2)
         return out
 
     @staticmethod
     def backward(ctx, g):
-        x3, index, cdf, density, w1, w2, mean1, inv1, mean2, inv2 = ctx.saved_tensors
+        x3, scale, bias, cdf, density, w1, w2, mean1, inv1, mean2, inv2 = ctx.saved_tensors
         g = _f32(g)
         n = x3.shape[0] * x3.shape[2]
         # BN_out: dL/dy = a2 g + k y + m per channel, from sum(g) and sum(g y)
-        sum_g, sum_gy = (t.float() for t in native.grad_moments(g, index, cdf))
+        sum_g, sum_gy = (t.float() for t in native.grad_moments(g, x3, scale, bias, cdf))
         dw2 = (sum_gy - mean2 * sum_g) * inv2  # sum(g * yhat)
         a2 = w2 * inv2
         k = -a2 * inv2 * dw2 / n
@@ -93,12 +94,12 @@ class _Wrapped(torch.autograd.Function):
         # through QAct: dL/dz = density[cell] * dL/dy = u[cell] g + v[cell]
         u = _f32(density * a2[:, None])
         v = _f32(density * torch.addcmul(m[:, None], cdf, k[:, None]))
-        sum_gz, sum_gzx = (t.float() for t in native.gz_moments(g, index, x3, u, v))
+        sum_gz, sum_gzx = (t.float() for t in native.gz_moments(g, x3, scale, bias, u, v))
         # BN_in: dx = a1 gz + p x + q per channel, from sum(gz) and sum(gz x)
         dw1 = (sum_gzx - mean1 * sum_gz) * inv1  # sum(gz * xhat)
         a1 = w1 * inv1
         p = -a1 * inv1 * dw1 / n
-        dx = native.grad_input(g, index, x3, u, v, _f32(a1), _f32(p), _f32(-a1 * sum_gz / n - p * mean1))
+        dx = native.grad_input(g, x3, scale, bias, u, v, _f32(a1), _f32(p), _f32(-a1 * sum_gz / n - p * mean1))
         return dx, dw1, sum_gz, dw2, sum_g, None, None, None, None
 
 
