@@ -167,3 +167,21 @@ def test_without_a_compiler_it_warns_once_and_keeps_torch(tmp_path):
     env = {**os.environ, **env}
     done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
     assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr[-2000:]
+
+
+@needs_compiler
+@pytest.mark.parametrize("density,kde_samples", [(False, 1000), (True, 1000), (True, None)])
+def test_tables_are_the_torch_paths_bits(density, kde_samples, kernel):
+    """The native histograms (cells, KDE sample, exact zeros) give the very tables of the torch path."""
+    from qact_cli.nn.qact import grounded_table
+
+    torch.manual_seed(4)
+    ctx = torch.randn(7, 2048) * torch.linspace(0.1, 3, 7)[:, None]
+    ctx[2, :300] = 0.0  # an atom at 0
+    ctx[5] = ctx[5].abs()  # one-signed
+    tables = {}
+    for name in ("native", "torch"):
+        kernel(name)
+        tables[name] = grounded_table(ctx, 512, 100.0, 0.5, kde_samples, density, 8)
+    for got, want in zip(tables["native"], tables["torch"]):
+        assert (got is None and want is None) or torch.equal(got, want)

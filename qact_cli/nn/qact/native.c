@@ -160,3 +160,32 @@ void qact_grad_input(const float *g, const float *x, float *dx, int64_t rows, in
         for (int64_t i = 0; i < n; i++) o[i] = ac * gz[i] + pc * xr[i] + qc;
     )
 }
+
+/* The table's histograms of a context sample ctx (channels, k): per channel the count of values in
+ * each grid cell, cell = clamp(floor(v * inv_step[c]) + zero_node[c], 0, nodes - 1) (the torch
+ * path's arithmetic: table.grounded_table), the count of exact zeros, and, if kde_counts is given,
+ * the same cell counts over every stride-th value (the KDE's sample). Counts are float32. */
+void qact_histograms(const float *ctx, int64_t channels, int64_t k, const float *inv_step, const float *zero_node,
+                     int64_t nodes, int64_t stride, float *counts, float *kde_counts, float *zeros) {
+    const float last = (float)(nodes - 1);
+    for (int64_t c = 0; c < channels; c++) {
+        const float *v = ctx + c * k;
+        const float inv = inv_step[c], z0 = zero_node[c];
+        float *count = counts + c * nodes;
+        float *kde = kde_counts ? kde_counts + c * nodes : 0;
+        int64_t nz = 0;
+        for (int64_t j = 0; j < nodes; j++) count[j] = 0.0f;
+        if (kde)
+            for (int64_t j = 0; j < nodes; j++) kde[j] = 0.0f;
+        for (int64_t i = 0; i < k; i++) {
+            float f = floorf(v[i] * inv) + z0;
+            f = f > 0.0f ? f : 0.0f;
+            f = f < last ? f : last;
+            const int32_t cell = (int32_t)f;
+            count[cell] += 1.0f;
+            nz += v[i] == 0.0f;
+            if (kde && i % stride == 0) kde[cell] += 1.0f;
+        }
+        zeros[c] = (float)nz;
+    }
+}

@@ -38,6 +38,7 @@ _SIGNATURES = {
     "qact_grad_moments": (_F, _F, _N, _N, _N, _F, _F, _F, _N, _D, _D),
     "qact_gz_moments": (_F, _F, _N, _N, _N, _F, _F, _F, _F, _N, _D, _D),
     "qact_grad_input": (_F, _F, _F, _N, _N, _N, _F, _F, _F, _F, _N, _F, _F, _F),
+    "qact_histograms": (_F, _N, _N, _F, _F, _N, _N, _F, _F, _F),
 }
 
 
@@ -235,3 +236,26 @@ def grad_input(g: Tensor, x3: Tensor, scale: Tensor, bias: Tensor, u: Tensor, v:
                                _p(q, _F))
     _by_images(n, c * length, work)
     return dx
+
+
+def histograms(ctx: Tensor, inv_step: Tensor, zero_node: Tensor, nodes: int, kde_stride: int | None
+               ) -> tuple[Tensor, Tensor | None, Tensor]:
+    """For a context sample (C, k): per-channel cell counts on the table's grid (C, nodes), the same
+    over every kde_stride-th value (None: not wanted), and the count of exact zeros (C, 1); float32."""
+    c, k = ctx.shape
+    ctx = ctx.contiguous()
+    inv_step, zero_node = _f32(inv_step), _f32(zero_node)
+    counts = ctx.new_empty(c, nodes)
+    kde = ctx.new_empty(c, nodes) if kde_stride else None
+    zeros = ctx.new_empty(c, 1)
+
+    def work(c0, c1):
+        _lib().qact_histograms(_p(ctx, _F, c0 * k), c1 - c0, k, _p(inv_step, _F, c0), _p(zero_node, _F, c0), nodes,
+                               kde_stride or 1, _p(counts, _F, c0 * nodes),
+                               _p(kde, _F, c0 * nodes) if kde is not None else None, _p(zeros, _F, c0))
+    _by_images(c, k, work)
+    return counts, kde, zeros
+
+
+def _f32(t: Tensor) -> Tensor:
+    return t.detach().float().contiguous()

@@ -17,6 +17,8 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
+from . import native
+
 BANDWIDTH_RULES = ("silverman", "scott")
 # Evidence in benchmarks/bench_qact.py: with 2048 context values the CDF error is sampling-bound
 # (mean 0.0045 vs 0.0062 at 1024 and 0.0032 at 4096) and fits are the same from 256 up; a grid of
@@ -165,11 +167,11 @@ def grounded_table(ctx: Tensor, table_size: int = DEFAULT_TABLE_SIZE, sentinel: 
     inv_step = 1.0 / node_step
     # Cell of each value, counted from 0's node; floor(v/step) keeps the sign exact, so the
     # negatives are exactly the values in the cells left of 0.
-    scaled = torch.mul(ctx, inv_step[:, None], out=workspace("cells", ctx.shape, ctx.dtype, dev))
-    value_cell = workspace("cell_index", ctx.shape, torch.int64, dev)
-    value_cell.copy_(scaled.floor_().add_(zero_node[:, None]).clamp_(0, n_nodes - 1))
-    ones = ctx.new_ones(1).expand(n_channels, n_values)
-    cell_count = torch.zeros(n_channels, n_nodes, device=dev).scatter_add_(1, value_cell, ones)
+    kde_stride = kde_stride if density and kde_stride > 1 else 0  # 0: no separate KDE histogram
+    if native.active(ctx):  # the histograms below in one pass over the sample
+        cell_count, kde_count, n_zeros = native.histograms(ctx, inv_step, zero_node, n_nodes, kde_stride)
+    else:
+        cell_count, kde_count, n_zeros = _histograms(ctx, inv_step, zero_node, n_nodes, kde_stride)
     n_below = cell_count.cumsum(1).sub_(cell_count)  # number of values < node j
     zero_col = zero_node.long()[:, None]
     n_neg = n_below.gather(1, zero_col)  # the values below 0's node: the negatives
@@ -186,20 +188,37 @@ def grounded_table(ctx: Tensor, table_size: int = DEFAULT_TABLE_SIZE, sentinel: 
     node_cdf = torch.where(node_z < lowest_knot[:, None], left_tail,
                            torch.where(node_z > highest_knot[:, None], right_tail, node_cdf)).clamp_(0.0, 1.0)
     cell_ends = node_cdf.scatter(1, zero_col, 0.5)  # F(0-) closes the cell left of 0
-    n_zeros = torch.eq(ctx, 0, out=scaled).sum(1, keepdim=True)  # (the cells are counted: reuse their buffer)
     cell_starts = node_cdf.scatter_(1, zero_col, (0.5 + n_zeros * w_pos).clamp_(max=1.0))  # F(0) opens the cell right of 0
     lookup_cdf = _centres(cell_starts, cell_ends, refine)
     lookup_density = None
     if density:
         n_kde = n_values
-        if kde_stride > 1:
-            kde_cell = value_cell[:, ::kde_stride]
-            n_kde = kde_cell.shape[1]
-            cell_count = torch.zeros(n_channels, n_nodes, device=dev).scatter_add_(1, kde_cell, ones[:, :n_kde])
+        if kde_stride:
+            n_kde = -(-n_values // kde_stride)
+            cell_count = kde_count
             n_neg = (cell_count * (node < zero_col)).sum(1, keepdim=True)
         cell_mass = cell_count * torch.where(node < zero_col, 0.5 / (n_neg + 1), 0.5 / (n_kde - n_neg + 1))
         lookup_density = _kde(cell_mass, bw * inv_step, inv_step, refine)
     return Table(zero_node * refine, inv_step * refine, lookup_cdf, lookup_density)
+
+
+def _histograms(ctx: Tensor, inv_step: Tensor, zero_node: Tensor, n_nodes: int, kde_stride: int
+                ) -> tuple[Tensor, Tensor | None, Tensor]:
+    """Per channel of ctx (C, k): the count of values in each grid cell (C, n_nodes), the same over
+    every kde_stride-th value (when kde_stride > 1), and the count of exact zeros (C, 1)."""
+    n_channels, n_values = ctx.shape
+    dev = ctx.device
+    scaled = torch.mul(ctx, inv_step[:, None], out=workspace("cells", ctx.shape, ctx.dtype, dev))
+    value_cell = workspace("cell_index", ctx.shape, torch.int64, dev)
+    value_cell.copy_(scaled.floor_().add_(zero_node[:, None]).clamp_(0, n_nodes - 1))
+    ones = ctx.new_ones(1).expand(n_channels, n_values)
+    cell_count = torch.zeros(n_channels, n_nodes, device=dev).scatter_add_(1, value_cell, ones)
+    kde_count = None
+    if kde_stride > 1:
+        kde_cell = value_cell[:, ::kde_stride]
+        kde_count = torch.zeros(n_channels, n_nodes, device=dev).scatter_add_(1, kde_cell, ones[:, :kde_cell.shape[1]])
+    n_zeros = torch.eq(ctx, 0, out=scaled).sum(1, keepdim=True)  # (the cells are counted: reuse their buffer)
+    return cell_count, kde_count, n_zeros
 
 
 _KDE_COARSE = 4  # KDE grid = 4 table cells: the bandwidth spans many of them, and it quarters the FFT
