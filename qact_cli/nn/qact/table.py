@@ -85,15 +85,19 @@ def sample_context(z3: Tensor, size: int | None, generator: torch.Generator | No
     jitter = torch.rand(size, device=dev, generator=generator)
     pos = ((torch.arange(size, device=dev) + jitter) * (m / size)).long().clamp_(max=m - 1)
     base = (pos // length) * (c * length) + pos % length
-    # int32 positions when they fit: half the index memory of int64 for the one gather
+    # int32 positions when they fit: half the index memory of int64 for the one gather. The gather
+    # runs position by position, all channels of a position together: its reads then go forward
+    # through each image, where channel by channel they would stride C*L values through the whole
+    # activation (on ResNet18's 512-channel layers, 1.8x slower with the transpose below included).
     itype = torch.int32 if z3.numel() < 2**31 else torch.int64
-    flat = torch.add((torch.arange(c, device=dev, dtype=itype) * length)[:, None], base.to(itype)[None, :],
-                     out=workspace("sample_index", (c, size), itype, dev))
+    flat = torch.add(base.to(itype)[:, None], (torch.arange(c, device=dev, dtype=itype) * length)[None, :],
+                     out=workspace("sample_index", (size, c), itype, dev))
     src = z3.contiguous().view(-1)
-    if out is None or src.dtype != torch.float32:
-        got = src.index_select(0, flat.view(-1)).view(c, size).float()
-        return got if out is None else out.copy_(got)
-    return torch.index_select(src, 0, flat.view(-1), out=out.view(-1)).view(c, size)
+    by_position = torch.index_select(src, 0, flat.view(-1), out=workspace("sample_rows", (size * c,), src.dtype, dev))
+    by_position = by_position.view(size, c)
+    if out is None:
+        return by_position.t().float().contiguous()
+    return out.copy_(by_position.t())
 
 
 def _bandwidth(ctx: Tensor, w: Tensor, bandwidth: float | str) -> Tensor:
