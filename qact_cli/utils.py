@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from .errors import InputError, UsageError
+from .nn.qact.native import kernel as qact_kernel
 from .startup import check_seed
 
 
@@ -181,6 +182,7 @@ def environment(device: torch.device | str | None = None) -> dict:
         "platform": platform.platform(),
         "cpu": platform.processor() or platform.machine(),
         "threads": torch.get_num_threads(),
+        "qact_kernel": qact_kernel(),  # "native" (QACT_KERNEL=native) or "torch", the default path
     }
     if device is not None:
         device = torch.device(device)
