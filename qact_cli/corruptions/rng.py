@@ -125,9 +125,14 @@ class ImageStreams:
         return lanes.to(torch.int32) & ((1 << width) - 1)
 
     def uniform(self, shape: tuple[int, ...], low: float, high: float) -> torch.Tensor:
-        """U[low, high) in float32 (24 random bits, as torch.rand)."""
-        u = self.bits(math.prod(shape), 24).to(torch.float32).mul_(2.0**-24)
-        return u.mul_(high - low).add_(low).reshape(len(self), *shape)
+        """U[low, high) in float32 (24 random bits, as torch.rand): the top 24 bits of each 32-bit half of a word,
+        read as a signed integer s, give (low + high) / 2 + s (high - low) / 2^24."""
+        count = math.prod(shape)
+        halves = self.words((count + 1) // 2).view(torch.int32)[:, :count]
+        u = (halves >> 8).to(torch.float32).mul_((high - low) * 2.0**-24)
+        if low + high:
+            u = u.add_((low + high) / 2)
+        return u.reshape(len(self), *shape)
 
     def normal(self, shape: tuple[int, ...], mean: float = 0.0, std: float = 1.0) -> torch.Tensor:
         """N(mean, std^2) in float32 by the Box-Muller transform of 24-bit uniforms (as torch.normal_): one word
