@@ -10,15 +10,16 @@ from functools import lru_cache
 import numpy as np
 import torch
 
-from .base import register, to_uint8
+from .base import register
 from .filters import device_constant
 from .rng import ImageStreams
 
 
-# shot_noise changes every value independently, and an output's distribution depends only on the input's level
-# (an 8-bit image has only 256 Poisson rates): P(out = k | x), a 256 x 256 table per parameter. Outputs are drawn
-# from it by Walker's alias method (one table look-up and one comparison per value, however long the tails),
-# with the probabilities held in units of 2^-32.
+# gaussian, shot and speckle noise change every value independently, and an output's distribution depends only
+# on the input's level: P(out = k | x), a 256 x 256 table per corruption and parameter (an 8-bit image has only
+# 256 levels). Outputs are drawn from it by Walker's alias method (one table look-up and one comparison per value,
+# however long the tails), with the probabilities held in units of 2^-32: closer to the reference's float64
+# draws than float32 noise would be, and the same bytes on every device.
 _COLUMNS = 256  # alias columns per input level: a 32-bit draw u picks one with its low byte ...
 _CAPACITY = 1 << 24  # ... and compares its top 24 bits with the column's threshold (2^-32 units per column)
 
@@ -81,6 +82,30 @@ def _sample(x: torch.Tensor, table: np.ndarray, key: tuple, rng: ImageStreams) -
 _LEVELS = np.arange(256, dtype=np.float64)
 
 
+def _phi(z: np.ndarray) -> np.ndarray:
+    """The standard normal CDF in float64 (accurate in both tails)."""
+    return torch.special.ndtr(torch.from_numpy(np.asarray(z, dtype=np.float64))).numpy()
+
+
+@lru_cache(maxsize=16)
+def _gaussian_table(c: float) -> np.ndarray:
+    """out = floor(255 clip(x/255 + c z, 0, 1)) = clip(x + floor(255 c z), 0, 255) for integer x (floor(x + y) =
+    x + floor(y)): P(out <= k | x) = Phi((k + 1 - x) / (255 c)) below 255."""
+    k, x = np.meshgrid(_LEVELS, _LEVELS)
+    return _alias_table(_phi((k + 1 - x) / (255.0 * c)))
+
+
+@lru_cache(maxsize=16)
+def _speckle_table(c: float) -> np.ndarray:
+    """out = floor(255 clip(x/255 + (x/255) c z, 0, 1)) = clip(x + floor(x c z), 0, 255):
+    P(out <= k | x) = Phi((k + 1 - x) / (x c)) for x > 0; black stays black."""
+    k, x = np.meshgrid(_LEVELS, _LEVELS)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        cdf = _phi((k + 1 - x) / (x * c))
+    cdf[0] = 1.0
+    return _alias_table(cdf)
+
+
 @lru_cache(maxsize=16)
 def _poisson_table(c: float) -> np.ndarray:
     """Counts k ~ Poisson(lam = (x / 255) c) become uint8(clip(k / c, 0, 1) * 255) as the reference computes it;
@@ -100,9 +125,8 @@ def _poisson_table(c: float) -> np.ndarray:
 
 @register(group="common")
 def gaussian_noise(x: torch.Tensor, c: float, rng: ImageStreams) -> torch.Tensor:
-    """clip(x + N(0, c)), on the 0..255 scale: floor(255 clip(x/255 + c z, 0, 1)) = floor(clip(x + 255 c z, 0, 255))."""
-    v = x.to(torch.float32)
-    return to_uint8(v.add_(rng.normal(tuple(x.shape[1:]), std=255.0 * c)))
+    """clip(x + N(0, c)), drawn per value from the exact distribution of the 8-bit result."""
+    return _sample(x, _gaussian_table(float(c)), ("gaussian", float(c)), rng)
 
 
 @register(group="common")
@@ -145,6 +169,5 @@ def impulse_noise(x: torch.Tensor, c: float, rng: ImageStreams) -> torch.Tensor:
 
 @register(group="extra")
 def speckle_noise(x: torch.Tensor, c: float, rng: ImageStreams) -> torch.Tensor:
-    """clip(x + x * N(0, c)), on the 0..255 scale (the same products, 255 times larger)."""
-    v = x.to(torch.float32)
-    return to_uint8(v.addcmul_(v, rng.normal(tuple(x.shape[1:]), std=c)))
+    """clip(x + x * N(0, c)), drawn per value from the exact distribution of the 8-bit result."""
+    return _sample(x, _speckle_table(float(c)), ("speckle", float(c)), rng)

@@ -24,6 +24,7 @@ import torch
 _GAMMA = 0x9E3779B97F4A7C15  # SplitMix64's increment (the golden ratio in 64-bit fixed point)
 _MIX = ((30, 0xBF58476D1CE4E5B9), (27, 0x94D049BB133111EB), (31, None))  # xor-shift, multiply; final xor-shift
 _MASK64 = (1 << 64) - 1
+_PER_IMAGE_NORMALS = 4096  # normal fields at least this large per image come from torch generators
 
 
 def image_seed(seed: int, name: str, severity: int, index: int, stream: str) -> int:
@@ -135,9 +136,20 @@ class ImageStreams:
         return u.reshape(len(self), *shape)
 
     def normal(self, shape: tuple[int, ...], mean: float = 0.0, std: float = 1.0) -> torch.Tensor:
-        """N(mean, std^2) in float32 by the Box-Muller transform of 24-bit uniforms (as torch.normal_): one word
-        gives a pair, r cos(t) and r sin(t) with r = sqrt(-2 ln u1) (u1 in (0, 1]) and t uniform in [-pi, pi)."""
+        """N(mean, std^2) in float32. A large field per image comes from torch's own normal_ (its fused Box-Muller
+        kernel is the fastest normal sampler at hand) on a generator seeded with the image's next field word; a
+        small one (< 4096 values, where a generator per image would cost more than the draws) from the Box-Muller
+        transform of the words themselves: one word gives r cos(t) and r sin(t), r = sqrt(-2 ln u1) with a 24-bit
+        u1 in (0, 1], t uniform in [-pi, pi)."""
         count = math.prod(shape)
+        if count >= _PER_IMAGE_NORMALS:
+            seeds = self.words(1).cpu()[:, 0] & ((1 << 63) - 1)
+            out = torch.empty((len(self), count), dtype=torch.float32, device=self.field_device)
+            for row, seed in zip(out, seeds.tolist()):  # one generator call per image, not per value
+                g = torch.Generator(device=self.field_device)
+                g.manual_seed(seed)
+                row.normal_(mean, std, generator=g)
+            return out.reshape(len(self), *shape)
         pairs = (count + 1) // 2
         words = self.words(pairs)
         r = (words & 0xFFFFFF).to(torch.float32).add_(1.0).mul_(2.0**-24).log_().mul_(-2.0).sqrt_().mul_(std)
