@@ -21,6 +21,7 @@ from .rng import ImageStreams
 # however long the tails), with the probabilities held in units of 2^-32: closer to the reference's float64
 # draws than float32 noise would be, and the same bytes on every device.
 _COLUMNS = 256  # alias columns per input level: a 32-bit draw u picks one with its low byte ...
+_BLOCK = 1 << 15  # values per block of the CPU sampler
 _CAPACITY = 1 << 24  # ... and compares its top 24 bits with the column's threshold (2^-32 units per column)
 
 
@@ -57,17 +58,22 @@ def _sample(x: torch.Tensor, table: np.ndarray, key: tuple, rng: ImageStreams) -
     n, count = x.shape[0], x[0].numel()
     words = rng.words((count + 1) // 2)
     if x.device.type == "cpu" and sys.byteorder == "little":
-        u = words.numpy().view(np.uint32)[:, :count]
-        col = words.numpy().view(np.uint8).reshape(n, -1, 4)[:, :count, 0]  # u & 255
-        idx = np.empty((n, count, 2), np.uint8)  # uint16 level << 8 | column
-        idx[..., 0] = col
-        idx[..., 1] = x.numpy().reshape(n, count)
-        entry = np.take(table, idx.view(np.uint16)[..., 0])
-        pick = np.less(np.bitwise_or(u, np.uint32(0xFF)), entry)
-        out = entry.astype(np.uint8)  # the alias; a select without branches (np.where mispredicts random picks):
-        flip = np.bitwise_xor(col, out)
-        flip *= pick
-        out ^= flip  # alias ^ (column ^ alias) where picked
+        u_all = words.numpy().view(np.uint32).reshape(n, -1)[:, :count].reshape(-1)
+        col_all = words.numpy().view(np.uint8).reshape(n, -1, 4)[:, :count, 0].reshape(-1)  # u & 255
+        x_all = x.numpy().reshape(-1)
+        out = np.empty(n * count, np.uint8)
+        idx = np.empty((min(n * count, _BLOCK), 2), np.uint8)  # uint16 level << 8 | column
+        for a in range(0, n * count, _BLOCK):  # blocks of values whose temporaries stay in the L2 cache
+            b = min(n * count, a + _BLOCK)
+            u, col, ix, o = u_all[a:b], col_all[a:b], idx[:b - a], out[a:b]
+            ix[:, 0] = col
+            ix[:, 1] = x_all[a:b]
+            entry = np.take(table, ix.view(np.uint16)[:, 0])
+            pick = np.less(np.bitwise_or(u, np.uint32(0xFF)), entry)
+            np.copyto(o, entry, casting="unsafe")  # the alias (the low byte); then a select without branches
+            flip = np.bitwise_xor(col, o)  # (np.where mispredicts the random picks)
+            flip *= pick
+            o ^= flip  # alias ^ (column ^ alias) where picked
         return torch.from_numpy(out).reshape(x.shape)
     # int32 on the device: signed comparisons of values with the top bit flipped are the unsigned comparisons
     flipped = device_constant(("noise-alias",) + key, lambda: (table ^ np.uint32(1 << 31)).view(np.int32),
