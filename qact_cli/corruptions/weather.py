@@ -219,16 +219,17 @@ def spatter(x: torch.Tensor, c, rng: ImageStreams) -> torch.Tensor:
     loc, scale, sigma, threshold, intensity, mode = c
     n, _, h, w = x.shape
     liquid = gaussian_filter(rng.normal((h, w), mean=loc, std=scale), float(sigma), "nearest")
-    v = unit(x)
     if mode == 0:
         l8 = _liquid_u8(liquid, threshold)
         m = imgproc.water_mask(l8).mul_(l8)  # float32: the liquid layer times the mask
         peak = m.amax((1, 2), keepdim=True)
         # the reference divides 0 by 0 when no liquid survives (NaN -> black); here the image stays clean
         # (m >= 0, so a zero peak means m == 0 everywhere and m / 1e-30 stays 0)
-        m.div_(peak.clamp_min(1e-30)).mul_(intensity)
-        color = torch.tensor([175 / 255.0, 238 / 255.0, 238 / 255.0], device=x.device).view(1, 3, 1, 1)
-        return truncate_u8(v.add_(m[:, None] * color).clamp_(0.0, 1.0).mul_(255.0))  # unit_to_uint8, in place
+        m.mul_(intensity / peak.clamp_min(1e-30))
+        # on the 0..255 scale: x + m * (175, 238, 238), one pass over the image (uint8 x read as it is added)
+        color = torch.tensor([175.0, 238.0, 238.0], device=x.device).view(1, 3, 1, 1)
+        return truncate_u8(torch.addcmul(x, m[:, None], color).clamp_(0.0, 255.0))
+    v = unit(x)
     m = (liquid > threshold).to(torch.float32)  # thresholding to 0 first changes nothing here (threshold > 0)
     m = gaussian_filter(m, float(intensity), "nearest")
     m = torch.where(m < 0.8, 0.0, m)[:, None]
