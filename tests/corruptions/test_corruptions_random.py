@@ -229,22 +229,53 @@ def test_frost_is_a_crop_of_a_used_texture():
 
 
 @pytest.mark.parametrize("c", [500.0, 100.0, 12.0, 3.0])
-def test_shot_noise_inversion_matches_a_search(c):
-    """The cell table plus bisection gives exactly min{k : u < F(k)} for every 30-bit u (brute-force search)."""
+def test_shot_noise_alias_table_holds_the_poisson_levels(c):
+    """Every row of the alias table gives each output level the Poisson probability of the counts that map to it,
+    to the table's 2^-32 resolution (one unit of rounding per level)."""
     from qact_cli.corruptions import noise
 
-    _, _, cdf, levels = noise._poisson_tables(c)
-    table = cdf.reshape(256, -1)
-    rs = np.random.RandomState(1)
-    x = rs.randint(0, 256, (2, 3, 32, 32)).astype(np.uint8)
-    u = rs.randint(0, 2**30, x.size)
-    u[:256] = np.arange(256) * (2**22) + 2**22 - 1  # the last value of a cell, where the tails pile up
-    u[256:512] = 2**30 - 1 - np.arange(256)
+    entries = noise._poisson_table(c).reshape(256, 256).astype(np.int64)
+    threshold, alias = entries >> 8, entries & 255
+    cols = np.broadcast_to(np.arange(256), (256, 256))
+    rows = np.broadcast_to(np.arange(256)[:, None], (256, 256))
+    own = np.where(alias == cols, 1 << 24, threshold)  # a column's mass that stays with its own level
+    mass = np.zeros((256, 256), np.int64)
+    np.add.at(mass, (rows, cols), own)
+    np.add.at(mass, (rows, alias), (1 << 24) - own)
+    ks = np.arange(int(c + 12 * math.sqrt(c) + 30))
+    levels = np.floor(np.minimum(ks / c, 1) * 255).astype(int)
+    for v in range(256):
+        expected = np.bincount(levels, weights=stats.poisson.pmf(ks, v / 255 * c), minlength=256)
+        assert np.abs(mass[v] / 2.0**32 - expected).max() < 3 * 2.0**-32
 
-    class Draws:  # stands in for ImageStreams.bits
-        def bits(self, count, width):
-            return torch.from_numpy(u.astype(np.int32).reshape(2, count))
 
-    out = noise.shot_noise(torch.from_numpy(x), c, Draws()).reshape(-1).numpy()
-    k = np.array([np.searchsorted(table[v], uu, side="right") for v, uu in zip(x.reshape(-1), u)])
-    assert np.array_equal(out, levels[k].astype(np.uint8))
+def test_alias_sampling_is_the_same_on_numpy_and_torch():
+    """The CPU path (numpy views) and the device path (torch int32) draw the same bytes from the same words."""
+    import sys
+
+    from qact_cli.corruptions import noise
+    from qact_cli.corruptions.rng import ImageStreams
+
+    x = torch.from_numpy(np.random.RandomState(2).randint(0, 256, (3, 3, 17, 19)).astype(np.uint8))
+    table = noise._poisson_table(7.0)
+    fast = noise._sample(x, table, ("test", 7.0), ImageStreams(4, "shot_noise", 2, 0, 3, "cpu"))
+    order = sys.byteorder
+    try:
+        sys.byteorder = "big"  # takes the torch path on the CPU
+        plain = noise._sample(x, table, ("test", 7.0), ImageStreams(4, "shot_noise", 2, 0, 3, "cpu"))
+    finally:
+        sys.byteorder = order
+    assert torch.equal(fast, plain) and fast.shape == x.shape
+
+
+def test_splitmix_streams_are_the_same_in_numpy_and_torch():
+    from qact_cli.corruptions import rng
+
+    seeds = np.array([0, 1, 2**63 + 5, 2**64 - 1], dtype=np.uint64)
+    a = rng.splitmix64_numpy(seeds, 1000)
+    b = rng.splitmix64_torch(torch.from_numpy(seeds.view(np.int64)), 1000).numpy().view(np.uint64)
+    assert np.array_equal(a, b)
+    # SplitMix64's published first output for state 0 (the increment added once, then the mix)
+    assert int(a[0, 0]) == 0xE220A8397B1DCDAF
+    bits = np.unpackbits(a[1:].view(np.uint8))  # every bit position about half ones
+    assert abs(bits.mean() - 0.5) < 0.01
