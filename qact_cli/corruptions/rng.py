@@ -21,6 +21,9 @@ from functools import lru_cache
 import numpy as np
 import torch
 
+# What generated sets (gen:NAME) record beside their seed: the same seed gives the same images only
+# under the same streams (results from before these streams, which had no such key, are not comparable).
+STREAMS = "splitmix64"
 _GAMMA = 0x9E3779B97F4A7C15  # SplitMix64's increment (the golden ratio in 64-bit fixed point)
 _MIX = ((30, 0xBF58476D1CE4E5B9), (27, 0x94D049BB133111EB), (31, None))  # xor-shift, multiply; final xor-shift
 _MASK64 = (1 << 64) - 1

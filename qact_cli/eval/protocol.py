@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from .. import distributed
+from ..corruptions.rng import STREAMS
 from ..data import Cell, Dataset, ImageSource, make_loader
 from ..data.base import limit_indices, loader_workers
 from ..data.decode import batch_decoder, decoded_batches
@@ -54,6 +55,8 @@ class Protocol:
     def to_json(self) -> dict:
         d = asdict(self)
         d.pop("dataset")
+        if self.dataset.startswith("gen:"):  # the seed decides the images only with the same random streams
+            d["streams"] = STREAMS
         return d
 
     def check(self) -> None:

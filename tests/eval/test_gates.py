@@ -132,6 +132,18 @@ def test_protocol_differences_include_the_seed_only_for_generated_sets():
     assert protocol_differences(_result("cifar100c"), _result()) == ["dataset cifar100c vs cifar10c"]
 
 
+def test_generated_sets_record_their_random_streams():
+    """A gen: result from before the SplitMix64 streams (no `streams` key) drew other images from the same seed."""
+    from qact_cli.corruptions.rng import STREAMS
+    from qact_cli.eval.protocol import Protocol
+
+    assert Protocol("gen:digits", ["fog"], [1]).to_json()["streams"] == STREAMS
+    assert "streams" not in Protocol("cifar10c", ["fog"], [1]).to_json()
+    now, old = _result("gen:digits", streams=STREAMS), _result("gen:digits")
+    assert protocol_differences(now, old) == [f"streams {STREAMS} vs None"]
+    assert protocol_differences(now, _result("gen:digits", streams=STREAMS)) == []
+
+
 def test_check_gates_with_a_multi_model_baseline(tmp_path):
     a, b = _result(), _result(acc=(0.5, 0.4))
     b["model"]["name"] = "other"
