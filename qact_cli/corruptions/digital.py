@@ -141,10 +141,9 @@ def _pixelate_np(arr: np.ndarray, sh: int, sw: int, out: np.ndarray) -> None:
 @register(group="common", deterministic=True, interleaved=True, chunk_pixels=1 << 20)
 def pixelate(x: torch.Tensor, c: float, rng: ImageStreams) -> torch.Tensor:
     """PIL BOX resize to int(size * c), then BOX back to the original size (Pillow's fixed-point rounding).
-    On the CPU both in numpy (`_box_reduce`: exact; 1.2-1.5x faster than Pillow's own resampler called once per
-    pass for a whole batch, at 224 and 32 px),
-    elsewhere in the exact torch emulation `pil_box_resize`. The enlargement is a gather of whole pixels
-    (`pil_box_enlarge_source`) on every device."""
+    The reduction runs in numpy on the CPU (`_box_reduce`: exact; 1.2-1.5x faster than Pillow's own resampler
+    called once per pass for a whole batch, at 224 and 32 px), elsewhere in the exact torch emulation
+    `pil_box_resize`. The enlargement is a gather of whole pixels (`pil_box_enlarge_source`) on every device."""
     n, _, h, w = x.shape
     sh, sw = int(h * c), int(w * c)
     if x.device.type == "cpu":
