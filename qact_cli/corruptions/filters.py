@@ -257,12 +257,6 @@ def motion_weights(radius: int, sigma: float) -> np.ndarray:
     return k / k.sum()
 
 
-def _runs(keys: np.ndarray) -> list[tuple[int, int]]:
-    """[start, end) of the runs of equal consecutive values in a 1-D array."""
-    cuts = (np.flatnonzero(keys[1:] != keys[:-1]) + 1).tolist()
-    return list(zip([0, *cuts], [*cuts, len(keys)]))
-
-
 _SIDE_BY_SIDE_BELOW = 96  # image width under which images are laid side by side (rows too short to stream alone)
 
 
@@ -308,48 +302,78 @@ def _replicate_pad(x: torch.Tensor, top: int, bottom: int, left: int, right: int
     return padded
 
 
+def _merged_taps(dy: np.ndarray, dx: np.ndarray, live: np.ndarray, weights: np.ndarray) -> tuple[np.ndarray, ...]:
+    """Per image, consecutive taps that read the same offset (a steep digital line steps by a row, or by a column,
+    alone now and then) as one tap with the summed weight: (dy, dx, weight) as (N, steps), weight 0 where an image
+    has fewer steps or its taps are no longer live."""
+    n, t = dy.shape
+    new = np.ones((n, t), bool)
+    new[:, 1:] = (dy[:, 1:] != dy[:, :-1]) | (dx[:, 1:] != dx[:, :-1])
+    step = np.cumsum(new, axis=1) - 1
+    rows = np.repeat(np.arange(n), t).reshape(n, t)
+    steps = int(step.max()) + 1
+    w = np.zeros((n, steps))
+    np.add.at(w, (rows, step), weights[None, :] * live)
+    mdy, mdx = np.zeros((n, steps), np.int64), np.zeros((n, steps), np.int64)
+    mdy[rows, step], mdx[rows, step] = dy, dx
+    return mdy, mdx, w
+
+
 def motion_blur(x: torch.Tensor, radius: int, sigma: float, angle_deg: torch.Tensor) -> torch.Tensor:
     """Blur (N, C, H, W) images (any real dtype; computed in float32 unless x is floating) along a per-image
     direction with the one-sided Gaussian line kernel, borders replicated. Taps whose shift reaches the image
     size are dropped (the reference stops there). Returns (N, C, H, W) contiguous floats.
 
-    Images are sorted by angle, so at each tap the images that read the same offset form runs, and every run
-    is one shifted-slice multiply-add (no gathered copies). Narrow images are laid out side by side, as
+    Every tap is one shifted-slice multiply-add over a run of images that read the same offset (no gathered
+    copies). Narrow images are sorted by angle, so that runs span several images, laid out side by side, as
     (C, H + pads, N, W + pads), so that a run's rows are long contiguous stretches, and mirrored so that every
     line points down and right (exact: replicated borders are mirror symmetric): the mirrored halves then
-    share offsets, which halves the runs and the pads."""
+    share offsets, which halves the runs and the pads. Wide images (a run is about one image anyway) stay in
+    place, and each merges the taps that read the same pixel."""
     n, c, h, w = x.shape
     dtype = x.dtype if x.is_floating_point() else torch.float32
     dev = x.device
     side = w < _SIDE_BY_SIDE_BELOW
-    order, dy, dx, flip_h, flip_w = _motion_plan(radius, angle_deg.detach().to("cpu", torch.float64).numpy(), side)
+    angle = angle_deg.detach().to("cpu", torch.float64).numpy()
+    if side:
+        order, dy, dx, flip_h, flip_w = _motion_plan(radius, angle, True)
+    else:
+        (dy, dx), order = motion_offsets(radius, angle), np.arange(n)
     live = np.cumsum((np.abs(dy) >= h) | (np.abs(dx) >= w), axis=1) == 0
     top, bottom = max(0, -int(dy[live].min())), max(0, int(dy[live].max()))
     left, right = max(0, -int(dx[live].min())), max(0, int(dx[live].max()))
     hp, wp = h + top + bottom, w + left + right
+    rows, cols = slice(top, top + h), slice(left, left + w)
+    weights = motion_weights(radius, sigma)
+    wts = weights.tolist()  # as alpha, cast to the working precision like a float32 weight tensor was
+    if not side:
+        padded = _replicate_pad(x, top, bottom, left, right, dtype, False)
+        mdy, mdx, mw = _merged_taps(dy, dx, live, weights)
+        out = padded[:, :, rows, cols].mul(wts[0])  # tap 0 reads the pixel itself, alone
+        key = np.stack([mdy, mdx, mw.view(np.int64)], -1)
+        for s in range(1, mdy.shape[1]):  # taps, then runs of images that read the same offset
+            cuts = [0, *(np.flatnonzero((key[1:, s] != key[:-1, s]).any(1)) + 1).tolist(), n]
+            for a, b, y, x0, wt in zip(cuts[:-1], cuts[1:], (top + mdy[cuts[:-1], s]).tolist(),
+                                       (left + mdx[cuts[:-1], s]).tolist(), mw[cuts[:-1], s].tolist()):
+                if wt != 0.0:
+                    out[a:b].add_(padded[a:b, :, y:y + h, x0:x0 + w], alpha=wt)
+        return out
     sorted_x = x if (order == np.arange(n)).all() else x.index_select(0, torch.as_tensor(order, device=dev))
     sorted_x = _flip_some(sorted_x, flip_h[order], flip_w[order], inplace=sorted_x is not x)
-    padded = _replicate_pad(sorted_x, top, bottom, left, right, dtype, side)
-    rows, cols = slice(top, top + h), slice(left, left + w)
-    weight = torch.as_tensor(motion_weights(radius, sigma), device=dev).to(dtype).unbind()
+    padded = _replicate_pad(sorted_x, top, bottom, left, right, dtype, True)
+    # out keeps the canvas's columns: image i is columns i*wp + left .. + w-1, the rest is scratch
+    out = padded[:, rows].mul(wts[0])  # tap 0 reads the pixel itself
+    src_rows, dst = padded.view(c, hp, n * wp), out.view(c, h, n * wp)
     key = (dy * (2 * wp + 1) + dx) * 2 + live  # a run shares its offset and whether the tap is live
-    if side:  # out keeps the canvas's columns: image i is columns i*wp + left .. + w-1, the rest is scratch
-        out = padded[:, rows].mul(weight[0]).view(c, h, n * wp)  # tap 0 reads the pixel itself
-        plane, row = hp * n * wp, n * wp
-        for t in range(1, dy.shape[1]):  # taps, then runs of images: a handful per tap, not one per image
-            for a, b in _runs(key[:, t]):
-                if live[a, t]:
-                    o, span = a * wp + left, (b - a - 1) * wp + w
-                    src = padded.as_strided((c, h, span), (plane, row, 1), (top + dy[a, t]) * row + o + dx[a, t])
-                    out.as_strided((c, h, span), (h * row, row, 1), o).addcmul_(src, weight[t])
-        out = out.view(c, h, n, wp)[..., cols].permute(2, 0, 1, 3)
-    else:
-        out = padded[:, :, rows, cols].mul(weight[0])
-        for t in range(1, dy.shape[1]):
-            for a, b in _runs(key[:, t]):
-                if live[a, t]:
-                    y, x0 = top + dy[a, t], left + dx[a, t]
-                    out[a:b].addcmul_(padded[a:b, :, y:y + h, x0:x0 + w], weight[t])
+    for t in range(1, dy.shape[1]):  # taps, then runs of images: a handful per tap, not one per image
+        cuts = [0, *(np.flatnonzero(key[1:, t] != key[:-1, t]) + 1).tolist(), n]
+        firsts = cuts[:-1]
+        for a, b, y, x0, alive in zip(firsts, cuts[1:], (top + dy[firsts, t]).tolist(), dx[firsts, t].tolist(),
+                                      live[firsts, t].tolist()):
+            if alive:
+                o, span = a * wp + left, (b - a - 1) * wp + w
+                dst[:, :, o:o + span].add_(src_rows[:, y:y + h, o + x0:o + x0 + span], alpha=wts[t])
+    out = out.view(c, h, n, wp)[..., cols].permute(2, 0, 1, 3)
     if (order == np.arange(n)).all():
         out = out.contiguous()  # elementwise work that follows runs ~2x faster on contiguous values
     else:
