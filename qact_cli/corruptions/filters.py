@@ -257,6 +257,21 @@ def motion_weights(radius: int, sigma: float) -> np.ndarray:
     return k / k.sum()
 
 
+def _runs(dy: np.ndarray, dx: np.ndarray, weight: np.ndarray, first: int) -> list[tuple[int, int, int, int, float]]:
+    """Taps from `first` on, then runs of consecutive images that share the tap's offset and weight (N, T each):
+    (a, b, dy, dx, weight) for images a..b-1. Plain Python on lists: a few dozen taps times a few images, where
+    numpy's per-call overhead would cost more than the work."""
+    rows = [list(zip(*r)) for r in zip(dy.tolist(), dx.tolist(), weight.tolist())]  # per image: (dy, dx, w) per tap
+    ops = []
+    for t in range(first, dy.shape[1]):
+        a = 0
+        for b in range(1, len(rows) + 1):
+            if b == len(rows) or rows[b][t] != rows[a][t]:
+                ops.append((a, b, *rows[a][t]))
+                a = b
+    return ops
+
+
 _SIDE_BY_SIDE_BELOW = 96  # image width under which images are laid side by side (rows too short to stream alone)
 
 
@@ -350,13 +365,9 @@ def motion_blur(x: torch.Tensor, radius: int, sigma: float, angle_deg: torch.Ten
         padded = _replicate_pad(x, top, bottom, left, right, dtype, False)
         mdy, mdx, mw = _merged_taps(dy, dx, live, weights)
         out = padded[:, :, rows, cols].mul(wts[0])  # tap 0 reads the pixel itself, alone
-        key = np.stack([mdy, mdx, mw.view(np.int64)], -1)
-        for s in range(1, mdy.shape[1]):  # taps, then runs of images that read the same offset
-            cuts = [0, *(np.flatnonzero((key[1:, s] != key[:-1, s]).any(1)) + 1).tolist(), n]
-            for a, b, y, x0, wt in zip(cuts[:-1], cuts[1:], (top + mdy[cuts[:-1], s]).tolist(),
-                                       (left + mdx[cuts[:-1], s]).tolist(), mw[cuts[:-1], s].tolist()):
-                if wt != 0.0:
-                    out[a:b].add_(padded[a:b, :, y:y + h, x0:x0 + w], alpha=wt)
+        for a, b, y, x0, wt in _runs(mdy, mdx, mw, 1):  # taps, then runs of images that read the same offset
+            if wt != 0.0:
+                out[a:b].add_(padded[a:b, :, top + y:top + y + h, left + x0:left + x0 + w], alpha=wt)
         return out
     sorted_x = x if (order == np.arange(n)).all() else x.index_select(0, torch.as_tensor(order, device=dev))
     sorted_x = _flip_some(sorted_x, flip_h[order], flip_w[order], inplace=sorted_x is not x)
@@ -364,15 +375,10 @@ def motion_blur(x: torch.Tensor, radius: int, sigma: float, angle_deg: torch.Ten
     # out keeps the canvas's columns: image i is columns i*wp + left .. + w-1, the rest is scratch
     out = padded[:, rows].mul(wts[0])  # tap 0 reads the pixel itself
     src_rows, dst = padded.view(c, hp, n * wp), out.view(c, h, n * wp)
-    key = (dy * (2 * wp + 1) + dx) * 2 + live  # a run shares its offset and whether the tap is live
-    for t in range(1, dy.shape[1]):  # taps, then runs of images: a handful per tap, not one per image
-        cuts = [0, *(np.flatnonzero(key[1:, t] != key[:-1, t]) + 1).tolist(), n]
-        firsts = cuts[:-1]
-        for a, b, y, x0, alive in zip(firsts, cuts[1:], (top + dy[firsts, t]).tolist(), dx[firsts, t].tolist(),
-                                      live[firsts, t].tolist()):
-            if alive:
-                o, span = a * wp + left, (b - a - 1) * wp + w
-                dst[:, :, o:o + span].add_(src_rows[:, y:y + h, o + x0:o + x0 + span], alpha=wts[t])
+    for a, b, y, x0, wt in _runs(dy, dx, np.where(live, weights[None, :], 0.0), 1):
+        if wt != 0.0:  # a run: images a..b-1, their columns side by side
+            o, span = a * wp + left, (b - a - 1) * wp + w
+            dst[:, :, o:o + span].add_(src_rows[:, top + y:top + y + h, o + x0:o + x0 + span], alpha=wt)
     out = out.view(c, h, n, wp)[..., cols].permute(2, 0, 1, 3)
     if (order == np.arange(n)).all():
         out = out.contiguous()  # elementwise work that follows runs ~2x faster on contiguous values
