@@ -262,11 +262,11 @@ def _runs(dy: np.ndarray, dx: np.ndarray, weight: np.ndarray, first: int) -> lis
     (a, b, dy, dx, weight) for images a..b-1. Plain Python on lists: a few dozen taps times a few images, where
     numpy's per-call overhead would cost more than the work."""
     rows = [list(zip(*r)) for r in zip(dy.tolist(), dx.tolist(), weight.tolist())]  # per image: (dy, dx, w) per tap
-    ops = []
+    ops, n = [], len(rows)
     for t in range(first, dy.shape[1]):
         a = 0
-        for b in range(1, len(rows) + 1):
-            if b == len(rows) or rows[b][t] != rows[a][t]:
+        for b in range(1, n + 1):
+            if b == n or rows[b][t] != rows[a][t]:
                 ops.append((a, b, *rows[a][t]))
                 a = b
     return ops
