@@ -40,9 +40,10 @@ def disk_kernel(radius: float, alias_blur: float) -> np.ndarray:
 
 @lru_cache(maxsize=32)
 def disk_columns(radius: float, alias_blur: float) -> tuple[tuple[float, float], tuple[int, ...], float] | None:
-    """The anti-aliased disk as (3-tap blur (g0, g1), half-height of the disk's column at |dx| = 0, 1, ..., 1/taps)
-    when the kernel is exactly that blur applied to the disk (true while the blurred disk stays inside the
-    kernel's 17x17 grid, so that cv2.GaussianBlur's reflect-101 fold never acts: a reach of up to 6 px); else None."""
+    """`disk_kernel` as ((g0, g1) of the 3-tap anti-aliasing blur, the disk's column half-heights at |dx| = 0, 1,
+    ..., 1 / its taps) when the kernel is exactly that blur applied to the disk: true while the blurred disk stays
+    inside the 17x17 grid, so that cv2.GaussianBlur's reflect-101 fold never acts (a reach of up to 6 px); else
+    None."""
     if radius > 8:
         return None
     grid = np.arange(-8, 8 + 1)
@@ -79,13 +80,13 @@ def _defocus_columns(x: torch.Tensor, blur: tuple[float, float], halves: tuple[i
     for d, half in enumerate(halves):
         if half >= 0:
             by_height.setdefault(half, []).append(d)
-    out, box = None, v[..., r:r + h, :]  # rows y-k .. y+k, k = 0 so far
+    out, box = None, v[..., r:r + h, :]  # the sum of rows y-k .. y+k, k = 0 so far (a view of v)
     for k in range(max(by_height) + 1):
         if k:
-            grown = box + v[..., r - k:r - k + h, :] if k == 1 else box.add_(v[..., r - k:r - k + h, :])
-            box = grown.add_(v[..., r + k:r + k + h, :])
+            above, below = v[..., r - k:r - k + h, :], v[..., r + k:r + k + h, :]
+            box = (box + above if k == 1 else box.add_(above)).add_(below)  # fresh at k = 1: v stays as it is
         for d in by_height.get(k, ()):
-            for col in {r + d, r - d}:
+            for col in ((r,) if d == 0 else (r + d, r - d)):
                 part = box[..., col:col + w]
                 out = part.clone() if out is None else out.add_(part)
     return out.mul_(scale * g1 * g1)
