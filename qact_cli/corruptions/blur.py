@@ -8,7 +8,7 @@ from functools import lru_cache
 import numpy as np
 import torch
 
-from .base import register, truncate_u8, unit, unit_to_uint8
+from .base import register, to_uint8, truncate_u8, unit, unit_to_uint8
 from .filters import correlate2d, device_constant, fold_index, gaussian_filter, pad_axis, motion_blur as _motion, zoom_blur_average
 from .rng import ImageStreams
 
@@ -130,15 +130,12 @@ def _correlate2d_fft(x: torch.Tensor, kernel: np.ndarray) -> torch.Tensor:
 def defocus_blur(x: torch.Tensor, c, rng: ImageStreams) -> torch.Tensor:
     """Correlate each channel with the anti-aliased disk (cv2.filter2D, reflect-101 borders)."""
     kernel = disk_kernel(float(c[0]), float(c[1]))
-    v = unit(x)
     nnz = int(np.count_nonzero(kernel))
     columns = disk_columns(float(c[0]), float(c[1]))
-    if nnz <= 49:
-        out = correlate2d(v, kernel, "reflect101")
-    elif columns is not None:
-        out = _defocus_columns(v, *columns)
-    else:
-        out = _correlate2d_fft(v, kernel)
+    if nnz > 49 and columns is not None:  # on the 0..255 scale: the unit scalings are two passes fewer
+        return to_uint8(_defocus_columns(x.to(torch.float32), *columns))
+    v = unit(x)
+    out = correlate2d(v, kernel, "reflect101") if nnz <= 49 else _correlate2d_fft(v, kernel)
     return unit_to_uint8(out)
 
 
@@ -241,4 +238,5 @@ def zoom_blur(x: torch.Tensor, c, rng: ImageStreams) -> torch.Tensor:
 @register(group="extra", deterministic=True)
 def gaussian_blur(x: torch.Tensor, c, rng: ImageStreams) -> torch.Tensor:
     """skimage.filters.gaussian(sigma=c), mode 'nearest', truncate 4, per channel."""
-    return unit_to_uint8(gaussian_filter(unit(x), float(c), "nearest"))
+    # on the 0..255 scale (the weights sum to 1): x / 255 and the * 255 before the truncation are two passes
+    return to_uint8(gaussian_filter(x.to(torch.float32), float(c), "nearest"))
