@@ -257,17 +257,17 @@ def motion_weights(radius: int, sigma: float) -> np.ndarray:
     return k / k.sum()
 
 
-def _runs(dy: np.ndarray, dx: np.ndarray, weight: np.ndarray, first: int) -> list[tuple[int, int, int, int, float]]:
+def _runs(dy: np.ndarray, dx: np.ndarray, weight: np.ndarray, first: int) -> list[tuple[int, int, int, int, int, float]]:
     """Taps from `first` on, then runs of consecutive images that share the tap's offset and weight (N, T each):
-    (a, b, dy, dx, weight) for images a..b-1. Plain Python on lists: a few dozen taps times a few images, where
-    numpy's per-call overhead would cost more than the work."""
+    (tap, a, b, dy, dx, weight) for images a..b-1. Plain Python on lists: a few dozen taps times a few images,
+    where numpy's per-call overhead would cost more than the work."""
     rows = [list(zip(*r)) for r in zip(dy.tolist(), dx.tolist(), weight.tolist())]  # per image: (dy, dx, w) per tap
     ops, n = [], len(rows)
     for t in range(first, dy.shape[1]):
         a = 0
         for b in range(1, n + 1):
             if b == n or rows[b][t] != rows[a][t]:
-                ops.append((a, b, *rows[a][t]))
+                ops.append((t, a, b, *rows[a][t]))
                 a = b
     return ops
 
@@ -365,7 +365,7 @@ def motion_blur(x: torch.Tensor, radius: int, sigma: float, angle_deg: torch.Ten
         padded = _replicate_pad(x, top, bottom, left, right, dtype, False)
         mdy, mdx, mw = _merged_taps(dy, dx, live, weights)
         out = padded[:, :, rows, cols].mul(wts[0])  # tap 0 reads the pixel itself, alone
-        for a, b, y, x0, wt in _runs(mdy, mdx, mw, 1):  # taps, then runs of images that read the same offset
+        for _, a, b, y, x0, wt in _runs(mdy, mdx, mw, 1):  # taps, then runs of images that read the same offset
             if wt != 0.0:
                 out[a:b].add_(padded[a:b, :, top + y:top + y + h, left + x0:left + x0 + w], alpha=wt)
         return out
@@ -374,11 +374,13 @@ def motion_blur(x: torch.Tensor, radius: int, sigma: float, angle_deg: torch.Ten
     padded = _replicate_pad(sorted_x, top, bottom, left, right, dtype, True)
     # out keeps the canvas's columns: image i is columns i*wp + left .. + w-1, the rest is scratch
     out = padded[:, rows].mul(wts[0])  # tap 0 reads the pixel itself
-    src_rows, dst = padded.view(c, hp, n * wp), out.view(c, h, n * wp)
-    for a, b, y, x0, wt in _runs(dy, dx, np.where(live, weights[None, :], 0.0), 1):
+    # runs are many and small here: one as_strided per view and a weight tensor per tap cost the least per call
+    weight, plane, row = torch.as_tensor(weights, device=dev).to(dtype).unbind(), hp * n * wp, n * wp
+    for t, a, b, y, x0, wt in _runs(dy, dx, np.where(live, weights[None, :], 0.0), 1):
         if wt != 0.0:  # a run: images a..b-1, their columns side by side
             o, span = a * wp + left, (b - a - 1) * wp + w
-            dst[:, :, o:o + span].add_(src_rows[:, top + y:top + y + h, o + x0:o + x0 + span], alpha=wt)
+            src = padded.as_strided((c, h, span), (plane, row, 1), (top + y) * row + o + x0)
+            out.as_strided((c, h, span), (h * row, row, 1), o).addcmul_(src, weight[t])
     out = out.view(c, h, n, wp)[..., cols].permute(2, 0, 1, 3)
     if (order == np.arange(n)).all():
         out = out.contiguous()  # elementwise work that follows runs ~2x faster on contiguous values
