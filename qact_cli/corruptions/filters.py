@@ -93,16 +93,64 @@ def pad_axis(x: torch.Tensor, before: int, after: int, dim: int, mode: str) -> t
     return x.index_select(dim, idx)
 
 
+_BAND_BLOCK = 32  # output positions per block of a banded product (measured at 224 px: 16-48 within noise)
+_BANDED_FROM_TAPS = 9  # longer kernels take the banded product: at 224 px it costs about what 10 taps do
+
+
+@lru_cache(maxsize=256)
+def _band_spans(n: int, weights: tuple[float, ...], mode: str) -> tuple[tuple[int, int, int, int], ...]:
+    """Blocks (o0, o1, i0, i1) of the folded matrix: outputs o0..o1-1 read only inputs i0..i1-1."""
+    m = _fold_matrix(n, weights, mode)
+    spans = []
+    for o0 in range(0, n, _BAND_BLOCK):
+        o1 = min(n, o0 + _BAND_BLOCK)
+        cols = np.flatnonzero(np.abs(m[o0:o1]).sum(0))
+        spans.append((o0, o1, int(cols[0]), int(cols[-1]) + 1))
+    return tuple(spans)
+
+
+def _banded_product(x: torch.Tensor, weights: tuple[float, ...], dim: int, mode: str) -> torch.Tensor:
+    """correlate1d along the last (dim -1) or second-last (dim -2) axis as a product with the folded matrix, one
+    block of outputs at a time against the window of inputs it reads: (block + 2r) multiply-adds per value at
+    BLAS speed instead of n for the whole (n, n) matrix. Every image gets the same products whatever its batch:
+    rows of one matrix product (last axis), or one fixed-shape product per plane (second-last axis)."""
+    n = x.shape[dim]
+    x = x.contiguous()
+    out = torch.empty_like(x)
+    last = dim % x.dim() == x.dim() - 1
+    src = x.view(-1, n) if last else x.view(-1, n, x.shape[-1])
+    dst = out.view(src.shape)
+    for o0, o1, i0, i1 in _band_spans(n, weights, mode):
+        def block(o0=o0, o1=o1, i0=i0, i1=i1):
+            m = _fold_matrix(n, weights, mode)[o0:o1, i0:i1]
+            return m.T if last else m
+
+        m = device_constant(("band", n, weights, mode, o0, last), block, x.device, x.dtype)
+        if last:
+            torch.mm(src[:, i0:i1], m, out=dst[:, o0:o1])
+        else:
+            torch.bmm(m.expand(src.shape[0], -1, -1), src[:, i0:i1], out=dst[:, o0:o1])
+    return out
+
+
+def _dense(k: int, n: int) -> bool:
+    """The whole folded (n, n) matrix in one product: kernels long compared to the image."""
+    return k > 48 or 8 * k > n
+
+
 def correlate1d(x: torch.Tensor, weights: tuple[float, ...], dim: int, mode: str) -> torch.Tensor:
-    """1-D correlation along `dim` with border `mode`: a loop over taps of shifted slices (short kernels),
-    or one matrix product with the folded (n, n) matrix when the kernel is long compared to the image (the
-    product costs n multiply-adds per value but runs at BLAS speed, ~8x a pass per tap: measured at 32-224 px)."""
+    """1-D correlation along `dim` with border `mode`: a loop over taps of shifted slices (very short kernels),
+    one matrix product with the folded (n, n) matrix when the kernel is long compared to the image (n
+    multiply-adds per value, but at BLAS speed, ~8x a pass per tap: measured at 32-224 px), else, along the last
+    two axes, a banded product (half the time of a pass per tap for 25 taps at 224 px)."""
     k, n = len(weights), x.shape[dim]
     if k == 1:
         return x * weights[0] if weights[0] != 1.0 else x
-    if k > 48 or 8 * k > n:
+    if _dense(k, n):
         m = device_constant(("fold", n, weights, mode), lambda: _fold_matrix(n, weights, mode), x.device, x.dtype)
         return torch.movedim(torch.matmul(torch.movedim(x, dim, -1), m.T), -1, dim)
+    if k > _BANDED_FROM_TAPS and dim % x.dim() >= x.dim() - 2:
+        return _banded_product(x, weights, dim, mode)
     r = k // 2
     xp = pad_axis(x, r, r, dim, mode)
     out = xp.narrow(dim, 0, n) * weights[0]
@@ -115,9 +163,9 @@ def gaussian_filter(x: torch.Tensor, sigma: float, mode: str = "nearest", trunca
     """skimage.filters.gaussian / scipy gaussian_filter over the last two axes (H, W)."""
     w = gaussian_weights(sigma, truncate)
     y = correlate1d(x, w, -2, mode)
-    if mode not in _TORCH_PAD and not (len(w) > 48 or 8 * len(w) > y.shape[-1]):
-        # no torch padding kernel for this mode along W (an index_select on the last axis is slow): run the
-        # W pass as an H pass on the transposed image (same values, same order of operations)
+    if mode not in _TORCH_PAD and not _dense(len(w), y.shape[-1]) and len(w) <= _BANDED_FROM_TAPS:
+        # a pass per tap with no torch padding kernel for this mode along W (an index_select on the last axis is
+        # slow): run the W pass as an H pass on the transposed image (same values, same order of operations)
         return correlate1d(y.transpose(-1, -2).contiguous(), w, -2, mode).transpose(-1, -2).contiguous()
     return correlate1d(y, w, -1, mode)
 
@@ -209,10 +257,19 @@ def motion_weights(radius: int, sigma: float) -> np.ndarray:
     return k / k.sum()
 
 
-def _runs(keys: np.ndarray) -> list[tuple[int, int]]:
-    """[start, end) of the runs of equal consecutive values in a 1-D array."""
-    cuts = (np.flatnonzero(keys[1:] != keys[:-1]) + 1).tolist()
-    return list(zip([0, *cuts], [*cuts, len(keys)]))
+def _runs(dy: np.ndarray, dx: np.ndarray, weight: np.ndarray, first: int) -> list[tuple[int, int, int, int, int, float]]:
+    """Taps from `first` on, then runs of consecutive images that share the tap's offset and weight (N, T each):
+    (tap, a, b, dy, dx, weight) for images a..b-1. Plain Python on lists: a few dozen taps times a few images,
+    where numpy's per-call overhead would cost more than the work."""
+    rows = [list(zip(*r)) for r in zip(dy.tolist(), dx.tolist(), weight.tolist())]  # per image: (dy, dx, w) per tap
+    ops, n = [], len(rows)
+    for t in range(first, dy.shape[1]):
+        a = 0
+        for b in range(1, n + 1):
+            if b == n or rows[b][t] != rows[a][t]:
+                ops.append((t, a, b, *rows[a][t]))
+                a = b
+    return ops
 
 
 _SIDE_BY_SIDE_BELOW = 96  # image width under which images are laid side by side (rows too short to stream alone)
@@ -260,48 +317,71 @@ def _replicate_pad(x: torch.Tensor, top: int, bottom: int, left: int, right: int
     return padded
 
 
+def _merged_taps(dy: np.ndarray, dx: np.ndarray, live: np.ndarray, weights: np.ndarray) -> tuple[np.ndarray, ...]:
+    """Per image, consecutive taps that read the same offset (a steep digital line steps by a row, or by a column,
+    alone now and then) as one tap with the summed weight: (dy, dx, weight) as (N, steps), weight 0 where an image
+    has fewer steps or its taps are no longer live."""
+    n, t = dy.shape
+    new = np.ones((n, t), bool)
+    new[:, 1:] = (dy[:, 1:] != dy[:, :-1]) | (dx[:, 1:] != dx[:, :-1])
+    step = np.cumsum(new, axis=1) - 1
+    rows = np.repeat(np.arange(n), t).reshape(n, t)
+    steps = int(step.max()) + 1
+    w = np.zeros((n, steps))
+    np.add.at(w, (rows, step), weights[None, :] * live)
+    mdy, mdx = np.zeros((n, steps), np.int64), np.zeros((n, steps), np.int64)
+    mdy[rows, step], mdx[rows, step] = dy, dx
+    return mdy, mdx, w
+
+
 def motion_blur(x: torch.Tensor, radius: int, sigma: float, angle_deg: torch.Tensor) -> torch.Tensor:
     """Blur (N, C, H, W) images (any real dtype; computed in float32 unless x is floating) along a per-image
     direction with the one-sided Gaussian line kernel, borders replicated. Taps whose shift reaches the image
     size are dropped (the reference stops there). Returns (N, C, H, W) contiguous floats.
 
-    Images are sorted by angle, so at each tap the images that read the same offset form runs, and every run
-    is one shifted-slice multiply-add (no gathered copies). Narrow images are laid out side by side, as
+    Every tap is one shifted-slice multiply-add over a run of images that read the same offset (no gathered
+    copies). Narrow images are sorted by angle, so that runs span several images, laid out side by side, as
     (C, H + pads, N, W + pads), so that a run's rows are long contiguous stretches, and mirrored so that every
     line points down and right (exact: replicated borders are mirror symmetric): the mirrored halves then
-    share offsets, which halves the runs and the pads."""
+    share offsets, which halves the runs and the pads. Wide images (a run is about one image anyway) stay in
+    place, and each merges the taps that read the same pixel."""
     n, c, h, w = x.shape
     dtype = x.dtype if x.is_floating_point() else torch.float32
     dev = x.device
     side = w < _SIDE_BY_SIDE_BELOW
-    order, dy, dx, flip_h, flip_w = _motion_plan(radius, angle_deg.detach().to("cpu", torch.float64).numpy(), side)
+    angle = angle_deg.detach().to("cpu", torch.float64).numpy()
+    if side:
+        order, dy, dx, flip_h, flip_w = _motion_plan(radius, angle, True)
+    else:
+        (dy, dx), order = motion_offsets(radius, angle), np.arange(n)
     live = np.cumsum((np.abs(dy) >= h) | (np.abs(dx) >= w), axis=1) == 0
     top, bottom = max(0, -int(dy[live].min())), max(0, int(dy[live].max()))
     left, right = max(0, -int(dx[live].min())), max(0, int(dx[live].max()))
     hp, wp = h + top + bottom, w + left + right
+    rows, cols = slice(top, top + h), slice(left, left + w)
+    weights = motion_weights(radius, sigma)
+    wts = weights.tolist()  # as alpha, cast to the working precision like a float32 weight tensor was
+    if not side:
+        padded = _replicate_pad(x, top, bottom, left, right, dtype, False)
+        mdy, mdx, mw = _merged_taps(dy, dx, live, weights)
+        out = padded[:, :, rows, cols].mul(wts[0])  # tap 0 reads the pixel itself, alone
+        for _, a, b, y, x0, wt in _runs(mdy, mdx, mw, 1):  # taps, then runs of images that read the same offset
+            if wt != 0.0:
+                out[a:b].add_(padded[a:b, :, top + y:top + y + h, left + x0:left + x0 + w], alpha=wt)
+        return out
     sorted_x = x if (order == np.arange(n)).all() else x.index_select(0, torch.as_tensor(order, device=dev))
     sorted_x = _flip_some(sorted_x, flip_h[order], flip_w[order], inplace=sorted_x is not x)
-    padded = _replicate_pad(sorted_x, top, bottom, left, right, dtype, side)
-    rows, cols = slice(top, top + h), slice(left, left + w)
-    weight = torch.as_tensor(motion_weights(radius, sigma), device=dev).to(dtype).unbind()
-    key = (dy * (2 * wp + 1) + dx) * 2 + live  # a run shares its offset and whether the tap is live
-    if side:  # out keeps the canvas's columns: image i is columns i*wp + left .. + w-1, the rest is scratch
-        out = padded[:, rows].mul(weight[0]).view(c, h, n * wp)  # tap 0 reads the pixel itself
-        plane, row = hp * n * wp, n * wp
-        for t in range(1, dy.shape[1]):  # taps, then runs of images: a handful per tap, not one per image
-            for a, b in _runs(key[:, t]):
-                if live[a, t]:
-                    o, span = a * wp + left, (b - a - 1) * wp + w
-                    src = padded.as_strided((c, h, span), (plane, row, 1), (top + dy[a, t]) * row + o + dx[a, t])
-                    out.as_strided((c, h, span), (h * row, row, 1), o).addcmul_(src, weight[t])
-        out = out.view(c, h, n, wp)[..., cols].permute(2, 0, 1, 3)
-    else:
-        out = padded[:, :, rows, cols].mul(weight[0])
-        for t in range(1, dy.shape[1]):
-            for a, b in _runs(key[:, t]):
-                if live[a, t]:
-                    y, x0 = top + dy[a, t], left + dx[a, t]
-                    out[a:b].addcmul_(padded[a:b, :, y:y + h, x0:x0 + w], weight[t])
+    padded = _replicate_pad(sorted_x, top, bottom, left, right, dtype, True)
+    # out keeps the canvas's columns: image i is columns i*wp + left .. + w-1, the rest is scratch
+    out = padded[:, rows].mul(wts[0])  # tap 0 reads the pixel itself
+    # runs are many and small here: one as_strided per view and a weight tensor per tap cost the least per call
+    weight, plane, row = torch.as_tensor(weights, device=dev).to(dtype).unbind(), hp * n * wp, n * wp
+    for t, a, b, y, x0, wt in _runs(dy, dx, np.where(live, weights[None, :], 0.0), 1):
+        if wt != 0.0:  # a run: images a..b-1, their columns side by side
+            o, span = a * wp + left, (b - a - 1) * wp + w
+            src = padded.as_strided((c, h, span), (plane, row, 1), (top + y) * row + o + x0)
+            out.as_strided((c, h, span), (h * row, row, 1), o).addcmul_(src, weight[t])
+    out = out.view(c, h, n, wp)[..., cols].permute(2, 0, 1, 3)
     if (order == np.arange(n)).all():
         out = out.contiguous()  # elementwise work that follows runs ~2x faster on contiguous values
     else:

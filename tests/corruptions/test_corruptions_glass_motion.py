@@ -199,3 +199,18 @@ def test_motion_blur_corruption_truncates_like_imagemagick():
     assert torch.equal(ours, torch.floor(blurred).clamp(0, 255).to(torch.uint8))
     frac = blurred - torch.floor(blurred)
     assert bool((frac >= 0.5).any())  # pixels where rounding would have given one level more
+
+
+@pytest.mark.parametrize("sigma,mode,size", [(3.0, "nearest", (224, 224)), (2.0, "symmetric", (150, 97)),
+                                              (1.5, "reflect101", (120, 130)), (3.0, "nearest", (20, 224))])
+def test_gaussian_filter_banded_product(sigma, mode, size):
+    """The banded products (blocks of outputs against the inputs they read, borders folded in) are scipy's
+    gaussian_filter, and an image gets the same bytes alone as in a batch."""
+    rs = np.random.RandomState(int(sigma * 10))
+    x = torch.from_numpy(rs.rand(3, 3, *size).astype(np.float32))
+    ours = filters.gaussian_filter(x, sigma, mode)
+    scipy_mode = {"nearest": "nearest", "symmetric": "reflect", "reflect101": "mirror"}[mode]
+    ref = ndimage.gaussian_filter(x.numpy().astype(np.float64), (0, 0, sigma, sigma), mode=scipy_mode, truncate=4.0)
+    assert np.abs(ours.numpy() - ref).max() < 1e-6
+    for i in range(3):
+        assert torch.equal(filters.gaussian_filter(x[i:i + 1], sigma, mode)[0], ours[i])
