@@ -91,33 +91,20 @@ void qact_lookup(const float *x, float *out, int64_t rows, int64_t length, int64
     )
 }
 
-/* training forward: per-row sum and sum of squares of y = table[c][cell(x)] (the output BatchNorm's
- * statistics) */
-void qact_lookup_moments(const float *x, int64_t rows, int64_t length, int64_t channels, const float *scale,
-                         const float *bias, const float *table, int64_t ncells, double *sum, double *sumsq) {
+/* per-row sum(w) and sum(w * y), y = table[c][cell(x)], w = g, or y itself when g is NULL: the output
+ * BatchNorm's statistics in training forward (g NULL: sum and sum of squares of y), the first pass of
+ * backward (g the upstream gradient) */
+void qact_table_moments(const float *g, const float *x, int64_t rows, int64_t length, int64_t channels,
+                        const float *scale, const float *bias, const float *table, int64_t ncells,
+                        double *sum, double *sum_y) {
     const float last = (float)(ncells - 1);
     int32_t k[BLOCK];
     float y[BLOCK];
-    for (int64_t r = 0; r < rows; r++) sum[r] = sumsq[r] = 0.0;
+    for (int64_t r = 0; r < rows; r++) sum[r] = sum_y[r] = 0.0;
     FOR_BLOCKS(
         cells(x + at, n, scale[c], bias[c], last, k);
         take(table + c * ncells, k, n, y);
-        dot2(y, y, n, sum + r, sumsq + r);
-    )
-}
-
-/* backward, first pass: per-row sum(g) and sum(g * y), y = table[c][cell(x)] */
-void qact_grad_moments(const float *g, const float *x, int64_t rows, int64_t length, int64_t channels,
-                       const float *scale, const float *bias, const float *table, int64_t ncells,
-                       double *sum_g, double *sum_gy) {
-    const float last = (float)(ncells - 1);
-    int32_t k[BLOCK];
-    float y[BLOCK];
-    for (int64_t r = 0; r < rows; r++) sum_g[r] = sum_gy[r] = 0.0;
-    FOR_BLOCKS(
-        cells(x + at, n, scale[c], bias[c], last, k);
-        take(table + c * ncells, k, n, y);
-        dot2(g + at, y, n, sum_g + r, sum_gy + r);
+        dot2(g ? g + at : y, y, n, sum + r, sum_y + r);
     )
 }
 

@@ -34,8 +34,7 @@ _F, _I32, _D, _N = ctypes.POINTER(ctypes.c_float), ctypes.POINTER(ctypes.c_int32
 _SIGNATURES = {
     "qact_row_moments": (_F, _N, _N, _D, _D),
     "qact_lookup": (_F, _F, _N, _N, _N, _F, _F, _F, _N),
-    "qact_lookup_moments": (_F, _N, _N, _N, _F, _F, _F, _N, _D, _D),
-    "qact_grad_moments": (_F, _F, _N, _N, _N, _F, _F, _F, _N, _D, _D),
+    "qact_table_moments": (_F, _F, _N, _N, _N, _F, _F, _F, _N, _D, _D),
     "qact_gz_moments": (_F, _F, _N, _N, _N, _F, _F, _F, _F, _N, _D, _D),
     "qact_grad_input": (_F, _F, _F, _N, _N, _N, _F, _F, _F, _F, _N, _F, _F, _F),
     "qact_histograms": (_F, _N, _N, _F, _F, _N, _N, _F, _F, _F),
@@ -127,6 +126,11 @@ def available() -> bool:
     return _load() is not None
 
 
+def f32(t: Tensor) -> Tensor:
+    """A detached contiguous float32 tensor, as the kernels read it."""
+    return t.detach().float().contiguous()
+
+
 def _p(t: Tensor, kind, offset: int = 0):
     return ctypes.cast(t.data_ptr() + offset * t.element_size(), kind)
 
@@ -184,28 +188,18 @@ def lookup(x3: Tensor, out: Tensor, scale: Tensor, bias: Tensor, table: Tensor) 
     return out
 
 
-def lookup_moments(x3: Tensor, scale: Tensor, bias: Tensor, table: Tensor) -> tuple[Tensor, Tensor]:
-    """Per-channel sum and sum of squares of y = table[c, cell(x * scale + bias)], float64."""
+def table_moments(x3: Tensor, scale: Tensor, bias: Tensor, table: Tensor, g: Tensor | None = None
+                  ) -> tuple[Tensor, Tensor]:
+    """Per-channel sum(w) and sum(w * y), y = table[c, cell(x * scale + bias)], w = g (same shape as x3)
+    or y itself when g is None (then: sum and sum of squares of y); float64."""
     n, c, length = x3.shape
     s, q = _row_sums(n, c, x3)
 
     def work(i0, i1):
-        r0 = i0 * c
-        _lib().qact_lookup_moments(_p(x3, _F, r0 * length), (i1 - i0) * c, length, c, _p(scale, _F), _p(bias, _F),
-                                   _p(table, _F), table.shape[1], _p(s, _D, r0), _p(q, _D, r0))
-    _by_images(n, c * length, work)
-    return _per_channel(s, q, n=n, c=c)
-
-
-def grad_moments(g: Tensor, x3: Tensor, scale: Tensor, bias: Tensor, table: Tensor) -> tuple[Tensor, Tensor]:
-    """Per-channel sum(g) and sum(g * y), y = table[c, cell(x)], float64."""
-    n, c, length = g.shape
-    s, q = _row_sums(n, c, g)
-
-    def work(i0, i1):
         r0, at = i0 * c, i0 * c * length
-        _lib().qact_grad_moments(_p(g, _F, at), _p(x3, _F, at), (i1 - i0) * c, length, c, _p(scale, _F),
-                                 _p(bias, _F), _p(table, _F), table.shape[1], _p(s, _D, r0), _p(q, _D, r0))
+        _lib().qact_table_moments(_p(g, _F, at) if g is not None else None, _p(x3, _F, at), (i1 - i0) * c, length,
+                                  c, _p(scale, _F), _p(bias, _F), _p(table, _F), table.shape[1], _p(s, _D, r0),
+                                  _p(q, _D, r0))
     _by_images(n, c * length, work)
     return _per_channel(s, q, n=n, c=c)
 
@@ -244,7 +238,7 @@ def histograms(ctx: Tensor, inv_step: Tensor, zero_node: Tensor, nodes: int, kde
     over every kde_stride-th value (None: not wanted), and the count of exact zeros (C, 1); float32."""
     c, k = ctx.shape
     ctx = ctx.contiguous()
-    inv_step, zero_node = _f32(inv_step), _f32(zero_node)
+    inv_step, zero_node = f32(inv_step), f32(zero_node)
     counts = ctx.new_empty(c, nodes)
     kde = ctx.new_empty(c, nodes) if kde_stride else None
     zeros = ctx.new_empty(c, 1)
@@ -255,7 +249,3 @@ def histograms(ctx: Tensor, inv_step: Tensor, zero_node: Tensor, nodes: int, kde
                                _p(kde, _F, c0 * nodes) if kde is not None else None, _p(zeros, _F, c0))
     _by_images(c, k, work)
     return counts, kde, zeros
-
-
-def _f32(t: Tensor) -> Tensor:
-    return t.detach().float().contiguous()

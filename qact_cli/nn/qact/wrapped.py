@@ -20,6 +20,7 @@ from torch import Tensor, nn
 
 from . import native
 from .lookup import _staircase
+from .native import f32
 from .table import Table
 
 
@@ -33,13 +34,16 @@ def usable(layer: nn.Module, x3: Tensor) -> bool:
             and native.active(x3))
 
 
+def _mean_var(total: Tensor, total_sq: Tensor, n: int, eps: float) -> tuple[Tensor, Tensor, Tensor]:
+    """Per-channel mean, biased variance and 1/sqrt(var + eps) (float32) from float64 sums of n values."""
+    mean = total / n
+    var = (total_sq / n - mean * mean).clamp_min_(0.0)
+    return mean.float(), var.float(), torch.rsqrt(var + eps).float()
+
+
 def batch_stats(x3: Tensor, eps: float) -> tuple[Tensor, Tensor, Tensor]:
     """Per-channel batch mean, biased variance (summed in float64) and 1/sqrt(var + eps), float32."""
-    n = x3.shape[0] * x3.shape[2]
-    s, q = native.moments(x3)
-    mean = s / n
-    var = (q / n - mean * mean).clamp_min_(0.0)
-    return mean.float(), var.float(), torch.rsqrt(var + eps).float()
+    return _mean_var(*native.moments(x3), x3.shape[0] * x3.shape[2], eps)
 
 
 @torch.no_grad()
@@ -51,10 +55,6 @@ def _update_running(bn: nn.BatchNorm1d, mean: Tensor, var: Tensor, n: int) -> No
     bn.running_var.mul_(1 - rate).add_((var * (n / (n - 1))).to(bn.running_var.dtype), alpha=rate)
 
 
-def _f32(t: Tensor) -> Tensor:
-    return t.detach().float().contiguous()
-
-
 class _Wrapped(torch.autograd.Function):
     """(x, w1, b1, w2, b2) -> BN_out(QAct(BN_in(x))) given BN_in's statistics and the table."""
 
@@ -63,19 +63,15 @@ class _Wrapped(torch.autograd.Function):
         n = x3.shape[0] * x3.shape[2]
         mean1, _, inv1 = stats_in
         a1 = w1.detach() * inv1
-        scale = _f32(a1 * table.inv_step)
-        bias = _f32(torch.addcmul(table.zero, b1.detach() - mean1 * a1, table.inv_step))
-        cdf = _f32(_staircase(table.cdf.clone(), levels) if levels else table.cdf)  # per cell: y = f(cdf[cell])
-        s, q = native.lookup_moments(x3, scale, bias, cdf)
-        mean2 = s / n
-        var2 = (q / n - mean2 * mean2).clamp_min_(0.0)
-        mean2, var2 = mean2.float(), var2.float()
-        inv2 = torch.rsqrt(var2 + bn_out.eps)
+        scale = f32(a1 * table.inv_step)
+        bias = f32(torch.addcmul(table.zero, b1.detach() - mean1 * a1, table.inv_step))
+        cdf = f32(_staircase(table.cdf.clone(), levels) if levels else table.cdf)  # per cell: y = f(cdf[cell])
+        mean2, var2, inv2 = _mean_var(*native.table_moments(x3, scale, bias, cdf), n, bn_out.eps)
         _update_running(bn_out, mean2, var2, n)
         a2 = w2.detach() * inv2
-        folded = _f32(torch.addcmul((b2.detach() - mean2 * a2)[:, None], cdf, a2[:, None]))
+        folded = f32(torch.addcmul((b2.detach() - mean2 * a2)[:, None], cdf, a2[:, None]))
         out = native.lookup(x3, torch.empty_like(x3), scale, bias, folded)
-        density = _f32(table.density) if table.density is not None else None
+        density = f32(table.density) if table.density is not None else None
         # no cell index is kept: backward recomputes the cells from x (x3 is saved anyway)
         ctx.save_for_backward(x3, scale, bias, cdf, density, w1.detach(), w2.detach(), mean1, inv1, mean2, inv2)
         return out
@@ -83,23 +79,23 @@ class _Wrapped(torch.autograd.Function):
     @staticmethod
     def backward(ctx, g):
         x3, scale, bias, cdf, density, w1, w2, mean1, inv1, mean2, inv2 = ctx.saved_tensors
-        g = _f32(g)
+        g = f32(g)
         n = x3.shape[0] * x3.shape[2]
         # BN_out: dL/dy = a2 g + k y + m per channel, from sum(g) and sum(g y)
-        sum_g, sum_gy = (t.float() for t in native.grad_moments(g, x3, scale, bias, cdf))
+        sum_g, sum_gy = (t.float() for t in native.table_moments(x3, scale, bias, cdf, g))
         dw2 = (sum_gy - mean2 * sum_g) * inv2  # sum(g * yhat)
         a2 = w2 * inv2
         k = -a2 * inv2 * dw2 / n
         m = -a2 * sum_g / n - k * mean2
         # through QAct: dL/dz = density[cell] * dL/dy = u[cell] g + v[cell]
-        u = _f32(density * a2[:, None])
-        v = _f32(density * torch.addcmul(m[:, None], cdf, k[:, None]))
+        u = f32(density * a2[:, None])
+        v = f32(density * torch.addcmul(m[:, None], cdf, k[:, None]))
         sum_gz, sum_gzx = (t.float() for t in native.gz_moments(g, x3, scale, bias, u, v))
         # BN_in: dx = a1 gz + p x + q per channel, from sum(gz) and sum(gz x)
         dw1 = (sum_gzx - mean1 * sum_gz) * inv1  # sum(gz * xhat)
         a1 = w1 * inv1
         p = -a1 * inv1 * dw1 / n
-        dx = native.grad_input(g, x3, scale, bias, u, v, _f32(a1), _f32(p), _f32(-a1 * sum_gz / n - p * mean1))
+        dx = native.grad_input(g, x3, scale, bias, u, v, f32(a1), f32(p), f32(-a1 * sum_gz / n - p * mean1))
         return dx, dw1, sum_gz, dw2, sum_g, None, None, None, None
 
 
