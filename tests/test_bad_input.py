@@ -228,7 +228,9 @@ def _fifo(w, cli):
         code = cli(["eval", "m.pt", "--dataset", "digits", "--limit", "10", "--json", "pipe.json"])
     finally:
         if reader.is_alive():  # unblock the reader if nothing was written
-            with open(path, "wb"):
+            try:  # without blocking: the reader may have ended since, and a blocking open would then wait forever
+                os.close(os.open(path, os.O_WRONLY | os.O_NONBLOCK))
+            except OSError:  # ENXIO: no reader any more
                 pass
         reader.join()
     assert stat.S_ISFIFO(os.lstat(path).st_mode), "the named pipe was replaced"
