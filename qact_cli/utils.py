@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from .errors import InputError, UsageError
-from .nn.qact.native import kernel as qact_kernel
+from .native import kernel as qact_kernel
 from .startup import check_seed
 
 

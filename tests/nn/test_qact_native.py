@@ -141,10 +141,10 @@ def test_one_value_per_channel_is_batchnorms_own_error(kernel):
 
 
 def test_unknown_kernel_names(kernel, monkeypatch):
-    with pytest.raises(ValueError, match="unknown QAct kernel"):
+    with pytest.raises(ValueError, match="unknown qact kernel"):
         native.set_kernel("cuda")
     monkeypatch.setenv("QACT_KERNEL", "fast")
-    with pytest.warns(RuntimeWarning, match="QACT_KERNEL='fast' is not a QAct kernel"):
+    with pytest.warns(RuntimeWarning, match="QACT_KERNEL='fast' is not a qact kernel"):
         assert native.kernel() == "torch"
 
 

@@ -1,36 +1,25 @@
-"""QAct's opt-in fused CPU kernels (native.c): compiled on first use, loaded with ctypes.
+"""QAct's opt-in fused CPU kernels (native.c), through qact's shared kernel switch and build cache
+(qact_cli/native.py: `QACT_KERNEL=native` or `set_kernel("native")`, compiled on first use, loaded with
+ctypes, the default torch path kept where no compiler is found).
 
-The default path is plain PyTorch ops and needs no compiler. `QACT_KERNEL=native` (or
-`set_kernel("native")`) makes QAct's CPU float32 forward and backward use the kernels in native.c,
-which do in one pass over an activation what the torch ops do in several (docs/qact-layer.md, "The
-native kernels"). The first use compiles them with the system C compiler (`$CC`, else `cc`; about a
-second) into `$XDG_CACHE_HOME/qact/kernels` (else ~/.cache/qact/kernels), keyed by the source, the
-compiler and the CPU, since they are built for the CPU they run on (-march=native). Without a compiler
-QAct warns once and keeps the default path. ctypes releases the GIL for the duration of a call.
+native.c does in one pass over an activation what the torch ops do in several (docs/qact-layer.md, "The
+native kernels"): BatchNorm -> QAct -> BatchNorm at eval, and training's three passes forward and back.
 """
 
 from __future__ import annotations
 
-import ctypes
-import hashlib
-import os
-import platform
-import subprocess
-import threading
-import warnings
 from pathlib import Path
 
 import torch
 from torch import Tensor
 
-SOURCE = Path(__file__).with_name("native.c")
-KERNELS = ("torch", "native")
-_FLAGS = ("-O3", "-march=native", "-fno-math-errno", "-shared", "-fPIC")
-_LOCK = threading.Lock()
-_state: dict = {"kernel": None, "lib": None, "failed": None}
+from ... import native as _native
+from ...native import D as _D, F as _F, N as _N, by_items as _by_images, kernel, ptr as _p, set_kernel
 
-_F, _I32, _D, _N = ctypes.POINTER(ctypes.c_float), ctypes.POINTER(ctypes.c_int32), ctypes.POINTER(ctypes.c_double), \
-    ctypes.c_int64
+__all__ = ["SOURCE", "active", "available", "f32", "gz_moments", "grad_input", "histograms", "kernel", "lookup",
+           "moments", "set_kernel", "table_moments"]
+
+SOURCE = Path(__file__).with_name("native.c")
 _SIGNATURES = {
     "qact_row_moments": (_F, _N, _N, _D, _D),
     "qact_lookup": (_F, _F, _N, _N, _N, _F, _F, _F, _N),
@@ -41,119 +30,25 @@ _SIGNATURES = {
 }
 
 
-def set_kernel(name: str | None) -> None:
-    """"native": QAct's CPU float32 passes use the compiled kernels; "torch": plain torch ops (the
-    default); None: whatever QACT_KERNEL says."""
-    if name is not None and name not in KERNELS:
-        raise ValueError(f"unknown QAct kernel {name!r}; choose one of {', '.join(KERNELS)}")
-    _state["kernel"] = name
-
-
-def kernel() -> str:
-    """The kernel QAct's CPU passes use now: "native" or "torch" (an unknown QACT_KERNEL warns once and
-    means "torch": the kernels change speed, never results beyond float rounding)."""
-    name = _state["kernel"] or (os.environ.get("QACT_KERNEL") or "torch").strip().lower()
-    if name not in KERNELS:
-        if _state.get("warned") != name:
-            _state["warned"] = name
-            warnings.warn(f"QACT_KERNEL={name!r} is not a QAct kernel (choose {' or '.join(KERNELS)}); "
-                          "using the default torch kernels", RuntimeWarning, stacklevel=3)
-        return "torch"
-    return name
-
-
-def cache_dir() -> Path:
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "qact" / "kernels"
-
-
-def _cpu_key() -> bytes:
-    try:
-        flags = next((line for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("flags")), "")
-    except OSError:
-        flags = ""
-    return f"{platform.machine()} {platform.processor()} {flags}".encode()
-
-
-def build() -> Path:
-    """Compile native.c for this CPU (once: the result is cached); returns the shared library's path."""
-    cc = os.environ.get("CC", "cc")
-    source = SOURCE.read_bytes()
-    key = hashlib.sha256(source + " ".join((cc,) + _FLAGS).encode() + _cpu_key()).hexdigest()[:16]
-    target = cache_dir() / f"qact_native_{key}.so"
-    if not target.exists():
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_name(f"{target.name}.{os.getpid()}.tmp")
-        try:
-            subprocess.run([cc, *_FLAGS, "-o", str(tmp), str(SOURCE)], check=True, capture_output=True, text=True)
-            os.replace(tmp, target)  # whole or not at all, also with concurrent builds
-        finally:
-            tmp.unlink(missing_ok=True)
-    return target
-
-
-def _load() -> ctypes.CDLL | None:
-    with _LOCK:
-        if _state["lib"] is None and _state["failed"] is None:
-            try:
-                lib = ctypes.CDLL(str(build()))
-                for name, args in _SIGNATURES.items():
-                    getattr(lib, name).argtypes = args
-                    getattr(lib, name).restype = None
-                _state["lib"] = lib
-            except (OSError, subprocess.CalledProcessError) as err:
-                detail = getattr(err, "stderr", "") or str(err)
-                _state["failed"] = detail.strip().splitlines()[-1] if detail.strip() else type(err).__name__
-                warnings.warn(f"QACT_KERNEL=native: could not compile qact_cli/nn/qact/native.c "
-                              f"({_state['failed']}); QAct keeps its default torch kernels. Install a C compiler "
-                              f"(gcc) or set CC, or unset QACT_KERNEL.", RuntimeWarning, stacklevel=3)
-    return _state["lib"]
+def _lib():
+    return _native.library(SOURCE, _SIGNATURES)
 
 
 def active(*tensors: Tensor) -> bool:
     """Whether the native kernels are selected, compiled, and apply to these tensors (CPU float32)."""
     if kernel() != "native" or any(t.device.type != "cpu" or t.dtype != torch.float32 for t in tensors):
         return False
-    return _load() is not None
-
-
-def _lib() -> ctypes.CDLL:
-    return _state["lib"]
+    return _lib() is not None
 
 
 def available() -> bool:
     """Whether the kernels compile and load here (compiling them if need be), whatever is selected."""
-    return _load() is not None
+    return _lib() is not None
 
 
 def f32(t: Tensor) -> Tensor:
     """A detached contiguous float32 tensor, as the kernels read it."""
     return t.detach().float().contiguous()
-
-
-def _p(t: Tensor, kind, offset: int = 0):
-    return ctypes.cast(t.data_ptr() + offset * t.element_size(), kind)
-
-
-_POOL: dict = {}
-_MIN_PARALLEL = 1 << 16  # values per thread below which one thread does it all
-
-
-def _by_images(n: int, per_image: int, work) -> None:
-    """work(i0, i1) over images [0, n), split across torch.get_num_threads() threads (ctypes calls
-    release the GIL); every image's values are computed the same way whatever the split."""
-    threads = min(torch.get_num_threads(), n, max(1, n * per_image // _MIN_PARALLEL))
-    if threads <= 1:
-        work(0, n)
-        return
-    pool = _POOL.get(threads)
-    if pool is None:
-        from concurrent.futures import ThreadPoolExecutor  # noqa: PLC0415 (only with several threads)
-
-        pool = _POOL[threads] = ThreadPoolExecutor(threads, thread_name_prefix="qact-native")
-    bounds = [n * i // threads for i in range(threads + 1)]
-    for f in [pool.submit(work, a, b) for a, b in zip(bounds[:-1], bounds[1:]) if b > a]:
-        f.result()
 
 
 def _row_sums(n: int, c: int, like: Tensor) -> tuple[Tensor, Tensor]:
