@@ -27,8 +27,13 @@ time per corruption, so a slow spell of a shared machine hits all sides alike. E
 each corruption first (numba compiles imaug's glass blur on its first call). All run with the glibc malloc
 settings of the `qact` CLI (`--allocator default` for glibc's own).
 
+`--kernels torch,native` times qact once per kernel set (`QACT_KERNEL`: the default torch path, the opt-in
+compiled kernels of qact_cli/native.py), alternating within each round; each gets its own speed-ups and
+geometric mean against the same peer times.
+
     python benchmarks/bench_corrupt.py [--quick] [--rounds 3] [--batch 16] [--sizes 224,32] [--only a,b]
         [--device cpu|cuda] [--json PATH] [--qact-root CHECKOUT] [--allocator tuned|default]
+        [--kernels torch,native]
 """
 
 from __future__ import annotations
@@ -208,9 +213,10 @@ class QactTimer:
     def __init__(self, device: str):
         import torch
 
+        from qact_cli import native
         from qact_cli.corruptions import corrupt
 
-        self.corrupt, self.torch, self.cuda = corrupt, torch, device.startswith("cuda")
+        self.corrupt, self.torch, self.cuda, self.native = corrupt, torch, device.startswith("cuda"), native
         self.device = device
 
     def inputs(self, images):
@@ -224,7 +230,8 @@ class QactTimer:
             return time.perf_counter()
         return time.process_time()
 
-    def time(self, images, name: str, profile: str, reps: int) -> float:
+    def time(self, images, name: str, profile: str, reps: int, kernel: str = "torch") -> float:
+        self.native.set_kernel(kernel)
         self.corrupt(images, name, SEVERITY, profile=profile)  # warm caches (kernels, tables, frost bank)
         best = None
         for _ in range(reps):
@@ -243,21 +250,36 @@ def geomean(values) -> float | None:
     return math.exp(sum(math.log(v) for v in values) / len(values)) if values else None
 
 
-def summarise(best: dict, size: int, batch: int, rounds: int) -> dict:
-    """best: corruption -> {side: seconds per image} -> the JSON rows of one size."""
+def _side(kernel: str) -> str:
+    return "qact" if kernel == "torch" else f"qact[{kernel}]"
+
+
+def summarise(best: dict, size: int, batch: int, rounds: int, kernels) -> dict:
+    """best: corruption -> {side: seconds per image} -> the JSON rows of one size. The default path's figures
+    keep the plain keys (qact_ms, speedup, geomean_speedup, slowest); another kernel set's go under "kernels"."""
+    ours = {_side(k) for k in kernels}
     rows = {}
     for name, times in best.items():
-        peers = {p: t for p, t in times.items() if p != "qact" and t is not None and (p, name) not in NOT_A_PEER}
+        peers = {p: t for p, t in times.items() if p not in ours and t is not None and (p, name) not in NOT_A_PEER}
         fastest = min(peers, key=peers.get) if peers else None
-        rows[name] = {"qact_ms": times["qact"] * 1e3,
-                      "peers_ms": {p: None if t is None else t * 1e3 for p, t in times.items() if p != "qact"},
-                      "fastest_peer": fastest, "fastest_peer_ms": peers[fastest] * 1e3 if fastest else None,
-                      "speedup": peers[fastest] / times["qact"] if fastest else None}
-    speedups = [r["speedup"] for r in rows.values()]
-    return {"size": size, "profile": PROFILES[size], "qact_batch": batch, "rounds": rounds, "corruptions": rows,
-            "geomean_speedup": geomean(speedups),
-            "slowest": min((n for n in rows if rows[n]["speedup"] is not None), key=lambda n: rows[n]["speedup"],
-                           default=None)}
+        by_kernel = {k: {"qact_ms": times[_side(k)] * 1e3,
+                         "speedup": peers[fastest] / times[_side(k)] if fastest else None} for k in kernels}
+        rows[name] = {**by_kernel[kernels[0]],
+                      "peers_ms": {p: None if t is None else t * 1e3 for p, t in times.items() if p not in ours},
+                      "fastest_peer": fastest, "fastest_peer_ms": peers[fastest] * 1e3 if fastest else None}
+        if len(kernels) > 1:
+            rows[name]["kernels"] = by_kernel
+
+    def summary(k):
+        speedups = {n: r.get("kernels", {k: r})[k]["speedup"] for n, r in rows.items()}
+        known = [n for n, v in speedups.items() if v is not None]
+        return {"geomean_speedup": geomean(speedups.values()),
+                "slowest": min(known, key=speedups.get, default=None)}
+    out = {"size": size, "profile": PROFILES[size], "qact_batch": batch, "rounds": rounds, "corruptions": rows,
+           **summary(kernels[0])}
+    if len(kernels) > 1:
+        out["kernels"] = {k: summary(k) for k in kernels}
+    return out
 
 
 def run_size(size: int, names, qact: QactTimer, workers: dict, args, tmp: str) -> dict:
@@ -271,7 +293,9 @@ def run_size(size: int, names, qact: QactTimer, workers: dict, args, tmp: str) -
     best: dict[str, dict[str, float | None]] = {}
     for r in range(args.rounds):  # whole rounds, so slow spells of a shared machine hit every side
         for name in names:
-            times = {"qact": qact.time(ours, name, PROFILES[size], reps_ours)}
+            # the kernel sets alternate their order round by round, so neither always runs on a warmer cache
+            order = args.kernels if r % 2 == 0 else args.kernels[::-1]
+            times = {_side(k): qact.time(ours, name, PROFILES[size], reps_ours, k) for k in order}
             for peer, worker in workers.items():
                 try:
                     times[peer] = worker.time(path, name, reps_peer)
@@ -283,29 +307,36 @@ def run_size(size: int, names, qact: QactTimer, workers: dict, args, tmp: str) -
                 old[side] = t if old.get(side) is None else (old[side] if t is None else min(old[side], t))
             cells = "  ".join(f"{p} {'-' if t is None else f'{t * 1e3:.3f}'}" for p, t in times.items())
             print(f"round {r + 1} {size:4d} px {name:18s} ms/image: {cells}", file=sys.stderr, flush=True)
-    return summarise(best, size, args.batch, args.rounds)
+    return summarise(best, size, args.batch, args.rounds, args.kernels)
 
 
-def print_table(results: dict, names) -> None:
+def print_table(results: dict, names, kernels) -> None:
     sizes = list(results)
-    head = " | ".join(f"{'qact ' + s:>10s} | {'fastest peer ' + s:>26s} | {'x':>6s}" for s in sizes)
-    print(f"{'corruption':18s} | {head}")
-    print("-" * (21 + 49 * len(sizes)))
+
+    def pick(r, k):
+        return r.get("kernels", {k: r})[k]
+    ours = [(s, k) for s in sizes for k in kernels]
+    head = " | ".join(f"{'qact ' + s + ('' if k == 'torch' else ' ' + k):>17s} | {'x':>6s}" for s, k in ours)
+    peers = " | ".join(f"{'fastest peer ' + s:>26s}" for s in sizes)
+    print(f"{'corruption':18s} | {peers} | {head}")
+    print("-" * (21 + 29 * len(sizes) + 27 * len(ours)))
     for name in names:
+        rs = {s: results[s]["corruptions"][name] for s in sizes}
+        peer = " | ".join("-".rjust(26) if rs[s]["fastest_peer"] is None else
+                          f"{rs[s]['fastest_peer_ms']:.3f} {rs[s]['fastest_peer']}".rjust(26) for s in sizes)
         cells = []
-        for s in sizes:
-            r = results[s]["corruptions"][name]
-            peer = "-" if r["fastest_peer"] is None else f"{r['fastest_peer_ms']:.3f} {r['fastest_peer']}"
+        for s, k in ours:
+            r = pick(rs[s], k)
             x = "-" if r["speedup"] is None else f"{r['speedup']:.2f}"
-            cells.append(f"{r['qact_ms']:10.3f} | {peer:>26s} | {x:>6s}")
-        print(f"{name:18s} | {' | '.join(cells)}")
-    print("-" * (21 + 49 * len(sizes)))
-    gm = " | ".join(f"{'':10s} | {'':>26s} | {results[s]['geomean_speedup'] or float('nan'):6.2f}" for s in sizes)
-    print(f"{'geometric mean':18s} | {gm}")
-    for s in sizes:
-        slow = results[s]["slowest"]
+            cells.append(f"{r['qact_ms']:17.3f} | {x:>6s}")
+        print(f"{name:18s} | {peer} | {' | '.join(cells)}")
+    print("-" * (21 + 29 * len(sizes) + 27 * len(ours)))
+    gm = " | ".join(f"{'':17s} | {pick(results[s], k)['geomean_speedup'] or float('nan'):6.2f}" for s, k in ours)
+    print(f"{'geometric mean':18s} | {' | '.join(' ' * 26 for _ in sizes)} | {gm}")
+    for s, k in ours:
+        slow = pick(results[s], k)["slowest"]
         if slow is not None:
-            print(f"{s}: lowest speed-up {results[s]['corruptions'][slow]['speedup']:.2f}x ({slow})")
+            print(f"{s} {k}: lowest speed-up {pick(results[s]['corruptions'][slow], k)['speedup']:.2f}x ({slow})")
 
 
 def parse_args():
@@ -325,6 +356,8 @@ def parse_args():
     ap.add_argument("--allocator", choices=("tuned", "default"), default="tuned",
                     help="glibc malloc settings for every side: 'tuned' = what the qact CLI runs with "
                          "(qact_cli.startup.tune_allocator; freed memory kept for reuse), 'default' = glibc's own")
+    ap.add_argument("--kernels", default="torch", type=lambda v: [k for k in v.split(",") if k],
+                    help="comma list of qact kernel sets to time: torch (the default path), native (QACT_KERNEL=native)")
     ap.add_argument("--peer-worker", help=argparse.SUPPRESS)
     return ap.parse_args()
 
@@ -350,6 +383,8 @@ def main() -> None:
     unknown = [n for n in names if n not in CORRUPTIONS]
     if unknown:
         raise SystemExit(f"unknown corruption(s): {', '.join(unknown)}")
+    if not args.kernels or any(k not in ("torch", "native") for k in args.kernels):
+        raise SystemExit(f"--kernels takes torch and/or native, got {','.join(args.kernels)!r}")
     qact = QactTimer(args.device)
     workers, missing = ({}, {"all": "--no-peers"}) if args.no_peers else start_peers(args, tuned)
     load_before = os.getloadavg()
@@ -361,11 +396,12 @@ def main() -> None:
            "command": " ".join(sys.argv), "qact_root": str(Path(args.qact_root).resolve()),
            "environment": environment(args.device), "load_average_before": load_before,
            "load_average_after": os.getloadavg(), "allocator": "tuned (every side)" if tuned else "glibc default",
-           "peers": {name: w.info for name, w in workers.items()}, "peers_not_run": missing, "results": results}
+           "peers": {name: w.info for name, w in workers.items()}, "peers_not_run": missing, "qact_kernels": args.kernels,
+           "results": results}
     out = Path(args.json)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(doc, indent=2) + "\n")
-    print_table(results, names)
+    print_table(results, names, args.kernels)
     print(f"load average before/after: {load_before[0]:.1f} / {os.getloadavg()[0]:.1f}; allocator: {doc['allocator']}; "
           f"device: {args.device}; JSON: {out}")
 
