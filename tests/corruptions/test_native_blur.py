@@ -1,0 +1,132 @@
+"""The blur family's opt-in C kernels (QACT_KERNEL=native) against the default torch path: the same images
+within +-1 grey level on every pixel (float sums in another order), at both profiles, several severities,
+batches of 1 and odd sizes, non-contiguous input, and the same bytes whatever the number of threads."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from qact_cli import native
+from qact_cli.corruptions import corrupt, filters
+from qact_cli.corruptions.native import blur as native_blur
+from tests.fixtures_images import natural
+
+needs_compiler = pytest.mark.skipif(not native_blur.available(), reason="no C compiler: blur.c cannot be built")
+pytestmark = needs_compiler
+
+BLURS = ("gaussian_blur", "motion_blur", "defocus_blur", "glass_blur")
+# the other corruptions whose smoothing runs through filters.gaussian_filter / filters.motion_blur
+CALLERS = ("snow", "spatter", "elastic_transform")
+PROFILES = (((224, 224), "imagenet"), ((32, 32), "cifar"))
+
+
+@pytest.fixture
+def kernel():
+    """Select a kernel for the test; the process default comes back afterwards."""
+    yield native.set_kernel
+    native.set_kernel(None)
+
+
+def _images(size, n, seed=0) -> torch.Tensor:
+    return torch.from_numpy(natural(size, n, seed)).permute(0, 3, 1, 2).contiguous()
+
+
+def _both(kernel, images, name, severity, profile):
+    kernel("torch")
+    want = torch.as_tensor(np.asarray(corrupt(images, name, severity, profile=profile, seed=3)))
+    kernel("native")
+    got = torch.as_tensor(np.asarray(corrupt(images, name, severity, profile=profile, seed=3)))
+    return got, want
+
+
+def _within_one(got, want):
+    assert got.shape == want.shape and got.dtype == want.dtype == torch.uint8
+    diff = (got.int() - want.int()).abs()
+    assert int(diff.max()) <= 1, f"{int((diff > 1).sum())} values differ by more than 1 grey level"
+    assert float((diff > 0).float().mean()) < 0.05  # rounding flips, not another filter
+
+
+@pytest.mark.parametrize("size,profile", PROFILES)
+@pytest.mark.parametrize("name", BLURS + CALLERS)
+@pytest.mark.parametrize("severity", (1, 3, 5))
+def test_native_matches_the_default_path(name, severity, size, profile, kernel):
+    n = 3 if size[0] > 100 else 5
+    _within_one(*_both(kernel, _images(size, n), name, severity, profile))
+
+
+@pytest.mark.parametrize("name", BLURS)
+def test_single_image_and_non_square(name, kernel):
+    _within_one(*_both(kernel, _images((40, 57), 1, seed=2), name, 2, "cifar"))
+    _within_one(*_both(kernel, _images((150, 131), 1, seed=4), name, 4, "imagenet"))
+
+
+@pytest.mark.parametrize("name", BLURS)
+def test_non_contiguous_input(name, kernel):
+    base = _images((64, 48), 3, seed=1)
+    channels_last = base.contiguous(memory_format=torch.channels_last)
+    cropped = base[:, :, 5:61, 3:45]  # rows with gaps between them
+    for x in (channels_last, cropped):
+        assert not x.is_contiguous()
+        _within_one(*_both(kernel, x, name, 3, "tiny"))
+    kernel("native")  # a strided input gives the bytes of its contiguous copy
+    a = torch.as_tensor(np.asarray(corrupt(cropped, name, 3, profile="tiny", seed=3)))
+    b = torch.as_tensor(np.asarray(corrupt(cropped.contiguous(), name, 3, profile="tiny", seed=3)))
+    assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize("name", BLURS + ("snow",))
+def test_threads_give_the_same_bytes(name, kernel):
+    images = _images((96, 96), 7, seed=5)
+    kernel("native")
+    before = torch.get_num_threads()
+    outs = []
+    try:
+        for threads in (1, 3):
+            torch.set_num_threads(threads)
+            outs.append(torch.as_tensor(np.asarray(corrupt(images, name, 3, profile="tiny", seed=1))))
+    finally:
+        torch.set_num_threads(before)
+    assert torch.equal(outs[0], outs[1])
+
+
+@pytest.mark.parametrize("mode", ("nearest", "symmetric", "reflect101"))
+@pytest.mark.parametrize("sigma,truncate,shape", [(3.0, 4.0, (2, 3, 50, 41)), (0.7, 4.0, (5, 9, 6)),
+                                                  (6.0, 3.0, (1, 2, 13, 70)), (2.0, 4.0, (4, 1, 1))])
+def test_gaussian_filter_floats(mode, sigma, truncate, shape, kernel):
+    """filters.gaussian_filter itself: every border mode (folds reaching over the image too), any leading
+    shape, float32 in and out, to float rounding of the torch path."""
+    x = torch.rand(shape, generator=torch.Generator().manual_seed(0)) * 255
+    kernel("torch")
+    want = filters.gaussian_filter(x, sigma, mode, truncate)
+    kernel("native")
+    got = filters.gaussian_filter(x, sigma, mode, truncate)
+    assert got.dtype == torch.float32 and got.shape == want.shape
+    torch.testing.assert_close(got, want, atol=2e-3, rtol=1e-5)
+
+
+@pytest.mark.parametrize("dtype", (torch.uint8, torch.float32))
+@pytest.mark.parametrize("radius,sigma,size", [(15, 8.0, (40, 37)), (6, 2.0, (32, 32)), (12, 3.0, (5, 9))])
+def test_motion_blur_floats(dtype, radius, sigma, size, kernel):
+    """filters.motion_blur itself (snow hands it a float layer): any angle, taps that reach past small images."""
+    g = torch.Generator().manual_seed(1)
+    x = (torch.rand((6, 2, *size), generator=g) * 255).floor().to(dtype)
+    angle = torch.rand(6, generator=g, dtype=torch.float64) * 360 - 180
+    kernel("torch")
+    want = filters.motion_blur(x, radius, sigma, angle)
+    kernel("native")
+    got = filters.motion_blur(x, radius, sigma, angle)
+    assert got.dtype == want.dtype == torch.float32
+    torch.testing.assert_close(got, want, atol=2e-3, rtol=1e-5)
+
+
+def test_not_selected_or_not_applicable(kernel):
+    """The wrappers step aside (None) where their kernel does not apply: the default path runs."""
+    x = _images((32, 32), 2)
+    kernel("torch")
+    assert native_blur.gaussian_filter(x, (0.25, 0.5, 0.25), "nearest") is None
+    kernel("native")
+    assert native_blur.gaussian_filter(x.double(), (0.25, 0.5, 0.25), "nearest") is None
+    assert native_blur.defocus_blur(x.float(), (0.1, 0.8), (0,), 1.0) is None
+    assert native_blur.gaussian_filter(x, (0.25, 0.5, 0.25), "wrap") is None
