@@ -236,9 +236,8 @@ def motion_blur(x: torch.Tensor, c, rng: ImageStreams) -> torch.Tensor:
     reads ImageMagick's 8-bit PNG back, which truncates like the other corruptions (measured against
     ImageMagick 6.9 through Wand: rounding made the output 0.45-0.49 grey levels too bright)."""
     angle = rng.scalar_uniform(-45.0, 45.0)[:, 0]
-    n, _, h, w = x.shape
     if native_blur.selected(x):  # QACT_KERNEL=native: the taps in one C call, 8 bits in and out
-        out = native_blur.motion_blur(x, *motion_taps(int(c[0]), float(c[1]), angle, h, w), out_dtype=torch.uint8)
+        out = native_blur.motion_blur(x, *motion_taps(int(c[0]), float(c[1]), angle), out_dtype=torch.uint8)
         if out is not None:
             return out
     out = _motion(x, int(c[0]), float(c[1]), angle)  # float32 from the 8-bit image

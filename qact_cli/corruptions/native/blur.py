@@ -26,7 +26,7 @@ SOURCE = Path(__file__).with_name("blur.c")
 _VOID = ctypes.c_void_p
 _SIGNATURES = {
     "blur_gaussian": (_VOID, N, _VOID, N, N, N, N, F, N, F, N, N),
-    "blur_motion": (_VOID, N, _VOID, N, N, N, N, N, I32, I32, F, N, N, N, N, N),
+    "blur_motion": (_VOID, N, _VOID, N, N, N, N, N, _VOID, _VOID, _VOID, N),
     "blur_defocus": (_VOID, _VOID, N, N, N, native.SCALAR, I32, N, native.SCALAR),
 }
 MODES = {"nearest": 0, "symmetric": 1, "reflect101": 2}
@@ -78,27 +78,23 @@ def gaussian_filter(x: Tensor, weights: tuple[float, ...], mode: str, out_dtype:
 
 
 def motion_blur(x: Tensor, dy: np.ndarray, dx: np.ndarray, weights: np.ndarray, out_dtype: torch.dtype = torch.float32):
-    """Per image, the sum over taps s of weights[i, s] * x[i, :, y + dy[i, s], x + dx[i, s]], borders replicated
-    (N, C, H, W; uint8 or float32 in, float32 or truncated uint8 out). Tap 0 is the pixel itself; a zero weight
-    is no tap. None where the kernel does not apply."""
+    """ImageMagick's motion blur of (N, C, H, W) uint8 or float32 images (filters.motion_blur): image i's tap t
+    reads (y + dy[i, t], x + dx[i, t]) (int64 (N, T); tap 0 is (0, 0)) with weight weights[t] (float64 (T,)),
+    borders replicated; the kernel drops the taps that reach the image size and merges repeated offsets as the
+    torch path does. float32 out, or truncated uint8 with out_dtype=torch.uint8. None where it does not apply."""
     if not _applies(x) or x.dim() != 4 or out_dtype not in _TYPES:
         return None
     n, c, h, w = x.shape
-    live = weights != 0.0
-    live[:, 0] = True
-    top, bottom = max(0, -int(dy[live].min())), max(0, int(dy[live].max()))
-    left, right = max(0, -int(dx[live].min())), max(0, int(dx[live].max()))
-    ty = torch.from_numpy(np.ascontiguousarray(dy, dtype=np.int32))
-    tx = torch.from_numpy(np.ascontiguousarray(dx, dtype=np.int32))
-    tw = torch.from_numpy(np.ascontiguousarray(weights, dtype=np.float32))
-    steps = ty.shape[1]
+    dy, dx = np.ascontiguousarray(dy, dtype=np.int64), np.ascontiguousarray(dx, dtype=np.int64)
+    weights = np.ascontiguousarray(weights, dtype=np.float64)
+    taps = dy.shape[1]
     src = x.contiguous()
     out = torch.empty(x.shape, dtype=out_dtype)
 
     def work(i0, i1):
         _lib().blur_motion(_addr(src, i0 * c * h * w), int(src.dtype == torch.uint8), _addr(out, i0 * c * h * w),
-                           int(out_dtype == torch.uint8), i1 - i0, c, h, w, ptr(ty, I32, i0 * steps),
-                           ptr(tx, I32, i0 * steps), ptr(tw, F, i0 * steps), steps, top, bottom, left, right)
+                           int(out_dtype == torch.uint8), i1 - i0, c, h, w, dy.ctypes.data + 8 * i0 * taps,
+                           dx.ctypes.data + 8 * i0 * taps, weights.ctypes.data, taps)
     native.by_items(n, c * h * w, work)
     return out
 
