@@ -213,12 +213,14 @@ def glass_blur(x: torch.Tensor, c, rng: ImageStreams) -> torch.Tensor:
     sigma, d, iters = float(c[0]), int(c[1]), int(c[2])
     n, ch, h, w = x.shape
     taps = gaussian_weights(sigma)
-    levels8 = native_blur.gaussian_filter(x, taps, "nearest", torch.uint8)  # QACT_KERNEL=native: 8-bit levels
-    if levels8 is not None:  # the same levels x 255 (the weights sum to 1, so the 0..255 scale gives them)
+    # QACT_KERNEL=native: the blurs in C with 8 bits in and out, the shuffle on the 8-bit levels (the bytes of
+    # the float formulation below with the native filters.gaussian_filter)
+    levels8 = native_blur.gaussian_filter(x, taps, "nearest", torch.uint8, unit=True)
+    if levels8 is not None:
         src = _glass_shuffle_map(n, h, w, d, iters, rng)
         plane = (torch.arange(n)[:, None] * ((ch - 1) * h * w) + torch.arange(ch)[None, :] * (h * w)).to(src.dtype)
         shuffled = levels8.view(-1).index_select(0, (src[:, None, :] + plane[:, :, None]).view(-1))
-        return native_blur.gaussian_filter(shuffled.view(n, ch, h, w), taps, "nearest", torch.uint8)
+        return native_blur.gaussian_filter(shuffled.view(n, ch, h, w), taps, "nearest", torch.uint8, unit=True)
     # the 8-bit truncation kept in float (x / 255 of the truncated level, exactly what unit() of it gives)
     levels = gaussian_filter(unit(x), sigma, "nearest").clamp_(0.0, 1.0).mul_(255.0).floor_().div_(255.0)
     src = _glass_shuffle_map(n, h, w, d, iters, rng)

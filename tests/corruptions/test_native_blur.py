@@ -10,6 +10,7 @@ import torch
 
 from qact_cli import native
 from qact_cli.corruptions import corrupt, filters
+from qact_cli.corruptions.base import unit, unit_to_uint8
 from qact_cli.corruptions.native import blur as native_blur
 from tests.fixtures_images import natural
 
@@ -130,3 +131,15 @@ def test_not_selected_or_not_applicable(kernel):
     assert native_blur.gaussian_filter(x.double(), (0.25, 0.5, 0.25), "nearest") is None
     assert native_blur.defocus_blur(x.float(), (0.1, 0.8), (0,), 1.0) is None
     assert native_blur.gaussian_filter(x, (0.25, 0.5, 0.25), "wrap") is None
+
+
+@pytest.mark.parametrize("sigma,size", [(1.0, (224, 224)), (0.4, (32, 32)), (1.5, (40, 57))])
+def test_unit_entry_gives_the_float_entry_bytes(sigma, size, kernel):
+    """glass_blur's 8-bit entry (unit=True) is exactly unit_to_uint8(gaussian_filter(unit(x))) with the native
+    float filter, so native glass_blur gives the bytes of its float formulation."""
+    kernel("native")
+    x = _images(size, 3, seed=6)
+    taps = filters.gaussian_weights(sigma)
+    want = unit_to_uint8(filters.gaussian_filter(unit(x), sigma, "nearest"))
+    got = native_blur.gaussian_filter(x, taps, "nearest", torch.uint8, unit=True)
+    assert torch.equal(got, want)

@@ -34,6 +34,15 @@ static void store_u8(const float *restrict v, uint8_t *restrict out, int64_t n) 
     }
 }
 
+/* the same for values on the 0..1 scale: clip(v, 0, 1) * 255 truncated (base.py, unit_to_uint8) */
+static void store_unit_u8(const float *restrict v, uint8_t *restrict out, int64_t n) {
+    for (int64_t x = 0; x < n; x++) {
+        float c = v[x] > 0.0f ? v[x] : 0.0f;
+        c = c < 1.0f ? c : 1.0f;
+        out[x] = (uint8_t)(int32_t)(c * 255.0f);
+    }
+}
+
 /* ------------------------------------------------------------------ separable Gaussian (gaussian_filter) */
 
 /* Sums run over blocks of 4 vectors of 8 floats whose partial sums stay in registers across the taps (a loop
@@ -117,9 +126,12 @@ static void horizontal(const float *t, int64_t w, const float *wt, int64_t r, fl
 /* `planes` (H, W) planes, u8 or f32 in (src_u8), u8 or f32 out (dst_u8): the vertical pass with taps
  * wv[0..rv] (centre first) into a row padded by the horizontal fold, then the horizontal pass with wh[0..rh].
  * One row at a time, so a row never leaves the L1 cache between the passes; an 8-bit plane is converted to
- * floats once first (converting in the taps' loop costs a conversion per tap). */
+ * floats once first (converting in the taps' loop costs a conversion per tap). With `unit`, 8-bit values
+ * are x / 255 in (base.py, unit: a division, as torch's) and clip(v, 0, 1) * 255 out, so that the 8-bit
+ * entry gives the bytes of the float entry on unit(x) followed by unit_to_uint8. */
 void blur_gaussian(const void *src, int64_t src_u8, void *dst, int64_t dst_u8, int64_t planes, int64_t h,
-                   int64_t w, const float *wv, int64_t rv, const float *wh, int64_t rh, int64_t mode) {
+                   int64_t w, const float *wv, int64_t rv, const float *wh, int64_t rh, int64_t mode,
+                   int64_t unit) {
     float *row = malloc(sizeof(float) * (size_t)(w + 2 * rh));
     float *out = malloc(sizeof(float) * (size_t)w);
     float *conv = src_u8 ? malloc(sizeof(float) * (size_t)(h * w)) : NULL;
@@ -134,7 +146,10 @@ void blur_gaussian(const void *src, int64_t src_u8, void *dst, int64_t dst_u8, i
         const float *plane = (const float *)src + p * h * w;
         if (src_u8) {
             const uint8_t *restrict s = (const uint8_t *)src + p * h * w;
-            for (int64_t i = 0; i < h * w; i++) conv[i] = (float)s[i];
+            if (unit)
+                for (int64_t i = 0; i < h * w; i++) conv[i] = (float)s[i] / 255.0f;
+            else
+                for (int64_t i = 0; i < h * w; i++) conv[i] = (float)s[i];
             plane = conv;
         }
         for (int64_t y = 0; y < h; y++) {
@@ -145,7 +160,7 @@ void blur_gaussian(const void *src, int64_t src_u8, void *dst, int64_t dst_u8, i
             }
             if (dst_u8) {
                 horizontal(mid, w, wh, rh, out);
-                store_u8(out, (uint8_t *)dst + (p * h + y) * w, w);
+                (unit ? store_unit_u8 : store_u8)(out, (uint8_t *)dst + (p * h + y) * w, w);
             } else {
                 horizontal(mid, w, wh, rh, (float *)dst + (p * h + y) * w);
             }

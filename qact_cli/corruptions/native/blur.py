@@ -25,7 +25,7 @@ from . import selected
 SOURCE = Path(__file__).with_name("blur.c")
 _VOID = ctypes.c_void_p
 _SIGNATURES = {
-    "blur_gaussian": (_VOID, N, _VOID, N, N, N, N, F, N, F, N, N),
+    "blur_gaussian": (_VOID, N, _VOID, N, N, N, N, F, N, F, N, N, N),
     "blur_motion": (_VOID, N, _VOID, N, N, N, N, N, _VOID, _VOID, _VOID, N),
     "blur_defocus": (_VOID, _VOID, N, N, N, native.SCALAR, I32, N, native.SCALAR),
 }
@@ -56,12 +56,16 @@ def _half(weights: tuple[float, ...]) -> Tensor:
     return torch.tensor(weights[r:], dtype=torch.float32)
 
 
-def gaussian_filter(x: Tensor, weights: tuple[float, ...], mode: str, out_dtype: torch.dtype = torch.float32):
+def gaussian_filter(x: Tensor, weights: tuple[float, ...], mode: str, out_dtype: torch.dtype = torch.float32,
+                    unit: bool = False):
     """correlate1d along H then W (..., H, W) with the symmetric taps `weights` and border `mode`, on uint8 or
-    float32 x; float32 out, or uint8 (clip to 0..255 and truncate) with out_dtype=torch.uint8. None where the
-    kernel does not apply."""
+    float32 x; float32 out, or uint8 (clip to 0..255 and truncate) with out_dtype=torch.uint8. `unit`: uint8
+    in and out on the 0..1 scale, the bytes of unit_to_uint8(gaussian_filter(unit(x))). None where the kernel
+    does not apply."""
     if not _applies(x) or mode not in MODES or out_dtype not in _TYPES or len(weights) % 2 != 1:
         return None
+    if unit and (x.dtype != torch.uint8 or out_dtype != torch.uint8):
+        raise ValueError("unit=True takes uint8 in and gives uint8 out")
     h, w = x.shape[-2:]
     planes = x.numel() // (h * w)
     src = x.contiguous()
@@ -72,7 +76,7 @@ def gaussian_filter(x: Tensor, weights: tuple[float, ...], mode: str, out_dtype:
     def work(p0, p1):
         _lib().blur_gaussian(_addr(src, p0 * h * w), int(src.dtype == torch.uint8), _addr(out, p0 * h * w),
                              int(out_dtype == torch.uint8), p1 - p0, h, w, ptr(half, F), r, ptr(half, F), r,
-                             MODES[mode])
+                             MODES[mode], int(unit))
     native.by_items(planes, h * w, work)
     return out
 
