@@ -9,7 +9,8 @@ import numpy as np
 import torch
 
 from .base import register, to_uint8, truncate_u8, unit, unit_to_uint8
-from .filters import correlate2d, device_constant, fold_index, gaussian_filter, gaussian_weights, pad_axis, motion_blur as _motion, motion_taps, zoom_blur_average
+from .filters import (correlate2d, device_constant, fold_index, gaussian_filter, gaussian_weights, pad_axis,
+                      motion_blur as _motion, motion_taps, zoom_blur_average)
 from .native import blur as native_blur
 from .rng import ImageStreams
 
@@ -212,10 +213,10 @@ def glass_blur(x: torch.Tensor, c, rng: ImageStreams) -> torch.Tensor:
     """gaussian(sigma) -> uint8 (truncated) -> local pixel shuffling -> gaussian(sigma)."""
     sigma, d, iters = float(c[0]), int(c[1]), int(c[2])
     n, ch, h, w = x.shape
-    taps = gaussian_weights(sigma)
     # QACT_KERNEL=native: the blurs in C with 8 bits in and out, the shuffle on the 8-bit levels (the bytes of
     # the float formulation below with the native filters.gaussian_filter)
-    levels8 = native_blur.gaussian_filter(x, taps, "nearest", torch.uint8, unit=True)
+    taps = gaussian_weights(sigma) if native_blur.selected(x) else None
+    levels8 = None if taps is None else native_blur.gaussian_filter(x, taps, "nearest", torch.uint8, unit=True)
     if levels8 is not None:
         src = _glass_shuffle_map(n, h, w, d, iters, rng)
         plane = (torch.arange(n)[:, None] * ((ch - 1) * h * w) + torch.arange(ch)[None, :] * (h * w)).to(src.dtype)
@@ -257,7 +258,8 @@ def zoom_blur(x: torch.Tensor, c, rng: ImageStreams) -> torch.Tensor:
 def gaussian_blur(x: torch.Tensor, c, rng: ImageStreams) -> torch.Tensor:
     """skimage.filters.gaussian(sigma=c), mode 'nearest', truncate 4, per channel."""
     # on the 0..255 scale (the weights sum to 1): x / 255 and the * 255 before the truncation are two passes
-    out = native_blur.gaussian_filter(x, gaussian_weights(float(c)), "nearest", torch.uint8)  # QACT_KERNEL=native
-    if out is not None:
-        return out
+    if native_blur.selected(x):  # QACT_KERNEL=native: both passes in one C call, 8 bits in and out
+        out = native_blur.gaussian_filter(x, gaussian_weights(float(c)), "nearest", torch.uint8)
+        if out is not None:
+            return out
     return to_uint8(gaussian_filter(x.to(torch.float32), float(c), "nearest"))
