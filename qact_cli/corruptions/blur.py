@@ -213,15 +213,15 @@ def glass_blur(x: torch.Tensor, c, rng: ImageStreams) -> torch.Tensor:
     """gaussian(sigma) -> uint8 (truncated) -> local pixel shuffling -> gaussian(sigma)."""
     sigma, d, iters = float(c[0]), int(c[1]), int(c[2])
     n, ch, h, w = x.shape
-    # QACT_KERNEL=native: the blurs in C with 8 bits in and out, the shuffle on the 8-bit levels (the bytes of
-    # the float formulation below with the native filters.gaussian_filter)
+    # QACT_KERNEL=native: the blurs in C with 8 bits in and out, the reference's swap loop itself in C on the
+    # 8-bit levels with _glass_shuffle_map's draws (the bytes of the formulation below with the native
+    # filters.gaussian_filter)
     taps = gaussian_weights(sigma) if native_blur.selected(x) else None
     levels8 = None if taps is None else native_blur.gaussian_filter(x, taps, "nearest", torch.uint8, unit=True)
     if levels8 is not None:
-        src = _glass_shuffle_map(n, h, w, d, iters, rng)
-        plane = (torch.arange(n)[:, None] * ((ch - 1) * h * w) + torch.arange(ch)[None, :] * (h * w)).to(src.dtype)
-        shuffled = levels8.view(-1).index_select(0, (src[:, None, :] + plane[:, :, None]).view(-1))
-        return native_blur.gaussian_filter(shuffled.view(n, ch, h, w), taps, "nearest", torch.uint8, unit=True)
+        if h - 2 * d > 0 and w - 2 * d > 0:  # else nothing is visited and nothing drawn
+            native_blur.glass_shuffle(levels8, rng.randint(0, 4 * d * d, (iters, h - 2 * d, w - 2 * d)), d)
+        return native_blur.gaussian_filter(levels8, taps, "nearest", torch.uint8, unit=True)
     # the 8-bit truncation kept in float (x / 255 of the truncated level, exactly what unit() of it gives)
     levels = gaussian_filter(unit(x), sigma, "nearest").clamp_(0.0, 1.0).mul_(255.0).floor_().div_(255.0)
     src = _glass_shuffle_map(n, h, w, d, iters, rng)

@@ -11,6 +11,7 @@ import torch
 from qact_cli import native
 from qact_cli.corruptions import corrupt, filters
 from qact_cli.corruptions.base import unit, unit_to_uint8
+from qact_cli.corruptions.blur import _glass_shuffle_map
 from qact_cli.corruptions.native import blur as native_blur
 from tests.fixtures_images import natural
 
@@ -142,4 +143,33 @@ def test_unit_entry_gives_the_float_entry_bytes(sigma, size, kernel):
     taps = filters.gaussian_weights(sigma)
     want = unit_to_uint8(filters.gaussian_filter(unit(x), sigma, "nearest"))
     got = native_blur.gaussian_filter(x, taps, "nearest", torch.uint8, unit=True)
+    assert torch.equal(got, want)
+
+
+class _Codes:
+    """Stands in for ImageStreams: randint gives the test's codes."""
+
+    def __init__(self, codes):
+        self.device, self.codes = torch.device("cpu"), codes
+
+    def __len__(self):
+        return self.codes.shape[0]
+
+    def randint(self, low, high, shape):
+        assert low == 0 and tuple(shape) == tuple(self.codes.shape[1:])
+        return self.codes
+
+
+@pytest.mark.parametrize("n,c,h,w,d,iters", [(2, 3, 13, 11, 2, 3), (3, 3, 16, 21, 1, 2), (1, 3, 25, 19, 3, 2),
+                                             (2, 3, 40, 33, 4, 1), (2, 1, 14, 15, 2, 2), (2, 5, 17, 12, 2, 2)])
+def test_glass_shuffle_is_the_default_map(n, c, h, w, d, iters, kernel):
+    """The C swap loop moves the same pixels as the default path's shuffle map (exact: integer moves), for 3
+    channels (one word per pixel), fewer, and more (a plane at a time)."""
+    g = torch.Generator().manual_seed(h * w + d)
+    levels = torch.randint(0, 256, (n, c, h, w), generator=g, dtype=torch.uint8)
+    codes = torch.randint(0, 4 * d * d, (n, iters, h - 2 * d, w - 2 * d), generator=g, dtype=torch.int32)
+    src = _glass_shuffle_map(n, h, w, d, iters, _Codes(codes)).long()  # (n, h*w) into the batch's n*h*w pixels
+    per_image = levels.permute(1, 0, 2, 3).reshape(c, n * h * w)
+    want = per_image[:, src.view(-1)].view(c, n, h, w).permute(1, 0, 2, 3)
+    got = native_blur.glass_shuffle(levels.clone(), codes, d)
     assert torch.equal(got, want)

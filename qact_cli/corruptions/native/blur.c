@@ -392,3 +392,46 @@ void blur_defocus(const uint8_t *src, uint8_t *dst, int64_t planes, int64_t h, i
     free(keep);
     free(term_k);
 }
+
+/* ------------------------------------------------------------------------------ glass blur */
+
+/* glass_blur's local pixel "swaps" in place on n images of c u8 planes (H, W), the reference loop itself
+ * (make_imagenet_c.py, glass_blur): `iters` passes visiting rows H-d .. d+1 and columns W-d .. d+1 in
+ * descending order, each `x[h, w], x[h', w'] = x[h', w'], x[h, w]` on numpy views, which copies x[h', w'] into
+ * x[h, w] and leaves x[h', w'] as it is. codes (n, iters, H - 2d, W - 2d), rows and columns ascending, as
+ * blur.py's _glass_shuffle_map draws them: dy = code / 2d - d, dx = code % 2d - d. Integer moves only, so the
+ * bytes are those of the default path's map. */
+void blur_glass_shuffle(uint8_t *planes, int64_t n, int64_t c, int64_t h, int64_t w, int64_t d, int64_t iters,
+                        const int32_t *codes) {
+    const int64_t nh = h - 2 * d, nw = w - 2 * d, side = 2 * d, hw = h * w;
+    int32_t step[64];  /* code -> flat offset (d <= 4 in every profile; larger d reads it from `far`) */
+    int32_t *far = side * side > 64 ? malloc(sizeof(int32_t) * (size_t)(side * side)) : step;
+    for (int64_t code = 0; code < side * side; code++) far[code] = (int32_t)((code / side - d) * w + code % side - d);
+    /* up to 4 channels move as one 32-bit word per pixel: one load and one store per visit */
+    const int64_t lanes = c <= 4 ? c : 1;
+    uint32_t *px = malloc(sizeof(uint32_t) * (size_t)hw);
+    for (int64_t i = 0; i < n; i++) {
+        uint8_t *img = planes + i * c * hw;
+        for (int64_t c0 = 0; c0 < c; c0 += lanes) {
+            for (int64_t p = 0; p < hw; p++) px[p] = 0;
+            for (int64_t ch = 0; ch < lanes; ch++) {
+                const uint8_t *restrict src = img + (c0 + ch) * hw;
+                for (int64_t p = 0; p < hw; p++) px[p] |= (uint32_t)src[p] << (8 * ch);
+            }
+            for (int64_t it = 0; it < iters; it++) {
+                const int32_t *pass = codes + (i * iters + it) * nh * nw;
+                for (int64_t a = nh - 1; a >= 0; a--) {
+                    const int32_t *row = pass + a * nw;
+                    uint32_t *at = px + (d + 1 + a) * w + d + 1;
+                    for (int64_t b = nw - 1; b >= 0; b--) at[b] = at[b + far[row[b]]];
+                }
+            }
+            for (int64_t ch = 0; ch < lanes; ch++) {
+                uint8_t *restrict dst = img + (c0 + ch) * hw;
+                for (int64_t p = 0; p < hw; p++) dst[p] = (uint8_t)(px[p] >> (8 * ch));
+            }
+        }
+    }
+    free(px);
+    if (far != step) free(far);
+}

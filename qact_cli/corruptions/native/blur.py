@@ -28,6 +28,7 @@ _SIGNATURES = {
     "blur_gaussian": (_VOID, N, _VOID, N, N, N, N, F, N, F, N, N, N),
     "blur_motion": (_VOID, N, _VOID, N, N, N, N, N, _VOID, _VOID, _VOID, N),
     "blur_defocus": (_VOID, _VOID, N, N, N, native.SCALAR, I32, N, native.SCALAR),
+    "blur_glass_shuffle": (_VOID, N, N, N, N, N, N, _VOID),
 }
 MODES = {"nearest": 0, "symmetric": 1, "reflect101": 2}
 _TYPES = (torch.uint8, torch.float32)
@@ -121,3 +122,22 @@ def defocus_blur(x: Tensor, blur: tuple[float, float], halves: tuple[int, ...], 
                             ptr(table, I32), len(halves) - 1, scale * g1 * g1)
     native.by_items(planes, h * w, work)
     return out
+
+
+def glass_shuffle(levels: Tensor, codes: Tensor, d: int) -> Tensor:
+    """glass_blur's pixel "swaps" in place on contiguous uint8 CPU (N, C, H, W) levels: the reference's visiting
+    loop, codes (N, iters, H - 2d, W - 2d) as blur.py's _glass_shuffle_map draws them. Returns levels. Called
+    where this module's gaussian_filter applied (so the library is there)."""
+    n, c, h, w = levels.shape
+    iters = codes.shape[1]
+    if levels.dtype != torch.uint8 or not levels.is_contiguous() or levels.device.type != "cpu":
+        raise ValueError("glass_shuffle takes contiguous uint8 CPU levels")
+    if tuple(codes.shape) != (n, iters, h - 2 * d, w - 2 * d):
+        raise ValueError(f"glass codes of shape {tuple(codes.shape)} for images {tuple(levels.shape)}, d = {d}")
+    table = codes.to("cpu", torch.int32).contiguous()
+    per = iters * (h - 2 * d) * (w - 2 * d)
+
+    def work(i0, i1):
+        _lib().blur_glass_shuffle(_addr(levels, i0 * c * h * w), i1 - i0, c, h, w, d, iters, _addr(table, i0 * per))
+    native.by_items(n, c * h * w, work)
+    return levels
