@@ -11,7 +11,8 @@ import torch
 from qact_cli import native
 from qact_cli.corruptions import corrupt, filters
 from qact_cli.corruptions.base import unit, unit_to_uint8
-from qact_cli.corruptions.blur import _glass_shuffle_map
+from qact_cli.corruptions.blur import _glass_shuffle_map, disk_columns
+from qact_cli.corruptions.profiles import TABLES
 from qact_cli.corruptions.native import blur as native_blur
 from tests.fixtures_images import natural
 
@@ -132,6 +133,8 @@ def test_not_selected_or_not_applicable(kernel):
     assert native_blur.gaussian_filter(x.double(), (0.25, 0.5, 0.25), "nearest") is None
     assert native_blur.defocus_blur(x.float(), (0.1, 0.8), (0,), 1.0) is None
     assert native_blur.gaussian_filter(x, (0.25, 0.5, 0.25), "wrap") is None
+    assert native_blur.gaussian_filter(x, (0.2, 0.5, 0.3), "nearest") is None  # not symmetric
+    assert native_blur.gaussian_filter(x.float().requires_grad_(), (0.25, 0.5, 0.25), "nearest") is None
 
 
 @pytest.mark.parametrize("sigma,size", [(1.0, (224, 224)), (0.4, (32, 32)), (1.5, (40, 57))])
@@ -173,3 +176,19 @@ def test_glass_shuffle_is_the_default_map(n, c, h, w, d, iters, kernel):
     want = per_image[:, src.view(-1)].view(c, n, h, w).permute(1, 0, 2, 3)
     got = native_blur.glass_shuffle(levels.clone(), codes, d)
     assert torch.equal(got, want)
+
+
+def test_the_kernels_apply_to_what_the_corruptions_pass(kernel):
+    """The wrappers take what the blur corruptions hand them (else the tests above would compare the default path
+    with itself): scipy's Gaussian taps at every sigma of the tables, motion taps, severity 3's disks."""
+    kernel("native")
+    x = _images((32, 32), 2)
+    for table in TABLES.values():
+        for sigma in table["gaussian_blur"] + [g[0] for g in table["glass_blur"]]:
+            taps = filters.gaussian_weights(float(sigma))
+            assert native_blur.gaussian_filter(x, taps, "nearest", torch.uint8) is not None
+        m = table["motion_blur"][2]
+        angle = torch.tensor([-30.0, 12.5], dtype=torch.float64)
+        assert native_blur.motion_blur(x, *filters.motion_taps(m[0], m[1], angle), out_dtype=torch.uint8) is not None
+        columns = disk_columns(*(float(v) for v in table["defocus_blur"][2]))
+        assert columns is not None and native_blur.defocus_blur(x, *columns) is not None

@@ -2,8 +2,9 @@
 blur"): the separable Gaussian filter (gaussian_blur, glass_blur and every caller of filters.gaussian_filter),
 ImageMagick's motion blur (motion_blur, snow) and the anti-aliased disk of defocus_blur.
 
-Each function returns None where its kernel does not apply (not selected, not on the CPU, a dtype it does not
-take, no compiler); the caller then runs its default torch path. The taps and weights are planned by the
+Each filter returns None where its kernel does not apply (not selected, not on the CPU, a dtype it does not
+take, no compiler); the caller then runs its default torch path (glass_shuffle runs where gaussian_filter
+applied, between its two calls). The taps and weights are planned by the
 callers exactly as their torch paths plan them and handed over as arrays: this module imports no corruption
 module. A call covers a whole batch (split over torch's threads by images), so its ~5 us of ctypes overhead
 is paid once per batch, not per image or row.
@@ -44,7 +45,8 @@ def available() -> bool:
 
 
 def _applies(x: Tensor) -> bool:
-    return selected(x) and x.dtype in _TYPES and x.dim() >= 2 and x.numel() > 0 and _lib() is not None
+    return (selected(x) and x.dtype in _TYPES and x.dim() >= 2 and x.numel() > 0 and not x.requires_grad
+            and _lib() is not None)
 
 
 def _addr(t: Tensor, items_before: int) -> int:
@@ -63,7 +65,8 @@ def gaussian_filter(x: Tensor, weights: tuple[float, ...], mode: str, out_dtype:
     float32 x; float32 out, or uint8 (clip to 0..255 and truncate) with out_dtype=torch.uint8. `unit`: uint8
     in and out on the 0..1 scale, the bytes of unit_to_uint8(gaussian_filter(unit(x))). None where the kernel
     does not apply."""
-    if not _applies(x) or mode not in MODES or out_dtype not in _TYPES or len(weights) % 2 != 1:
+    if (not _applies(x) or mode not in MODES or out_dtype not in _TYPES or len(weights) % 2 != 1
+            or tuple(weights) != tuple(weights[::-1])):  # the kernel folds symmetric pairs of taps
         return None
     if unit and (x.dtype != torch.uint8 or out_dtype != torch.uint8):
         raise ValueError("unit=True takes uint8 in and gives uint8 out")
