@@ -9,7 +9,9 @@ import numpy as np
 import torch
 
 from .base import register, to_uint8, truncate_u8, unit, unit_to_uint8
-from .filters import correlate2d, device_constant, fold_index, gaussian_filter, pad_axis, motion_blur as _motion, zoom_blur_average
+from .filters import (correlate2d, device_constant, fold_index, gaussian_filter, gaussian_weights, pad_axis,
+                      motion_blur as _motion, motion_taps, zoom_blur_average)
+from .native import blur as native_blur
 from .rng import ImageStreams
 
 
@@ -132,6 +134,10 @@ def defocus_blur(x: torch.Tensor, c, rng: ImageStreams) -> torch.Tensor:
     kernel = disk_kernel(float(c[0]), float(c[1]))
     nnz = int(np.count_nonzero(kernel))
     columns = disk_columns(float(c[0]), float(c[1]))
+    if columns is not None:  # QACT_KERNEL=native: the columns below in one C call, 8 bits in and out
+        out = native_blur.defocus_blur(x, *columns)
+        if out is not None:
+            return out
     if nnz > 49 and columns is not None:  # on the 0..255 scale: the unit scalings are two passes fewer
         return to_uint8(_defocus_columns(x.to(torch.float32), *columns))
     v = unit(x)
@@ -207,6 +213,15 @@ def glass_blur(x: torch.Tensor, c, rng: ImageStreams) -> torch.Tensor:
     """gaussian(sigma) -> uint8 (truncated) -> local pixel shuffling -> gaussian(sigma)."""
     sigma, d, iters = float(c[0]), int(c[1]), int(c[2])
     n, ch, h, w = x.shape
+    # QACT_KERNEL=native: the blurs in C with 8 bits in and out, the reference's swap loop itself in C on the
+    # 8-bit levels with _glass_shuffle_map's draws (the bytes of the formulation below with the native
+    # filters.gaussian_filter)
+    taps = gaussian_weights(sigma) if native_blur.selected(x) else None
+    levels8 = None if taps is None else native_blur.gaussian_filter(x, taps, "nearest", torch.uint8, unit=True)
+    if levels8 is not None:
+        if h - 2 * d > 0 and w - 2 * d > 0:  # else nothing is visited and nothing drawn
+            native_blur.glass_shuffle(levels8, rng.randint(0, 4 * d * d, (iters, h - 2 * d, w - 2 * d)), d)
+        return native_blur.gaussian_filter(levels8, taps, "nearest", torch.uint8, unit=True)
     # the 8-bit truncation kept in float (x / 255 of the truncated level, exactly what unit() of it gives)
     levels = gaussian_filter(unit(x), sigma, "nearest").clamp_(0.0, 1.0).mul_(255.0).floor_().div_(255.0)
     src = _glass_shuffle_map(n, h, w, d, iters, rng)
@@ -224,6 +239,10 @@ def motion_blur(x: torch.Tensor, c, rng: ImageStreams) -> torch.Tensor:
     reads ImageMagick's 8-bit PNG back, which truncates like the other corruptions (measured against
     ImageMagick 6.9 through Wand: rounding made the output 0.45-0.49 grey levels too bright)."""
     angle = rng.scalar_uniform(-45.0, 45.0)[:, 0]
+    if native_blur.selected(x):  # QACT_KERNEL=native: the taps in one C call, 8 bits in and out
+        out = native_blur.motion_blur(x, *motion_taps(int(c[0]), float(c[1]), angle), out_dtype=torch.uint8)
+        if out is not None:
+            return out
     out = _motion(x, int(c[0]), float(c[1]), angle)  # float32 from the 8-bit image
     return truncate_u8(out.clamp_(0.0, 255.0))  # in place: fresh buffers cost page faults
 
@@ -239,4 +258,8 @@ def zoom_blur(x: torch.Tensor, c, rng: ImageStreams) -> torch.Tensor:
 def gaussian_blur(x: torch.Tensor, c, rng: ImageStreams) -> torch.Tensor:
     """skimage.filters.gaussian(sigma=c), mode 'nearest', truncate 4, per channel."""
     # on the 0..255 scale (the weights sum to 1): x / 255 and the * 255 before the truncation are two passes
+    if native_blur.selected(x):  # QACT_KERNEL=native: both passes in one C call, 8 bits in and out
+        out = native_blur.gaussian_filter(x, gaussian_weights(float(c)), "nearest", torch.uint8)
+        if out is not None:
+            return out
     return to_uint8(gaussian_filter(x.to(torch.float32), float(c), "nearest"))

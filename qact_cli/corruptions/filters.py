@@ -19,6 +19,8 @@ from functools import lru_cache
 import numpy as np
 import torch
 
+from .native import blur as native_blur
+
 
 def fold_index(idx: np.ndarray | torch.Tensor, n: int, mode: str):
     """Map (possibly out-of-range) integer indices into 0..n-1 with the border `mode`."""
@@ -162,6 +164,10 @@ def correlate1d(x: torch.Tensor, weights: tuple[float, ...], dim: int, mode: str
 def gaussian_filter(x: torch.Tensor, sigma: float, mode: str = "nearest", truncate: float = 4.0) -> torch.Tensor:
     """skimage.filters.gaussian / scipy gaussian_filter over the last two axes (H, W)."""
     w = gaussian_weights(sigma, truncate)
+    if x.dtype == torch.float32:  # QACT_KERNEL=native: both passes in one C call (None: not selected here)
+        out = native_blur.gaussian_filter(x, w, mode)
+        if out is not None:
+            return out
     y = correlate1d(x, w, -2, mode)
     if mode not in _TORCH_PAD and not _dense(len(w), y.shape[-1]) and len(w) <= _BANDED_FROM_TAPS:
         # a pass per tap with no torch padding kernel for this mode along W (an index_select on the last axis is
@@ -334,6 +340,20 @@ def _merged_taps(dy: np.ndarray, dx: np.ndarray, live: np.ndarray, weights: np.n
     return mdy, mdx, w
 
 
+def motion_taps(radius: int, sigma: float, angle_deg: torch.Tensor) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """motion_blur's taps as the C kernel takes them: offsets (dy, dx) per image, int64 (N, 2r + 1), and the
+    weights (2r + 1,); the kernel drops and merges taps as motion_blur does (a few numpy calls fewer per batch)."""
+    return (*motion_offsets(radius, angle_deg.detach().to("cpu", torch.float64).numpy()),
+            _motion_weights(int(radius), float(sigma)))
+
+
+@lru_cache(maxsize=64)
+def _motion_weights(radius: int, sigma: float) -> np.ndarray:
+    w = motion_weights(radius, sigma)
+    w.flags.writeable = False
+    return w
+
+
 def motion_blur(x: torch.Tensor, radius: int, sigma: float, angle_deg: torch.Tensor) -> torch.Tensor:
     """Blur (N, C, H, W) images (any real dtype; computed in float32 unless x is floating) along a per-image
     direction with the one-sided Gaussian line kernel, borders replicated. Taps whose shift reaches the image
@@ -346,6 +366,10 @@ def motion_blur(x: torch.Tensor, radius: int, sigma: float, angle_deg: torch.Ten
     share offsets, which halves the runs and the pads. Wide images (a run is about one image anyway) stay in
     place, and each merges the taps that read the same pixel."""
     n, c, h, w = x.shape
+    if native_blur.selected(x):  # QACT_KERNEL=native: every tap of a batch in one C call (None: not here)
+        out = native_blur.motion_blur(x, *motion_taps(radius, sigma, angle_deg))
+        if out is not None:
+            return out
     dtype = x.dtype if x.is_floating_point() else torch.float32
     dev = x.device
     side = w < _SIDE_BY_SIDE_BELOW
