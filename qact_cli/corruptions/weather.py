@@ -191,7 +191,9 @@ def fog(x: torch.Tensor, c, rng: ImageStreams) -> torch.Tensor:
     return to_uint8(torch.mul(x, a).add_(layer))
 
 
-@register(group="common", deterministic=True)
+# interleaved: the native kernel reads a numpy batch's pixels as they are (hsv.brightness); one chunk for a usual
+# batch, so its output is the result (no copy; the default path's speed does not depend on the chunk here)
+@register(group="common", deterministic=True, interleaved=True, chunk_pixels=1 << 20)
 def brightness(x: torch.Tensor, c: float, rng: ImageStreams) -> torch.Tensor:
     """HSV value + c (skimage rgb2hsv / hsv2rgb). With hue and saturation fixed, hsv2rgb scales all three
     channels by V'/V, so the round trip reduces to that factor; black (V = 0) becomes grey V'. The factor per

@@ -1,0 +1,264 @@
+/* The pointwise colour and digital corruptions in one pass each over uint8 images (brightness, saturate,
+ * contrast, pixelate; docs/corruption-fidelity.md, "Native kernels: digital"), compiled on first use by
+ * digital.py and called through ctypes. Each gives the default path's bytes exactly: the same float32
+ * operations in the same order and the same integer arithmetic. A multiply-add is fused (fmaf) exactly where
+ * torch's op is, and every other operation rounded on its own (the pragma: GCC contracts a * b + c by
+ * default; no-trapping-math only lets it turn the clamps' compares into vector blends).
+ *
+ * Images come planar, (N, 3, H, W) contiguous, or interleaved, (N, H, W, 3) contiguous (the channels-last
+ * view the corruption gets of a numpy batch); the output has the input's layout. A pixel's channels are
+ * then `plane` bytes apart and pixels `step` bytes apart: (H * W, 1) or (1, 3). The loops are written once
+ * for both and specialised on those constants.
+ */
+#pragma GCC optimize("fp-contract=off", "no-trapping-math")
+#include <math.h>
+#include <stdint.h>
+#include <string.h>
+
+#define INLINE static inline __attribute__((always_inline))
+
+#define BLOCK 512
+
+/* brightness: out = trunc(x * factor[M]) in float32 with M the pixel's max channel, the default path's
+ * product; black pixels (M = 0) read x = 1, and factor[0] is their grey level. The table read is a scalar loop
+ * between vectorised ones (GCC's AVX2 gathers are no faster than loads on AMD Zen). */
+#if defined(__GNUC__) && !defined(__clang__)
+__attribute__((optimize("no-tree-vectorize")))
+#endif
+static void take(const float *restrict table, const uint8_t *restrict k, int64_t n, float *restrict out) {
+    for (int64_t i = 0; i < n; i++) out[i] = table[k[i]];
+}
+
+INLINE void brightness_image(const uint8_t *restrict x, uint8_t *restrict y, int64_t hw, int64_t plane,
+                             int64_t step, const float *restrict factor) {
+    uint8_t peak[BLOCK];
+    float f[BLOCK];
+    for (int64_t p0 = 0; p0 < hw; p0 += BLOCK) {
+        int64_t len = hw - p0 < BLOCK ? hw - p0 : BLOCK;
+        const uint8_t *s = x + p0 * step;
+        uint8_t *d = y + p0 * step;
+        for (int64_t p = 0; p < len; p++) {
+            uint8_t r = s[p * step], g = s[p * step + plane], b = s[p * step + 2 * plane];
+            uint8_t m = r > g ? r : g;
+            peak[p] = m > b ? m : b;
+        }
+        take(factor, peak, len, f);
+        for (int64_t p = 0; p < len; p++) {
+            uint8_t black = peak[p] == 0;
+            float fp = f[p];
+            d[p * step] = (uint8_t)(int32_t)((float)(s[p * step] | black) * fp);
+            d[p * step + plane] = (uint8_t)(int32_t)((float)(s[p * step + plane] | black) * fp);
+            d[p * step + 2 * plane] = (uint8_t)(int32_t)((float)(s[p * step + 2 * plane] | black) * fp);
+        }
+    }
+}
+
+void dig_brightness(const uint8_t *x, uint8_t *y, int64_t n, int64_t hw, int64_t interleaved,
+                    const float *factor) {
+    for (int64_t i = 0; i < n; i++) {
+        const uint8_t *xi = x + i * 3 * hw;
+        uint8_t *yi = y + i * 3 * hw;
+        if (interleaved)
+            brightness_image(xi, yi, hw, 1, 3, factor);
+        else
+            brightness_image(xi, yi, hw, hw, 1, factor);
+    }
+}
+
+/* saturate (hsv.py's closed form): gain = clamp(S'/S) from the pixel's max M and min m, then each channel
+ * M - (M - x) * gain, truncated. `clamp_only`: the offset c1 is 0 and c0 >= 0, where the default path takes
+ * min(M / (M - m), c0) directly; otherwise min(max(M / (M - m) * c1 + c0, 0), M / (M - m)). `tint`: green
+ * and blue of grey pixels (M = m), or NULL where the offset leaves them grey. */
+INLINE void saturate_image(const uint8_t *restrict x, uint8_t *restrict y, int64_t hw, int64_t plane,
+                           int64_t step, float c0, float c1, int clamp_only) {
+    for (int64_t p = 0; p < hw; p++) {
+        const uint8_t *s = x + p * step;
+        int32_t r = s[0], g = s[plane], b = s[2 * plane];
+        int32_t hi = r > g ? r : g, lo = r < g ? r : g;
+        hi = hi > b ? hi : b;
+        lo = lo < b ? lo : b;
+        float peak = (float)hi;
+        float inv_s = peak / (float)(hi - lo > 1 ? hi - lo : 1);
+        float gain;
+        if (clamp_only) {
+            gain = inv_s < c0 ? inv_s : c0;
+        } else {
+            float t = inv_s * c1;
+            t = t + c0;
+            t = t > 0.0f ? t : 0.0f;
+            gain = t < inv_s ? t : inv_s;
+        }
+        /* addcmul(M, M - x, gain, value=-1) = M - (M - x) * gain in one rounding: torch's CPU addcmul is a fused
+         * multiply-add (checked on its vectorised loop and its tails); -tiny (the min channel where S' = 1)
+         * truncates to 0 */
+        uint8_t *d = y + p * step;
+        d[0] = (uint8_t)(int32_t)fmaf(-(float)(hi - r), gain, peak);
+        d[plane] = (uint8_t)(int32_t)fmaf(-(float)(hi - g), gain, peak);
+        d[2 * plane] = (uint8_t)(int32_t)fmaf(-(float)(hi - b), gain, peak);
+    }
+}
+
+INLINE void tint_image(const uint8_t *restrict x, uint8_t *restrict y, int64_t hw, int64_t plane, int64_t step,
+                       const uint8_t *restrict tint) {
+    for (int64_t p = 0; p < hw; p++) {
+        const uint8_t *s = x + p * step;
+        if (s[0] == s[plane] && s[0] == s[2 * plane]) {
+            y[p * step + plane] = tint[s[0]];
+            y[p * step + 2 * plane] = tint[s[0]];
+        }
+    }
+}
+
+void dig_saturate(const uint8_t *x, uint8_t *y, int64_t n, int64_t hw, int64_t interleaved, float c0, float c1,
+                  int64_t clamp_only, const uint8_t *tint) {
+    for (int64_t i = 0; i < n; i++) {
+        const uint8_t *xi = x + i * 3 * hw;
+        uint8_t *yi = y + i * 3 * hw;
+        int64_t plane = interleaved ? 1 : hw, step = interleaved ? 3 : 1;
+        if (interleaved && clamp_only)
+            saturate_image(xi, yi, hw, 1, 3, c0, c1, 1);
+        else if (interleaved)
+            saturate_image(xi, yi, hw, 1, 3, c0, c1, 0);
+        else if (clamp_only)
+            saturate_image(xi, yi, hw, hw, 1, c0, c1, 1);
+        else
+            saturate_image(xi, yi, hw, hw, 1, c0, c1, 0);
+        if (tint)
+            tint_image(xi, yi, hw, plane, step, tint);
+    }
+}
+
+/* contrast, first pass: x / 255 in float32, planar (N, 3, H * W) whatever the input's layout, so that torch
+ * sums each channel in the order of the default path */
+void dig_unit(const uint8_t *restrict x, float *restrict v, int64_t n, int64_t hw, int64_t interleaved) {
+    for (int64_t i = 0; i < n; i++) {
+        const uint8_t *xi = x + i * 3 * hw;
+        float *vi = v + i * 3 * hw;
+        if (interleaved) {
+            for (int64_t p = 0; p < hw; p++) {
+                vi[p] = (float)xi[3 * p] / 255.0f;
+                vi[hw + p] = (float)xi[3 * p + 1] / 255.0f;
+                vi[2 * hw + p] = (float)xi[3 * p + 2] / 255.0f;
+            }
+        } else {
+            for (int64_t p = 0; p < 3 * hw; p++) vi[p] = (float)xi[p] / 255.0f;
+        }
+    }
+}
+
+/* contrast, second pass: clip((x / 255 - m) * c + m, 0, 1) * 255, truncated, with m the channel's mean; every
+ * step rounded to float32 as torch's in-place chain does. A channel's output depends on x alone: a 256-entry
+ * table per channel, then a byte lookup per value. */
+static void contrast_table(float m, float c, uint8_t *restrict t) {
+    for (int32_t x = 0; x < 256; x++) {
+        float v = (float)x / 255.0f;
+        v = v - m;
+        v = v * c;
+        v = v + m;
+        v = v > 0.0f ? v : 0.0f;
+        v = v < 1.0f ? v : 1.0f;
+        t[x] = (uint8_t)(int32_t)(v * 255.0f);
+    }
+}
+
+#if defined(__GNUC__) && !defined(__clang__)
+__attribute__((optimize("no-tree-vectorize")))
+#endif
+void dig_contrast(const uint8_t *restrict x, uint8_t *restrict y, int64_t n, int64_t hw, int64_t interleaved,
+                  const float *restrict means, float c) {
+    uint8_t t[3][256];
+    for (int64_t i = 0; i < n; i++) {
+        const uint8_t *xi = x + i * 3 * hw;
+        uint8_t *yi = y + i * 3 * hw;
+        for (int ch = 0; ch < 3; ch++) contrast_table(means[3 * i + ch], c, t[ch]);
+        if (interleaved) {
+            for (int64_t p = 0; p < hw; p++) {
+                yi[3 * p] = t[0][xi[3 * p]];
+                yi[3 * p + 1] = t[1][xi[3 * p + 1]];
+                yi[3 * p + 2] = t[2][xi[3 * p + 2]];
+            }
+        } else {
+            for (int ch = 0; ch < 3; ch++)
+                for (int64_t p = 0; p < hw; p++) yi[ch * hw + p] = t[ch][xi[ch * hw + p]];
+        }
+    }
+}
+
+/* pixelate: Pillow's 8-bit BOX reduction of interleaved images, horizontal pass then vertical (each rounded to
+ * 8 bits), output o = (S * weight[o] + 2^21) >> 22 with S the sum of count[o] source values from start[o] on
+ * (a BOX output's taps are one run of equal weights; digital.py checks that on Pillow's coefficients), then
+ * the enlargement's gather of whole pixels (rows[y], cols[x]) back to full size. */
+/* the horizontal pass, runs of a few pixels: vector code only costs there */
+#if defined(__GNUC__) && !defined(__clang__)
+__attribute__((optimize("no-tree-vectorize")))
+#endif
+static void box_rows(const uint8_t *restrict src, uint8_t *restrict dst, int64_t rows, int64_t n_in, int64_t n_out,
+                     const int32_t *restrict start, const int32_t *restrict count, const uint32_t *restrict weight) {
+    for (int64_t r = 0; r < rows; r++) {
+        const uint8_t *s = src + r * n_in * 3;
+        uint8_t *d = dst + r * n_out * 3;
+        for (int64_t o = 0; o < n_out; o++) {
+            const uint8_t *t = s + (int64_t)start[o] * 3;
+            uint32_t s0 = 0, s1 = 0, s2 = 0, w = weight[o];
+            for (int32_t j = 0; j < count[o]; j++) {
+                s0 += t[3 * j];
+                s1 += t[3 * j + 1];
+                s2 += t[3 * j + 2];
+            }
+            d[3 * o] = (uint8_t)((s0 * w + (1u << 21)) >> 22);
+            d[3 * o + 1] = (uint8_t)((s1 * w + (1u << 21)) >> 22);
+            d[3 * o + 2] = (uint8_t)((s2 * w + (1u << 21)) >> 22);
+        }
+    }
+}
+
+/* the vertical pass: whole lines of `unit` values (the reduced row's bytes), summed line by line */
+static void box_lines(const uint8_t *restrict src, uint8_t *restrict dst, int64_t n_out, int64_t unit,
+                      const int32_t *restrict start, const int32_t *restrict count,
+                      const uint32_t *restrict weight, uint32_t *restrict acc) {
+    for (int64_t o = 0; o < n_out; o++) {
+        const uint8_t *t = src + (int64_t)start[o] * unit;
+        for (int64_t u = 0; u < unit; u++) acc[u] = t[u];
+        for (int32_t j = 1; j < count[o]; j++)
+            for (int64_t u = 0; u < unit; u++) acc[u] += t[j * unit + u];
+        uint32_t w = weight[o];
+        uint8_t *d = dst + o * unit;
+        for (int64_t u = 0; u < unit; u++) d[u] = (uint8_t)((acc[u] * w + (1u << 21)) >> 22);
+    }
+}
+
+void dig_pixelate(const uint8_t *x, uint8_t *y, int64_t n, int64_t h, int64_t w, int64_t sh, int64_t sw,
+                  const int32_t *hstart, const int32_t *hcount, const uint32_t *hweight, const int32_t *vstart,
+                  const int32_t *vcount, const uint32_t *vweight, const int32_t *rows, const int32_t *cols,
+                  uint8_t *wide, uint32_t *acc) {
+    /* scratch from the caller: wide (h * sw * 3 + sh * sw * 3 bytes), acc (sw * 3 values) */
+    uint8_t *small = wide + h * sw * 3;
+    for (int64_t i = 0; i < n; i++) {
+        const uint8_t *xi = x + i * h * w * 3;
+        uint8_t *yi = y + i * h * w * 3;
+        const uint8_t *across = xi;
+        if (sw != w) {
+            box_rows(xi, wide, h, w, sw, hstart, hcount, hweight);
+            across = wide;
+        }
+        const uint8_t *reduced = across;
+        if (sh != h) {
+            box_lines(across, small, sh, sw * 3, vstart, vcount, vweight, acc);
+            reduced = small;
+        }
+        for (int64_t r = 0; r < h; r++) {
+            uint8_t *d = yi + r * w * 3;
+            if (r > 0 && rows[r] == rows[r - 1]) {
+                memcpy(d, d - w * 3, (size_t)(w * 3));
+                continue;
+            }
+            const uint8_t *s = reduced + (int64_t)rows[r] * sw * 3;
+            for (int64_t c = 0; c < w; c++) {
+                const uint8_t *p = s + (int64_t)cols[c] * 3;
+                d[3 * c] = p[0];
+                d[3 * c + 1] = p[1];
+                d[3 * c + 2] = p[2];
+            }
+        }
+    }
+}
