@@ -1,4 +1,4 @@
-"""The native kernels of the pointwise colour / digital corruptions (corruptions/native/digital.c) give exactly the
+"""The native kernels of the colour / digital corruptions and fog (corruptions/native/digital.c) give exactly the
 default path's bytes: natural photographs and edge-case pixels (black, grey, saturated), every severity, the
 imagenet and cifar profiles, numpy (interleaved) and tensor (planar) batches, odd sizes, and several threads."""
 
@@ -13,7 +13,7 @@ from qact_cli.corruptions import corrupt
 from qact_cli.corruptions.native import digital as native_digital
 from fixtures_images import natural
 
-NAMES = ("brightness", "saturate", "contrast", "pixelate")
+NAMES = ("brightness", "saturate", "contrast", "pixelate", "fog")
 
 pytestmark = pytest.mark.skipif(not native_digital.available(), reason="no C compiler: the native kernels cannot build")
 

@@ -262,3 +262,111 @@ void dig_pixelate(const uint8_t *x, uint8_t *y, int64_t n, int64_t h, int64_t w,
         }
     }
 }
+
+/* fog's plasma fractal (weather.py's plasma_fractal, the reference's diamond-square): each level turns the k x k
+ * grid g of the points so far into the 2k x 2k grid, with wrap-around neighbours, the same float32 sums in the
+ * same order as the torch levels: r = g + g[i+1, j] (rows), d = n0 + 0.25 (r + r[i, j+1]) the square centres,
+ * l = n1 + 0.25 ((d + d[i-1, j]) + (g + g[i, j+1])), t = n2 + 0.25 ((d + d[i, j-1]) + r), and the next grid
+ * interleaves g, l (even rows) and t, d (odd rows). The noise n is the level's U(-1, 1) draws times
+ * scale[level] = wibble^2 (a float32 product, as torch's mul_). Then the map is shifted by its min and divided
+ * by its max. `noise` holds each image's `per_image` draws, level after level; `out` (n, size, size); scratch:
+ * size^2 + size^2 floats. */
+static void plasma_map(const float *restrict noise, float *restrict out, int64_t size, const float *restrict scale,
+                       float *restrict scratch) {
+    int64_t levels = 0;
+    while ((1 << levels) < size) levels++;
+    float *spare = scratch, *quarter = scratch + size * size; /* r, d, l, t: (size / 2)^2 each */
+    int64_t q = (size / 2) * (size / 2);
+    float *r = quarter, *d = quarter + q, *l = quarter + 2 * q, *t = quarter + 3 * q;
+    float first = 0.0f;
+    const float *g = &first;
+    for (int64_t lv = 0, k = 1; lv < levels; lv++, k *= 2) {
+        float *next = (levels - 1 - lv) % 2 == 0 ? out : spare;
+        const float *n0 = noise, *n1 = noise + k * k, *n2 = noise + 2 * k * k;
+        float s = scale[lv];
+        noise += 3 * k * k;
+        for (int64_t i = 0; i < k; i++) {
+            const float *gi = g + i * k, *gd = g + (i + 1 < k ? i + 1 : 0) * k;
+            for (int64_t j = 0; j < k; j++) r[i * k + j] = gi[j] + gd[j];
+        }
+        /* the wrap-around neighbour j + 1 (or j - 1) of the last (first) column is taken apart, so the rows'
+         * loops run on plain shifted arrays */
+        for (int64_t i = 0; i < k; i++) {
+            const float *ri = r + i * k, *ni = n0 + i * k;
+            float *di = d + i * k;
+            for (int64_t j = 0; j + 1 < k; j++) di[j] = ni[j] * s + 0.25f * (ri[j] + ri[j + 1]);
+            di[k - 1] = ni[k - 1] * s + 0.25f * (ri[k - 1] + ri[0]);
+        }
+        for (int64_t i = 0; i < k; i++) {
+            const float *di = d + i * k, *du = d + (i > 0 ? i - 1 : k - 1) * k, *gi = g + i * k, *ri = r + i * k;
+            const float *m1 = n1 + i * k, *m2 = n2 + i * k;
+            float *li = l + i * k, *ti = t + i * k;
+            li[k - 1] = m1[k - 1] * s + 0.25f * ((di[k - 1] + du[k - 1]) + (gi[k - 1] + gi[0]));
+            for (int64_t j = 0; j + 1 < k; j++) li[j] = m1[j] * s + 0.25f * ((di[j] + du[j]) + (gi[j] + gi[j + 1]));
+            ti[0] = m2[0] * s + 0.25f * ((di[0] + di[k - 1]) + ri[0]);
+            for (int64_t j = 1; j < k; j++) ti[j] = m2[j] * s + 0.25f * ((di[j] + di[j - 1]) + ri[j]);
+        }
+        for (int64_t i = 0; i < k; i++) {
+            float *even = next + 2 * i * 2 * k, *odd = even + 2 * k;
+            for (int64_t j = 0; j < k; j++) {
+                even[2 * j] = g[i * k + j];
+                even[2 * j + 1] = l[i * k + j];
+                odd[2 * j] = t[i * k + j];
+                odd[2 * j + 1] = d[i * k + j];
+            }
+        }
+        g = next;
+    }
+    int64_t all = size * size;
+    float lo = out[0], hi;
+    for (int64_t p = 1; p < all; p++) lo = out[p] < lo ? out[p] : lo;
+    for (int64_t p = 0; p < all; p++) out[p] = out[p] - lo;
+    hi = out[0];
+    for (int64_t p = 1; p < all; p++) hi = out[p] > hi ? out[p] : hi;
+    for (int64_t p = 0; p < all; p++) out[p] = out[p] / hi;
+}
+
+/* fog's blend: trunc(clip(x * a + map * b, 0, 255)) (a = max / (max + strength), b = 255 strength a, computed
+ * by the caller as the default path does), map the top-left h x w of the size x size fractal; the products
+ * rounded apart, then their sum */
+static void fog_blend(const uint8_t *restrict xi, uint8_t *restrict yi, int64_t h, int64_t w, int64_t interleaved,
+                      const float *restrict mi, int64_t size, float ai, float bi) {
+    for (int64_t row = 0; row < h; row++) {
+        const float *m = mi + row * size;
+        if (interleaved) {
+            const uint8_t *s = xi + row * w * 3;
+            uint8_t *d = yi + row * w * 3;
+            for (int64_t col = 0; col < w; col++) {
+                float f = m[col] * bi;
+                for (int64_t c = 0; c < 3; c++) {
+                    float v = (float)s[3 * col + c] * ai + f;
+                    v = v > 0.0f ? v : 0.0f;
+                    v = v < 255.0f ? v : 255.0f;
+                    d[3 * col + c] = (uint8_t)(int32_t)v;
+                }
+            }
+        } else {
+            for (int64_t c = 0; c < 3; c++) {
+                const uint8_t *s = xi + c * h * w + row * w;
+                uint8_t *d = yi + c * h * w + row * w;
+                for (int64_t col = 0; col < w; col++) {
+                    float v = (float)s[col] * ai + m[col] * bi;
+                    v = v > 0.0f ? v : 0.0f;
+                    v = v < 255.0f ? v : 255.0f;
+                    d[col] = (uint8_t)(int32_t)v;
+                }
+            }
+        }
+    }
+}
+
+/* fog, image by image (the map stays in cache between its two passes): `noise` holds each image's `per_image`
+ * draws, level after level; scratch: 3 size^2 floats */
+void dig_fog(const uint8_t *x, uint8_t *y, int64_t n, int64_t h, int64_t w, int64_t interleaved, const float *noise,
+             int64_t per_image, int64_t size, const float *scale, const float *a, const float *b, float *scratch) {
+    float *map = scratch + 2 * size * size;
+    for (int64_t i = 0; i < n; i++) {
+        plasma_map(noise + i * per_image, map, size, scale, scratch);
+        fog_blend(x + i * 3 * h * w, y + i * 3 * h * w, h, w, interleaved, map, size, a[i], b[i]);
+    }
+}

@@ -1,5 +1,6 @@
-"""The C kernels of brightness, saturate, contrast and pixelate (digital.c): one pass over uint8 images each
-(contrast: two, around torch's own channel means), giving the default path's bytes. Each function returns
+"""The C kernels of brightness, saturate, contrast, pixelate and fog (digital.c): one pass over uint8 images each
+(contrast: two, around torch's own channel means; fog: its fractal, then the blend), giving the default path's
+bytes. Each function returns
 None where its kernel does not apply (not selected, not on the CPU, a layout other than planar or
 interleaved contiguous, no compiler), and the corruption then runs its default path. The callers hand in
 their own tables (this module imports no corruption module)."""
@@ -24,6 +25,7 @@ _SIGNATURES = {
     "dig_saturate": (U8, U8, N, N, N, SCALAR, SCALAR, N, U8),
     "dig_unit": (U8, F, N, N, N),
     "dig_contrast": (U8, U8, N, N, N, F, SCALAR),
+    "dig_fog": (U8, U8, N, N, N, N, F, N, N, F, F, F, F),
     "dig_pixelate": (U8, U8, N, N, N, N, N, _I32, _I32, _U32, _I32, _I32, _U32, _I32, _I32, U8, _U32),
 }
 
@@ -144,5 +146,29 @@ def pixelate(x: Tensor, sh: int, sw: int, across, down, rows: np.ndarray, cols: 
         at = i0 * 3 * h * w
         lib.dig_pixelate(ptr(x, U8, at), ptr(out, U8, at), i1 - i0, h, w, sh, sw, hs, hc, hwt, vs, vc, vwt, rt, ct,
                          ptr(wide, U8), ptr(acc, _U32))
+    by_items(n, 3 * h * w, work)
+    return out
+
+
+def fog(x: Tensor, draw, size: int, scales: np.ndarray, a: Tensor, b: Tensor) -> Tensor | None:
+    """fog: the plasma fractal (size x size) from the draws `draw()` returns ((N, K) float32 U(-1, 1), level after
+    level; called only where the kernel applies, so the random streams are read exactly once), each level's noise
+    times scales[level], then trunc(clip(x * a + map * b, 0, 255)) with a, b per image ((N, 1, 1, 1) float32)."""
+    ready = _ready(x)
+    if ready is None:
+        return None
+    lib, layout = ready
+    n, _, h, w = x.shape
+    noise = draw().contiguous()
+    per_image = noise.shape[1]
+    scale = torch.from_numpy(np.ascontiguousarray(scales, dtype=np.float32))
+    a, b = (t.reshape(n).contiguous() for t in (a, b))
+    out = torch.empty_like(x)
+
+    def work(i0: int, i1: int) -> None:
+        scratch = torch.empty(3 * size * size, dtype=torch.float32)
+        at = i0 * 3 * h * w
+        lib.dig_fog(ptr(x, U8, at), ptr(out, U8, at), i1 - i0, h, w, int(layout), ptr(noise, F, i0 * per_image),
+                    per_image, size, ptr(scale, F), ptr(a, F, i0), ptr(b, F, i0), ptr(scratch, F))
     by_items(n, 3 * h * w, work)
     return out
