@@ -153,9 +153,9 @@ def pixelate(x: torch.Tensor, c: float, rng: ImageStreams) -> torch.Tensor:
     n, _, h, w = x.shape
     sh, sw = int(h * c), int(w * c)
     if x.device.type == "cpu":
-        out = native_digital.pixelate(x, sh, sw, _box_runs(w, sw) if sw != w else None,
-                                      _box_runs(h, sh) if sh != h else None,
-                                      pil_box_enlarge_source(sh, h), pil_box_enlarge_source(sw, w))
+        out = native_digital.pixelate(x, sh, sw, lambda: (_box_runs(w, sw) if sw != w else None,
+                                                          _box_runs(h, sh) if sh != h else None,
+                                                          pil_box_enlarge_source(sh, h), pil_box_enlarge_source(sw, w)))
         if out is not None:
             return out
         arr = to_hwc(x)

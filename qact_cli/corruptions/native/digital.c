@@ -188,26 +188,29 @@ void dig_contrast(const uint8_t *restrict x, uint8_t *restrict y, int64_t n, int
  * 8 bits), output o = (S * weight[o] + 2^21) >> 22 with S the sum of count[o] source values from start[o] on
  * (a BOX output's taps are one run of equal weights; digital.py checks that on Pillow's coefficients), then
  * the enlargement's gather of whole pixels (rows[y], cols[x]) back to full size. */
-/* the horizontal pass, runs of a few pixels: vector code only costs there */
-#if defined(__GNUC__) && !defined(__clang__)
-__attribute__((optimize("no-tree-vectorize")))
-#endif
+/* the horizontal pass, as the numpy emulation: the running sums of 1..taps neighbouring pixels along a row are
+ * whole-row shifted adds (vectorised, uint16), and each output reads its run's sum at a precomputed position
+ * (pick[o] = (count[o] - 1) * row + 3 * start[o]); no branch on the runs' lengths, which alternate between
+ * neighbours. `sums`: taps * 3 * n_in values. */
 static void box_rows(const uint8_t *restrict src, uint8_t *restrict dst, int64_t rows, int64_t n_in, int64_t n_out,
-                     const int32_t *restrict start, const int32_t *restrict count, const uint32_t *restrict weight) {
+                     int32_t taps, const int32_t *restrict pick, const uint32_t *restrict weight,
+                     uint16_t *restrict sums) {
+    int64_t line = 3 * n_in;
     for (int64_t r = 0; r < rows; r++) {
-        const uint8_t *s = src + r * n_in * 3;
+        const uint8_t *s = src + r * line;
         uint8_t *d = dst + r * n_out * 3;
+        for (int64_t u = 0; u < line; u++) sums[u] = s[u];
+        for (int32_t j = 1; j < taps; j++) {
+            const uint16_t *prev = sums + (j - 1) * line;
+            uint16_t *cur = sums + j * line;
+            for (int64_t u = 0; u + 3 * j < line; u++) cur[u] = (uint16_t)(prev[u] + s[u + 3 * j]);
+        }
         for (int64_t o = 0; o < n_out; o++) {
-            const uint8_t *t = s + (int64_t)start[o] * 3;
-            uint32_t s0 = 0, s1 = 0, s2 = 0, w = weight[o];
-            for (int32_t j = 0; j < count[o]; j++) {
-                s0 += t[3 * j];
-                s1 += t[3 * j + 1];
-                s2 += t[3 * j + 2];
-            }
-            d[3 * o] = (uint8_t)((s0 * w + (1u << 21)) >> 22);
-            d[3 * o + 1] = (uint8_t)((s1 * w + (1u << 21)) >> 22);
-            d[3 * o + 2] = (uint8_t)((s2 * w + (1u << 21)) >> 22);
+            const uint16_t *t = sums + pick[o];
+            uint32_t w = weight[o];
+            d[3 * o] = (uint8_t)((t[0] * w + (1u << 21)) >> 22);
+            d[3 * o + 1] = (uint8_t)((t[1] * w + (1u << 21)) >> 22);
+            d[3 * o + 2] = (uint8_t)((t[2] * w + (1u << 21)) >> 22);
         }
     }
 }
@@ -230,15 +233,21 @@ static void box_lines(const uint8_t *restrict src, uint8_t *restrict dst, int64_
 void dig_pixelate(const uint8_t *x, uint8_t *y, int64_t n, int64_t h, int64_t w, int64_t sh, int64_t sw,
                   const int32_t *hstart, const int32_t *hcount, const uint32_t *hweight, const int32_t *vstart,
                   const int32_t *vcount, const uint32_t *vweight, const int32_t *rows, const int32_t *cols,
-                  uint8_t *wide, uint32_t *acc) {
-    /* scratch from the caller: wide (h * sw * 3 + sh * sw * 3 bytes), acc (sw * 3 values) */
+                  uint8_t *wide, uint32_t *acc, uint16_t *sums, int32_t *pick) {
+    /* scratch from the caller: wide (h * sw * 3 + sh * sw * 3 bytes), acc (sw * 3 values), sums (taps * w * 3
+     * values, taps the longest horizontal run, <= 257 for uint16 sums), pick (sw values) */
     uint8_t *small = wide + h * sw * 3;
+    int32_t taps = 1;
+    for (int64_t o = 0; sw != w && o < sw; o++) {
+        taps = hcount[o] > taps ? hcount[o] : taps;
+        pick[o] = (hcount[o] - 1) * (int32_t)(3 * w) + 3 * hstart[o];
+    }
     for (int64_t i = 0; i < n; i++) {
         const uint8_t *xi = x + i * h * w * 3;
         uint8_t *yi = y + i * h * w * 3;
         const uint8_t *across = xi;
         if (sw != w) {
-            box_rows(xi, wide, h, w, sw, hstart, hcount, hweight);
+            box_rows(xi, wide, h, w, sw, taps, pick, hweight, sums);
             across = wide;
         }
         const uint8_t *reduced = across;

@@ -19,6 +19,7 @@ from . import selected
 
 SOURCE = Path(__file__).with_name("digital.c")
 _U32 = native.ctypes.POINTER(native.ctypes.c_uint32)
+_U16 = native.ctypes.POINTER(native.ctypes.c_uint16)
 _I32 = native.I32
 _SIGNATURES = {
     "dig_brightness": (U8, U8, N, N, N, F),
@@ -26,7 +27,7 @@ _SIGNATURES = {
     "dig_unit": (U8, F, N, N, N),
     "dig_contrast": (U8, U8, N, N, N, F, SCALAR),
     "dig_fog": (U8, U8, N, N, N, N, F, N, N, F, F, F, F),
-    "dig_pixelate": (U8, U8, N, N, N, N, N, _I32, _I32, _U32, _I32, _I32, _U32, _I32, _I32, U8, _U32),
+    "dig_pixelate": (U8, U8, N, N, N, N, N, _I32, _I32, _U32, _I32, _I32, _U32, _I32, _I32, U8, _U32, _U16, _I32),
 }
 
 
@@ -117,35 +118,53 @@ def contrast(x: Tensor, c: float) -> Tensor | None:
                                                                               ptr(means, F, 3 * i0), cf))
 
 
-def _i32(a: np.ndarray) -> Tensor:
-    return torch.from_numpy(np.ascontiguousarray(a, dtype=np.int32))
+_PIXELATE_TABLES: dict = {}
 
 
-def pixelate(x: Tensor, sh: int, sw: int, across, down, rows: np.ndarray, cols: np.ndarray) -> Tensor | None:
-    """Pillow's BOX reduction to (sh, sw) and the enlargement's gather back, on interleaved pixels. across /
-    down: the (start, count, weight) runs of the horizontal / vertical reduction (ignored where the size
-    stays, None there); rows / cols: the enlargement's source pixel per output row / column."""
+def _pixelate_tables(key: tuple, tables):
+    """The kernel's run and gather tables for (h, w, sh, sw) as int32 / uint32 tensors and their pointers, kept per
+    size (they depend on the sizes alone; ~12 conversions and casts a call otherwise)."""
+    if key not in _PIXELATE_TABLES:
+        across, down, rows, cols = tables()
+        none = (np.zeros(1, np.int32),) * 3  # a size that stays: the kernel skips that pass
+        across, down = across or none, down or none
+        ints = [torch.from_numpy(np.ascontiguousarray(a, dtype=np.int32)) for a in (*across[:2], *down[:2], rows, cols)]
+        weights = [torch.from_numpy(np.ascontiguousarray(a[2], dtype=np.uint32)) for a in (across, down)]
+        hs, hc, vs, vc, rt, ct = (ptr(t, _I32) for t in ints)
+        hwt, vwt = (ptr(t, _U32) for t in weights)
+        if len(_PIXELATE_TABLES) >= 16:
+            _PIXELATE_TABLES.clear()
+        _PIXELATE_TABLES[key] = (int(across[1].max()), (hs, hc, hwt, vs, vc, vwt, rt, ct), ints + weights)
+    return _PIXELATE_TABLES[key]
+
+
+def pixelate(x: Tensor, sh: int, sw: int, tables) -> Tensor | None:
+    """Pillow's BOX reduction to (sh, sw) and the enlargement's gather back, on interleaved pixels. tables():
+    (across, down, rows, cols): the (start, count, weight) runs of the horizontal / vertical reduction (None where
+    the size stays) and the enlargement's source pixel per output row / column; called once per size."""
     ready = _ready(x)
     if ready is None:
         return None
     lib, layout = ready
     n, _, h, w = x.shape
+    taps, pointers, _ = _pixelate_tables((h, w, sh, sw), tables)
+    if sw != w and taps > 257:  # the horizontal running sums would pass uint16 (a reduction > 257x)
+        return None
     if not layout:  # the kernel reads interleaved pixels: the default path transposes the same way
         x = x.permute(0, 2, 3, 1).contiguous().permute(0, 3, 1, 2)
-    none = (np.zeros(1, np.int32),) * 3  # a size that stays: the kernel skips that pass
-    across, down = across or none, down or none
-    runs = [_i32(a) for a in (*across[:2], *down[:2], rows, cols)]
-    weights = [torch.from_numpy(np.ascontiguousarray(a[2], dtype=np.uint32)) for a in (across, down)]
-    hs, hc, vs, vc, rt, ct = (ptr(t, _I32) for t in runs)
-    hwt, vwt = (ptr(t, _U32) for t in weights)
     out = torch.empty_like(x)
 
     def work(i0: int, i1: int) -> None:
-        wide = torch.empty(h * sw * 3 + sh * sw * 3, dtype=torch.uint8)
-        acc = torch.empty(sw * 3, dtype=torch.int32)
+        scratch = np.empty(h * sw * 3 + sh * sw * 3 + 4 * (sw * 3 + sw) + 2 * max(taps, 1) * w * 3 + 16, np.uint8)
+        base = scratch.ctypes.data
+        acc = base + h * sw * 3 + sh * sw * 3
+        acc += -acc % 4
+        pick = acc + 4 * sw * 3
+        sums = pick + 4 * sw
         at = i0 * 3 * h * w
-        lib.dig_pixelate(ptr(x, U8, at), ptr(out, U8, at), i1 - i0, h, w, sh, sw, hs, hc, hwt, vs, vc, vwt, rt, ct,
-                         ptr(wide, U8), ptr(acc, _U32))
+        lib.dig_pixelate(ptr(x, U8, at), ptr(out, U8, at), i1 - i0, h, w, sh, sw, *pointers,
+                         native.ctypes.cast(base, U8), native.ctypes.cast(acc, _U32), native.ctypes.cast(sums, _U16),
+                         native.ctypes.cast(pick, _I32))
     by_items(n, 3 * h * w, work)
     return out
 
