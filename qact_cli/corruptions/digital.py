@@ -31,8 +31,9 @@ def contrast(x: torch.Tensor, c: float, rng: ImageStreams) -> torch.Tensor:
     return unit_to_uint8(v.sub_(m).mul_(c).add_(m))
 
 
-# interleaved: the native kernel reads a numpy batch's pixels as they are (hsv.saturate)
-@register(group="extra", deterministic=True, interleaved=True)
+# interleaved: the native kernel reads a numpy batch's pixels as they are (hsv.saturate); one chunk for a usual
+# batch, so the kernel's output is the result (the default path works through it in slices)
+@register(group="extra", deterministic=True, interleaved=True, chunk_pixels=1 << 20)
 def saturate(x: torch.Tensor, c, rng: ImageStreams) -> torch.Tensor:
     """HSV saturation S' = clip(S * c0 + c1) (skimage rgb2hsv / hsv2rgb), in closed form: with hue and value
     fixed each channel moves along V - (V - x) * S'/S. Grey pixels have hue 0 (red), so an additive c1 > 0

@@ -19,6 +19,8 @@ import torch
 from .base import truncate_u8
 from .native import digital as native_digital
 
+SLICE_PIXELS = 1 << 17  # pixels per slice of saturate's default CPU path (the batch comes in larger chunks)
+
 
 def _reference_u8(v: np.ndarray) -> np.ndarray:
     """np.uint8(np.clip(v, 0, 1) * 255), float64, as the reference ends."""
@@ -106,6 +108,17 @@ def saturate(x: torch.Tensor, c0: float, c1: float) -> torch.Tensor:
     if out is not None:
         return out
     x = planar(x)
+    n, _, h, w = x.shape
+    step = max(1, SLICE_PIXELS // (h * w))
+    if x.device.type != "cpu" or n <= step:
+        return _saturate(x, c0, c1, s_grey)
+    out = torch.empty_like(x)
+    for a in range(0, n, step):  # its ~10 float32 temporaries stay in cache
+        out[a:a + step] = _saturate(x[a:a + step], c0, c1, s_grey)
+    return out
+
+
+def _saturate(x: torch.Tensor, c0: float, c1: float, s_grey: float) -> torch.Tensor:
     peak = _channel_max(x)
     low = torch.minimum(torch.minimum(x[:, 0:1], x[:, 1:2]), x[:, 2:3])
     # S'/S = clip(c0 + c1 / S, 0, 1 / S) with 1/S = M / (M - m); grey pixels (M = m) get M / 1: they have no drop
