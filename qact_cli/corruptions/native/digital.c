@@ -280,6 +280,22 @@ void dig_pixelate(const uint8_t *x, uint8_t *y, int64_t n, int64_t h, int64_t w,
  * scale[level] = wibble^2 (a float32 product, as torch's mul_). Then the map is shifted by its min and divided
  * by its max. `noise` holds each image's `per_image` draws, level after level; `out` (n, size, size); scratch:
  * size^2 + size^2 floats. */
+/* min (or max) of n >= 1 floats, in 8 lanes so that it vectorises (exact in any order) */
+static float extreme(const float *restrict v, int64_t n, int want_max) {
+    float lane[8];
+    for (int j = 0; j < 8; j++) lane[j] = v[0];
+    int64_t p = 0;
+    for (; p + 8 <= n; p += 8)
+        for (int j = 0; j < 8; j++) {
+            float a = v[p + j];
+            lane[j] = want_max ? (a > lane[j] ? a : lane[j]) : (a < lane[j] ? a : lane[j]);
+        }
+    for (; p < n; p++) lane[0] = want_max ? (v[p] > lane[0] ? v[p] : lane[0]) : (v[p] < lane[0] ? v[p] : lane[0]);
+    float e = lane[0];
+    for (int j = 1; j < 8; j++) e = want_max ? (lane[j] > e ? lane[j] : e) : (lane[j] < e ? lane[j] : e);
+    return e;
+}
+
 static void plasma_map(const float *restrict noise, float *restrict out, int64_t size, const float *restrict scale,
                        float *restrict scratch) {
     int64_t levels = 0;
@@ -327,11 +343,9 @@ static void plasma_map(const float *restrict noise, float *restrict out, int64_t
         g = next;
     }
     int64_t all = size * size;
-    float lo = out[0], hi;
-    for (int64_t p = 1; p < all; p++) lo = out[p] < lo ? out[p] : lo;
+    float lo = extreme(out, all, 0);
     for (int64_t p = 0; p < all; p++) out[p] = out[p] - lo;
-    hi = out[0];
-    for (int64_t p = 1; p < all; p++) hi = out[p] > hi ? out[p] : hi;
+    float hi = extreme(out, all, 1);
     for (int64_t p = 0; p < all; p++) out[p] = out[p] / hi;
 }
 
@@ -339,20 +353,21 @@ static void plasma_map(const float *restrict noise, float *restrict out, int64_t
  * by the caller as the default path does), map the top-left h x w of the size x size fractal; the products
  * rounded apart, then their sum */
 static void fog_blend(const uint8_t *restrict xi, uint8_t *restrict yi, int64_t h, int64_t w, int64_t interleaved,
-                      const float *restrict mi, int64_t size, float ai, float bi) {
+                      const float *restrict mi, int64_t size, float ai, float bi, float *restrict spread) {
     for (int64_t row = 0; row < h; row++) {
         const float *m = mi + row * size;
-        if (interleaved) {
+        if (interleaved) { /* the row's map products spread to its three channels, then one flat loop */
             const uint8_t *s = xi + row * w * 3;
             uint8_t *d = yi + row * w * 3;
             for (int64_t col = 0; col < w; col++) {
                 float f = m[col] * bi;
-                for (int64_t c = 0; c < 3; c++) {
-                    float v = (float)s[3 * col + c] * ai + f;
-                    v = v > 0.0f ? v : 0.0f;
-                    v = v < 255.0f ? v : 255.0f;
-                    d[3 * col + c] = (uint8_t)(int32_t)v;
-                }
+                spread[3 * col] = spread[3 * col + 1] = spread[3 * col + 2] = f;
+            }
+            for (int64_t u = 0; u < 3 * w; u++) {
+                float v = (float)s[u] * ai + spread[u];
+                v = v > 0.0f ? v : 0.0f;
+                v = v < 255.0f ? v : 255.0f;
+                d[u] = (uint8_t)(int32_t)v;
             }
         } else {
             for (int64_t c = 0; c < 3; c++) {
@@ -370,12 +385,12 @@ static void fog_blend(const uint8_t *restrict xi, uint8_t *restrict yi, int64_t 
 }
 
 /* fog, image by image (the map stays in cache between its two passes): `noise` holds each image's `per_image`
- * draws, level after level; scratch: 3 size^2 floats */
+ * draws, level after level; scratch: 3 size^2 floats (the blend reuses the fractal's scratch for a row) */
 void dig_fog(const uint8_t *x, uint8_t *y, int64_t n, int64_t h, int64_t w, int64_t interleaved, const float *noise,
              int64_t per_image, int64_t size, const float *scale, const float *a, const float *b, float *scratch) {
     float *map = scratch + 2 * size * size;
     for (int64_t i = 0; i < n; i++) {
         plasma_map(noise + i * per_image, map, size, scale, scratch);
-        fog_blend(x + i * 3 * h * w, y + i * 3 * h * w, h, w, interleaved, map, size, a[i], b[i]);
+        fog_blend(x + i * 3 * h * w, y + i * 3 * h * w, h, w, interleaved, map, size, a[i], b[i], scratch);
     }
 }
