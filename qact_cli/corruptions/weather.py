@@ -141,7 +141,8 @@ def _wrap_sum(a: torch.Tensor, shift: int, dim: int) -> torch.Tensor:
 
 
 def _plasma_levels(mapsize: int) -> tuple[list[int], list[int]]:
-    """The fractal's steps (mapsize, mapsize / 2, .., 2) and each level's number of draws (3 k^2, k = mapsize / step)."""
+    """The fractal's steps (mapsize, mapsize / 2, .., 2) and each level's number of draws (3 k^2, k = mapsize /
+    step)."""
     steps = []
     s = mapsize
     while s >= 2:

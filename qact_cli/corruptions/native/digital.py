@@ -1,12 +1,12 @@
 """The C kernels of brightness, saturate, contrast, pixelate and fog (digital.c): one pass over uint8 images each
 (contrast: two, around torch's own channel means; fog: its fractal, then the blend), giving the default path's
-bytes. Each function returns
-None where its kernel does not apply (not selected, not on the CPU, a layout other than planar or
-interleaved contiguous, no compiler), and the corruption then runs its default path. The callers hand in
-their own tables (this module imports no corruption module)."""
+bytes. Each function returns None where its kernel does not apply (not selected, not on the CPU, a layout other
+than planar or interleaved contiguous, no compiler), and the corruption then runs its default path. The callers
+hand in their own tables and random draws (this module imports no corruption module)."""
 
 from __future__ import annotations
 
+import ctypes
 from pathlib import Path
 
 import numpy as np
@@ -14,13 +14,12 @@ import torch
 from torch import Tensor
 
 from ... import native
-from ...native import F, N, U8, SCALAR, by_items, ptr
+from ...native import F, I32 as _I32, N, SCALAR, U8, by_items, ptr
 from . import selected
 
 SOURCE = Path(__file__).with_name("digital.c")
-_U32 = native.ctypes.POINTER(native.ctypes.c_uint32)
-_U16 = native.ctypes.POINTER(native.ctypes.c_uint16)
-_I32 = native.I32
+_U32 = ctypes.POINTER(ctypes.c_uint32)
+_U16 = ctypes.POINTER(ctypes.c_uint16)
 _SIGNATURES = {
     "dig_brightness": (U8, U8, N, N, N, F),
     "dig_saturate": (U8, U8, N, N, N, SCALAR, SCALAR, N, U8),
@@ -147,7 +146,7 @@ def pixelate(x: Tensor, sh: int, sw: int, tables) -> Tensor | None:
         return None
     lib, layout = ready
     n, _, h, w = x.shape
-    taps, pointers, _ = _pixelate_tables((h, w, sh, sw), tables)
+    taps, pointers, keep = _pixelate_tables((h, w, sh, sw), tables)  # keep: the tables behind the pointers
     if sw != w and taps > 257:  # the horizontal running sums would pass uint16 (a reduction > 257x)
         return None
     if not layout:  # the kernel reads interleaved pixels: the default path transposes the same way
@@ -162,10 +161,10 @@ def pixelate(x: Tensor, sh: int, sw: int, tables) -> Tensor | None:
         pick = acc + 4 * sw * 3
         sums = pick + 4 * sw
         at = i0 * 3 * h * w
-        lib.dig_pixelate(ptr(x, U8, at), ptr(out, U8, at), i1 - i0, h, w, sh, sw, *pointers,
-                         native.ctypes.cast(base, U8), native.ctypes.cast(acc, _U32), native.ctypes.cast(sums, _U16),
-                         native.ctypes.cast(pick, _I32))
+        lib.dig_pixelate(ptr(x, U8, at), ptr(out, U8, at), i1 - i0, h, w, sh, sw, *pointers, ctypes.cast(base, U8),
+                         ctypes.cast(acc, _U32), ctypes.cast(sums, _U16), ctypes.cast(pick, _I32))
     by_items(n, 3 * h * w, work)
+    del keep
     return out
 
 
