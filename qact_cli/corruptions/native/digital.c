@@ -278,7 +278,7 @@ void dig_pixelate(const uint8_t *x, uint8_t *y, int64_t n, int64_t h, int64_t w,
  * l = n1 + 0.25 ((d + d[i-1, j]) + (g + g[i, j+1])), t = n2 + 0.25 ((d + d[i, j-1]) + r), and the next grid
  * interleaves g, l (even rows) and t, d (odd rows). The noise n is the level's U(-1, 1) draws times
  * scale[level] = wibble^2 (a float32 product, as torch's mul_). Then the map is shifted by its min and divided
- * by its max. `noise` holds each image's `per_image` draws, level after level; `out` (n, size, size); scratch:
+ * by its max (in fog_blend). `noise` holds each image's `per_image` draws, level after level; `out` (n, size, size); scratch:
  * size^2 + size^2 floats. */
 /* min (or max) of n >= 1 floats, in 8 lanes so that it vectorises (exact in any order) */
 static float extreme(const float *restrict v, int64_t n, int want_max) {
@@ -297,7 +297,7 @@ static float extreme(const float *restrict v, int64_t n, int want_max) {
 }
 
 static void plasma_map(const float *restrict noise, float *restrict out, int64_t size, const float *restrict scale,
-                       float *restrict scratch) {
+                       float *restrict scratch, float *lo, float *hi) {
     int64_t levels = 0;
     while ((1 << levels) < size) levels++;
     float *spare = scratch, *quarter = scratch + size * size; /* r, d, l, t: (size / 2)^2 each */
@@ -342,39 +342,40 @@ static void plasma_map(const float *restrict noise, float *restrict out, int64_t
         }
         g = next;
     }
-    int64_t all = size * size;
-    float lo = extreme(out, all, 0);
-    for (int64_t p = 0; p < all; p++) out[p] = out[p] - lo;
-    float hi = extreme(out, all, 1);
-    for (int64_t p = 0; p < all; p++) out[p] = out[p] / hi;
+    /* the normalisation (map - min) / max(map - min) is left to the blend, on the pixels it uses; the max of the
+     * shifted map is the shifted max (rounding is monotonic) */
+    *lo = extreme(out, size * size, 0);
+    *hi = extreme(out, size * size, 1) - *lo;
 }
 
 /* fog's blend: trunc(clip(x * a + map * b, 0, 255)) (a = max / (max + strength), b = 255 strength a, computed
- * by the caller as the default path does), map the top-left h x w of the size x size fractal; the products
- * rounded apart, then their sum */
+ * by the caller as the default path does), map = (fractal - lo) / hi on the top-left h x w of the size x size
+ * fractal; every operation rounded apart, in the default path's order */
 static void fog_blend(const uint8_t *restrict xi, uint8_t *restrict yi, int64_t h, int64_t w, int64_t interleaved,
-                      const float *restrict mi, int64_t size, float ai, float bi, float *restrict spread) {
+                      const float *restrict mi, int64_t size, float lo, float hi, float ai, float bi,
+                      float *restrict layer) {
     for (int64_t row = 0; row < h; row++) {
         const float *m = mi + row * size;
-        if (interleaved) { /* the row's map products spread to its three channels, then one flat loop */
+        if (interleaved) { /* the row's layer spread to its three channels, then one flat loop */
             const uint8_t *s = xi + row * w * 3;
             uint8_t *d = yi + row * w * 3;
             for (int64_t col = 0; col < w; col++) {
-                float f = m[col] * bi;
-                spread[3 * col] = spread[3 * col + 1] = spread[3 * col + 2] = f;
+                float f = (m[col] - lo) / hi * bi;
+                layer[3 * col] = layer[3 * col + 1] = layer[3 * col + 2] = f;
             }
             for (int64_t u = 0; u < 3 * w; u++) {
-                float v = (float)s[u] * ai + spread[u];
+                float v = (float)s[u] * ai + layer[u];
                 v = v > 0.0f ? v : 0.0f;
                 v = v < 255.0f ? v : 255.0f;
                 d[u] = (uint8_t)(int32_t)v;
             }
         } else {
+            for (int64_t col = 0; col < w; col++) layer[col] = (m[col] - lo) / hi * bi;
             for (int64_t c = 0; c < 3; c++) {
                 const uint8_t *s = xi + c * h * w + row * w;
                 uint8_t *d = yi + c * h * w + row * w;
                 for (int64_t col = 0; col < w; col++) {
-                    float v = (float)s[col] * ai + m[col] * bi;
+                    float v = (float)s[col] * ai + layer[col];
                     v = v > 0.0f ? v : 0.0f;
                     v = v < 255.0f ? v : 255.0f;
                     d[col] = (uint8_t)(int32_t)v;
@@ -390,7 +391,8 @@ void dig_fog(const uint8_t *x, uint8_t *y, int64_t n, int64_t h, int64_t w, int6
              int64_t per_image, int64_t size, const float *scale, const float *a, const float *b, float *scratch) {
     float *map = scratch + 2 * size * size;
     for (int64_t i = 0; i < n; i++) {
-        plasma_map(noise + i * per_image, map, size, scale, scratch);
-        fog_blend(x + i * 3 * h * w, y + i * 3 * h * w, h, w, interleaved, map, size, a[i], b[i], scratch);
+        float lo, hi;
+        plasma_map(noise + i * per_image, map, size, scale, scratch, &lo, &hi);
+        fog_blend(x + i * 3 * h * w, y + i * 3 * h * w, h, w, interleaved, map, size, lo, hi, a[i], b[i], scratch);
     }
 }
