@@ -154,12 +154,12 @@ def pixelate(x: torch.Tensor, c: float, rng: ImageStreams) -> torch.Tensor:
     n, _, h, w = x.shape
     sh, sw = int(h * c), int(w * c)
     if x.device.type == "cpu":
-        out = native_digital.pixelate(x, sh, sw, lambda: (_box_runs(w, sw) if sw != w else None,
-                                                          _box_runs(h, sh) if sh != h else None,
-                                                          pil_box_enlarge_source(sh, h), pil_box_enlarge_source(sw, w)))
+        arr = to_hwc(x)
+        out = native_digital.pixelate(from_hwc(arr), sh, sw, lambda: (
+            _box_runs(w, sw) if sw != w else None, _box_runs(h, sh) if sh != h else None,
+            pil_box_enlarge_source(sh, h), pil_box_enlarge_source(sw, w)))
         if out is not None:
             return out
-        arr = to_hwc(x)
         out = np.empty_like(arr)
         step = max(1, (1 << 17) // (h * w))  # ~2 images of 224 px: the uint16 sums stay in L2
         for a in range(0, n, step):
