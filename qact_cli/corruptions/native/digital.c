@@ -53,13 +53,43 @@ INLINE void brightness_image(const uint8_t *restrict x, uint8_t *restrict y, int
     }
 }
 
+/* Interleaved pixels go through the planar loops a block at a time: copied apart into three planes of BLOCK
+ * and back (GCC's vector code for three interleaved channels in the loops themselves costs more than the two
+ * copies: measured ~1.4x slower for brightness and saturate). */
+static void to_planes(const uint8_t *restrict s, uint8_t *restrict planes, int64_t len) {
+    for (int64_t p = 0; p < len; p++) {
+        planes[p] = s[3 * p];
+        planes[BLOCK + p] = s[3 * p + 1];
+        planes[2 * BLOCK + p] = s[3 * p + 2];
+    }
+}
+
+static void from_planes(const uint8_t *restrict planes, uint8_t *restrict d, int64_t len) {
+    for (int64_t p = 0; p < len; p++) {
+        d[3 * p] = planes[p];
+        d[3 * p + 1] = planes[BLOCK + p];
+        d[3 * p + 2] = planes[2 * BLOCK + p];
+    }
+}
+
+static void brightness_interleaved(const uint8_t *restrict x, uint8_t *restrict y, int64_t hw,
+                                   const float *restrict factor) {
+    uint8_t in[3 * BLOCK], res[3 * BLOCK];
+    for (int64_t p0 = 0; p0 < hw; p0 += BLOCK) {
+        int64_t len = hw - p0 < BLOCK ? hw - p0 : BLOCK;
+        to_planes(x + 3 * p0, in, len);
+        brightness_image(in, res, len, BLOCK, 1, factor);
+        from_planes(res, y + 3 * p0, len);
+    }
+}
+
 void dig_brightness(const uint8_t *x, uint8_t *y, int64_t n, int64_t hw, int64_t interleaved,
                     const float *factor) {
     for (int64_t i = 0; i < n; i++) {
         const uint8_t *xi = x + i * 3 * hw;
         uint8_t *yi = y + i * 3 * hw;
         if (interleaved)
-            brightness_image(xi, yi, hw, 1, 3, factor);
+            brightness_interleaved(xi, yi, hw, factor);
         else
             brightness_image(xi, yi, hw, hw, 1, factor);
     }
@@ -109,22 +139,32 @@ INLINE void tint_image(const uint8_t *restrict x, uint8_t *restrict y, int64_t h
     }
 }
 
+static void saturate_planes(const uint8_t *restrict x, uint8_t *restrict y, int64_t hw, int64_t plane, float c0,
+                            float c1, int64_t clamp_only, const uint8_t *restrict tint) {
+    if (clamp_only)
+        saturate_image(x, y, hw, plane, 1, c0, c1, 1);
+    else
+        saturate_image(x, y, hw, plane, 1, c0, c1, 0);
+    if (tint)
+        tint_image(x, y, hw, plane, 1, tint);
+}
+
 void dig_saturate(const uint8_t *x, uint8_t *y, int64_t n, int64_t hw, int64_t interleaved, float c0, float c1,
                   int64_t clamp_only, const uint8_t *tint) {
+    uint8_t in[3 * BLOCK], res[3 * BLOCK];
     for (int64_t i = 0; i < n; i++) {
         const uint8_t *xi = x + i * 3 * hw;
         uint8_t *yi = y + i * 3 * hw;
-        int64_t plane = interleaved ? 1 : hw, step = interleaved ? 3 : 1;
-        if (interleaved && clamp_only)
-            saturate_image(xi, yi, hw, 1, 3, c0, c1, 1);
-        else if (interleaved)
-            saturate_image(xi, yi, hw, 1, 3, c0, c1, 0);
-        else if (clamp_only)
-            saturate_image(xi, yi, hw, hw, 1, c0, c1, 1);
-        else
-            saturate_image(xi, yi, hw, hw, 1, c0, c1, 0);
-        if (tint)
-            tint_image(xi, yi, hw, plane, step, tint);
+        if (!interleaved) {
+            saturate_planes(xi, yi, hw, hw, c0, c1, clamp_only, tint);
+            continue;
+        }
+        for (int64_t p0 = 0; p0 < hw; p0 += BLOCK) {
+            int64_t len = hw - p0 < BLOCK ? hw - p0 : BLOCK;
+            to_planes(xi + 3 * p0, in, len);
+            saturate_planes(in, res, len, BLOCK, c0, c1, clamp_only, tint);
+            from_planes(res, yi + 3 * p0, len);
+        }
     }
 }
 
