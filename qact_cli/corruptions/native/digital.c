@@ -1,5 +1,5 @@
-/* The pointwise colour and digital corruptions in one pass each over uint8 images (brightness, saturate,
- * contrast, pixelate; docs/corruption-fidelity.md, "Native kernels: digital"), compiled on first use by
+/* The pointwise colour and digital corruptions and fog in one pass each over uint8 images (brightness,
+ * saturate, contrast, pixelate, fog; docs/corruption-fidelity.md, "Native kernels: digital"), compiled on first use by
  * digital.py and called through ctypes. Each gives the default path's bytes exactly: the same float32
  * operations in the same order and the same integer arithmetic. A multiply-add is fused (fmaf) exactly where
  * torch's op is, and every other operation rounded on its own (the pragma: GCC contracts a * b + c by
@@ -312,14 +312,6 @@ void dig_pixelate(const uint8_t *x, uint8_t *y, int64_t n, int64_t h, int64_t w,
     }
 }
 
-/* fog's plasma fractal (weather.py's plasma_fractal, the reference's diamond-square): each level turns the k x k
- * grid g of the points so far into the 2k x 2k grid, with wrap-around neighbours, the same float32 sums in the
- * same order as the torch levels: r = g + g[i+1, j] (rows), d = n0 + 0.25 (r + r[i, j+1]) the square centres,
- * l = n1 + 0.25 ((d + d[i-1, j]) + (g + g[i, j+1])), t = n2 + 0.25 ((d + d[i, j-1]) + r), and the next grid
- * interleaves g, l (even rows) and t, d (odd rows). The noise n is the level's U(-1, 1) draws times
- * scale[level] = wibble^2 (a float32 product, as torch's mul_). Then the map is shifted by its min and divided
- * by its max (in fog_blend). `noise` holds each image's `per_image` draws, level after level; `out` (n, size, size); scratch:
- * size^2 + size^2 floats. */
 /* min (or max) of n >= 1 floats, in 8 lanes so that it vectorises (exact in any order) */
 static float extreme(const float *restrict v, int64_t n, int want_max) {
     float lane[8];
@@ -336,6 +328,14 @@ static float extreme(const float *restrict v, int64_t n, int want_max) {
     return e;
 }
 
+/* fog's plasma fractal (weather.py's plasma_fractal, the reference's diamond-square): each level turns the k x k
+ * grid g of the points so far into the 2k x 2k grid, with wrap-around neighbours, the same float32 sums in the
+ * same order as the torch levels: r = g + g[i+1, j] (rows), d = n0 + 0.25 (r + r[i, j+1]) the square centres,
+ * l = n1 + 0.25 ((d + d[i-1, j]) + (g + g[i, j+1])), t = n2 + 0.25 ((d + d[i, j-1]) + r), and the next grid
+ * interleaves g, l (even rows) and t, d (odd rows). The noise n is the level's U(-1, 1) draws times
+ * scale[level] = wibble^2 (a float32 product, as torch's mul_). Then the map is shifted by its min and divided
+ * by its max (in fog_blend, from the lo and hi returned here). `noise`: the image's draws, level after level;
+ * `out`: size x size; scratch: 2 size^2 floats. */
 static void plasma_map(const float *restrict noise, float *restrict out, int64_t size, const float *restrict scale,
                        float *restrict scratch, float *lo, float *hi) {
     int64_t levels = 0;
