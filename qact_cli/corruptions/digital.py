@@ -14,19 +14,26 @@ import torch
 from . import hsv
 from .base import from_hwc, register, to_hwc, unit, unit_to_uint8
 from .filters import _pil_box_taps, gaussian_filter, pil_box_enlarge_source, pil_box_resize
+from .native import digital as native_digital
 from .rng import ImageStreams
 from .warp import affine_grid, bilinear_taps, displaced_grid, spare_planes
 
 
-@register(group="common", deterministic=True)
+# interleaved: the native kernel reads a numpy batch's pixels as they are
+@register(group="common", deterministic=True, interleaved=True)
 def contrast(x: torch.Tensor, c: float, rng: ImageStreams) -> torch.Tensor:
     """(x - m) * c + m with m the per-channel spatial mean."""
-    v = unit(x)
+    out = native_digital.contrast(x, c)
+    if out is not None:
+        return out
+    v = unit(hsv.planar(x))  # planar: torch sums each channel's mean in that layout's order
     m = v.mean((2, 3), keepdim=True)
     return unit_to_uint8(v.sub_(m).mul_(c).add_(m))
 
 
-@register(group="extra", deterministic=True)
+# interleaved: the native kernel reads a numpy batch's pixels as they are (hsv.saturate); one chunk for a usual
+# batch, so the kernel's output is the result (the default path works through it in slices)
+@register(group="extra", deterministic=True, interleaved=True, chunk_pixels=1 << 20)
 def saturate(x: torch.Tensor, c, rng: ImageStreams) -> torch.Tensor:
     """HSV saturation S' = clip(S * c0 + c1) (skimage rgb2hsv / hsv2rgb), in closed form: with hue and value
     fixed each channel moves along V - (V - x) * S'/S. Grey pixels have hue 0 (red), so an additive c1 > 0
@@ -148,6 +155,11 @@ def pixelate(x: torch.Tensor, c: float, rng: ImageStreams) -> torch.Tensor:
     sh, sw = int(h * c), int(w * c)
     if x.device.type == "cpu":
         arr = to_hwc(x)
+        out = native_digital.pixelate(from_hwc(arr), sh, sw, lambda: (
+            _box_runs(w, sw) if sw != w else None, _box_runs(h, sh) if sh != h else None,
+            pil_box_enlarge_source(sh, h), pil_box_enlarge_source(sw, w)))
+        if out is not None:
+            return out
         out = np.empty_like(arr)
         step = max(1, (1 << 17) // (h * w))  # ~2 images of 224 px: the uint16 sums stay in L2
         for a in range(0, n, step):

@@ -13,6 +13,7 @@ import torch
 from . import hsv, imgproc
 from .base import gray, register, to_uint8, truncate_u8, unit, unit_to_uint8
 from .filters import gaussian_filter, motion_blur, zoom_axis, zoom_taps
+from .native import digital as native_digital
 from .rng import ImageStreams
 
 FROST_FILES = ("frost1.png", "frost2.png", "frost3.png", "frost4.jpg", "frost5.jpg", "frost6.jpg")
@@ -139,6 +140,27 @@ def _wrap_sum(a: torch.Tensor, shift: int, dim: int) -> torch.Tensor:
     return out
 
 
+def _plasma_levels(mapsize: int) -> tuple[list[int], list[int]]:
+    """The fractal's steps (mapsize, mapsize / 2, .., 2) and each level's number of draws (3 k^2, k = mapsize /
+    step)."""
+    steps = []
+    s = mapsize
+    while s >= 2:
+        steps.append(s)
+        s //= 2
+    return steps, [3 * (mapsize // s) ** 2 for s in steps]
+
+
+def _plasma_scales(levels: int, wibbledecay: float) -> np.ndarray:
+    """Each level's noise factor wibble^2 as the float32 that torch's mul_ multiplies by (the native kernel's),
+    wibble divided level by level as plasma_fractal does (the same doubles)."""
+    scales, wibble = [], 100.0
+    for _ in range(levels):
+        scales.append(wibble * wibble)
+        wibble /= wibbledecay
+    return np.array(scales, dtype=np.float32)
+
+
 def plasma_fractal(rng: ImageStreams, mapsize: int, wibbledecay: float) -> torch.Tensor:
     """The reference diamond-square height map (N, mapsize, mapsize) in [0, 1], batched over images.
     Each level's noise is wibble * U(-wibble, wibble), the wibble shrinking by `wibbledecay` per level.
@@ -149,12 +171,7 @@ def plasma_fractal(rng: ImageStreams, mapsize: int, wibbledecay: float) -> torch
     (the reference's wrap-around rolls become rolls of the grid), and the next grid (2k x 2k) interleaves G, L,
     T and D. The same sums in the same order as the reference, on contiguous arrays."""
     n = len(rng)
-    steps = []
-    s = mapsize
-    while s >= 2:
-        steps.append(s)
-        s //= 2
-    counts = [3 * (mapsize // s) ** 2 for s in steps]
+    steps, counts = _plasma_levels(mapsize)
     noise = rng.uniform((sum(counts),), -1.0, 1.0)  # one draw per image, split by level below
     g = torch.zeros(n, 1, 1, device=noise.device, dtype=torch.float32)
     wibble, pos = 100.0, 0
@@ -175,8 +192,9 @@ def plasma_fractal(rng: ImageStreams, mapsize: int, wibbledecay: float) -> torch
     return g.div_(g.amax((1, 2), keepdim=True))
 
 
-# larger batches: the fractal's levels are per-call work
-@register(group="common", chunk_pixels=1 << 19)
+# larger batches: the fractal's levels are per-call work; interleaved: the native kernel reads a numpy batch's
+# pixels as they are
+@register(group="common", chunk_pixels=1 << 19, interleaved=True)
 def fog(x: torch.Tensor, c, rng: ImageStreams) -> torch.Tensor:
     """x + strength * plasma fractal, rescaled by max / (max + strength). The fractal's size is the next
     power of two of the image's longer side (32 / 64 / 256 for the three reference sizes). On the 0..255 scale
@@ -187,11 +205,19 @@ def fog(x: torch.Tensor, c, rng: ImageStreams) -> torch.Tensor:
     strength = float(c[0])
     peak = x.amax((1, 2, 3), keepdim=True).to(torch.float32).div_(255.0)
     a = peak / (peak + strength)
+    steps, counts = _plasma_levels(mapsize)
+    out = native_digital.fog(x, lambda: rng.uniform((sum(counts),), -1.0, 1.0), mapsize,
+                             _plasma_scales(len(steps), float(c[1])), a, a * (255.0 * strength))
+    if out is not None:
+        return out
+    x = hsv.planar(x)
     layer = plasma_fractal(rng, mapsize, float(c[1]))[:, None, :h, :w] * (a * (255.0 * strength))
     return to_uint8(torch.mul(x, a).add_(layer))
 
 
-@register(group="common", deterministic=True)
+# interleaved: the native kernel reads a numpy batch's pixels as they are (hsv.brightness); one chunk for a usual
+# batch, so its output is the result (no copy; the default path's speed does not depend on the chunk here)
+@register(group="common", deterministic=True, interleaved=True, chunk_pixels=1 << 20)
 def brightness(x: torch.Tensor, c: float, rng: ImageStreams) -> torch.Tensor:
     """HSV value + c (skimage rgb2hsv / hsv2rgb). With hue and saturation fixed, hsv2rgb scales all three
     channels by V'/V, so the round trip reduces to that factor; black (V = 0) becomes grey V'. The factor per
