@@ -15,6 +15,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from ..native import kernel as native_kernel
 from ..errors import InputError, UsageError
 # The families register their corruptions as they are imported (@register in base.py). Import order, then
 # order of definition, is the benchmark's listing order: noise, blur, weather, digital, as in Hendrycks' tables.
@@ -133,7 +134,8 @@ def corrupt(images, name, severity: int, profile: str = "auto", seed: int = 0, s
     if n == 0:
         return images.copy() if batch.is_numpy else images.clone()
     c = params(profile, spec.name, severity) if severity else None
-    step = max(1, spec.chunk_pixels // (h * w))
+    chunk = spec.native_chunk_pixels if spec.native_chunk_pixels and native_kernel() == "native" else spec.chunk_pixels
+    step = max(1, chunk // (h * w))
     with torch.no_grad():
         for a in range(0, n, step):
             b = min(n, a + step)

@@ -34,6 +34,8 @@ class CorruptionSpec:
     chunk_pixels: int  # images per internal batch ~ this many pixels
     interleaved: bool = False  # works on (N, H, W, 3) pixels (Pillow, codecs, numpy per-pixel maths): numpy input
     # then arrives as a channels-last view (no transposes in and out); other input through `to_hwc`
+    native_chunk_pixels: int | None = None  # the chunk under QACT_KERNEL=native, where its C kernel keeps one image's
+    # work in cache whatever the chunk, so only the per-call Python work shrinks with larger chunks
 
 
 # Filled by @register as the family modules are imported; the registration order is the listing order.
@@ -41,7 +43,7 @@ REGISTRY: dict[str, CorruptionSpec] = {}
 
 
 def register(group: str, deterministic: bool = False, chunk_pixels: int = DEFAULT_CHUNK_PIXELS,
-             interleaved: bool = False) -> Callable[[Corruption], Corruption]:
+             interleaved: bool = False, native_chunk_pixels: int | None = None) -> Callable[[Corruption], Corruption]:
     """Decorator: register `fn` under its own name, with its group, determinism, chunking and pixel layout."""
     if group not in GROUPS:
         raise ValueError(f"corruption group must be one of {GROUPS}, got {group!r}")
@@ -49,7 +51,8 @@ def register(group: str, deterministic: bool = False, chunk_pixels: int = DEFAUL
     def add(fn: Corruption) -> Corruption:
         if fn.__name__ in REGISTRY:
             raise ValueError(f"corruption {fn.__name__!r} is registered twice")
-        REGISTRY[fn.__name__] = CorruptionSpec(fn.__name__, fn, group, deterministic, chunk_pixels, interleaved)
+        REGISTRY[fn.__name__] = CorruptionSpec(fn.__name__, fn, group, deterministic, chunk_pixels, interleaved,
+                                                native_chunk_pixels)
         return fn
 
     return add

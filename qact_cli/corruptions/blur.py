@@ -128,7 +128,7 @@ def _correlate2d_fft(x: torch.Tensor, kernel: np.ndarray) -> torch.Tensor:
     return out[..., r:r + h, r:r + w]
 
 
-@register(group="common", deterministic=True)
+@register(group="common", deterministic=True, native_chunk_pixels=1 << 20)
 def defocus_blur(x: torch.Tensor, c, rng: ImageStreams) -> torch.Tensor:
     """Correlate each channel with the anti-aliased disk (cv2.filter2D, reflect-101 borders)."""
     kernel = disk_kernel(float(c[0]), float(c[1]))
@@ -233,7 +233,7 @@ def glass_blur(x: torch.Tensor, c, rng: ImageStreams) -> torch.Tensor:
     return truncate_u8(gaussian_filter(shuffled, sigma, "nearest").clamp_(0.0, 1.0).mul_(255.0))  # unit_to_uint8
 
 
-@register(group="common")
+@register(group="common", native_chunk_pixels=1 << 20)
 def motion_blur(x: torch.Tensor, c, rng: ImageStreams) -> torch.Tensor:
     """ImageMagick MotionBlurImage(radius, sigma, angle ~ U(-45, 45)) on the 8-bit image; the reference
     reads ImageMagick's 8-bit PNG back, which truncates like the other corruptions (measured against

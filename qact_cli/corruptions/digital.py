@@ -20,7 +20,7 @@ from .warp import affine_grid, bilinear_taps, displaced_grid, spare_planes
 
 
 # interleaved: the native kernel reads a numpy batch's pixels as they are
-@register(group="common", deterministic=True, interleaved=True)
+@register(group="common", deterministic=True, interleaved=True, native_chunk_pixels=1 << 20)
 def contrast(x: torch.Tensor, c: float, rng: ImageStreams) -> torch.Tensor:
     """(x - m) * c + m with m the per-channel spatial mean."""
     out = native_digital.contrast(x, c)
