@@ -81,3 +81,29 @@ def test_elastic_wrapper_declines():
         assert torch.equal(native_warp.elastic(x, inv, None), x)  # the identity map
     finally:
         native.set_kernel(None)
+
+
+@pytest.mark.parametrize("hwn", [(5, 7, 3), (32, 32, 16), (80, 61, 4), (224, 224, 2)])
+def test_chamfer_same_integers(hwn):
+    # both of the default path's small-weight regimes (<= 73 px, larger) and sparse to empty edge maps
+    from qact_cli.corruptions import imgproc
+
+    g = torch.Generator().manual_seed(sum(hwn))
+    h, w, n = hwn
+    density = torch.tensor([0.0, 0.002, 0.02, 0.3] * n)[:n]
+    edges = ((torch.rand(h, w, n, generator=g) < density).to(torch.uint8) * 255)
+    want = imgproc._chamfer_capped(edges.view(torch.int8).to(torch.int16), 20)[1:-1, 1:-1]
+    native.set_kernel("native")
+    try:
+        got = native_warp.chamfer_capped(edges, 20)[1:-1, 1:-1]
+    finally:
+        native.set_kernel(None)
+    assert torch.equal(got, want)
+
+
+@pytest.mark.parametrize("hw,profile,n", [((224, 224), "imagenet", 3), ((32, 32), "cifar", 5), ((33, 45), "cifar", 1)])
+def test_spatter_same_bytes(hw, profile, n):
+    x = _images(hw, n, seed=n + 10)
+    for severity in range(1, 6):
+        a, b = _both(lambda: corrupt(x, "spatter", severity, profile=profile, seed=4))
+        assert torch.equal(a, b), (hw, profile, severity)

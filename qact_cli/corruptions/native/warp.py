@@ -1,8 +1,10 @@
-"""The geometric family's C kernels (warp.c): elastic_transform's two resamplings. Bytes identical to the default
+"""The geometric family's C kernels (warp.c): elastic_transform's two resamplings and spatter's capped distance
+transform. Bytes identical to the default
 torch path (corruptions/warp.py, docs/corruption-fidelity.md "Native kernels: warp")."""
 
 from __future__ import annotations
 
+import ctypes
 from pathlib import Path
 
 import numpy as np
@@ -10,12 +12,13 @@ import torch
 from torch import Tensor
 
 from ... import native
-from ...native import D, F, N, U8, by_items, ptr
+from ...native import D, F, I32, N, U8, by_items, ptr
 from . import selected
 
 SOURCE = Path(__file__).with_name("warp.c")
 _SIGNATURES = {
     "elastic_warp": (U8, N, N, N, N, D, F, U8, D),
+    "chamfer_capped": (U8, N, N, N, ctypes.c_int32, I32, I32),
 }
 
 
@@ -47,4 +50,18 @@ def elastic(x: Tensor, inv: np.ndarray, d: Tensor | None) -> Tensor | None:
         lib.elastic_warp(ptr(src, U8, i0 * c * k), i1 - i0, c, h, w, scaled[i0:].ctypes.data_as(D), fp,
                          ptr(out, U8, i0 * c * k), ptr(scratch, D))
     by_items(n, c * k * 8, work)
+    return out
+
+
+def chamfer_capped(edges: Tensor, cap: int) -> Tensor | None:
+    """imgproc's capped chamfer distances for (H, W, N) uint8 `edges` (nonzero: the zero pixels of the transform):
+    (H + 2, W + 2, N) int32 with the core filled, min(distance, cap) in 16.16 fixed point. None where the kernel
+    does not apply."""
+    if not ready(edges.unsqueeze(0)) or cap * 65536 >= 2**31 - 2 * 143976:
+        return None
+    h, w, n = edges.shape
+    seeds = edges.contiguous()
+    out = torch.empty((h + 2, w + 2, n), dtype=torch.int32)
+    buf = torch.empty((h + 4) * (w + 4) * n, dtype=torch.int32)
+    _lib().chamfer_capped(ptr(seeds, U8), h, w, n, int(cap) * 65536, ptr(out, I32), ptr(buf, I32))
     return out
