@@ -219,19 +219,21 @@ void chamfer_capped(const uint8_t *restrict seeds, int64_t h, int64_t w, int64_t
     for (int64_t i = 0; i < (h + 4) * rs; i++) buf[i] = cap;
     for (int64_t y = 0; y < h; y++)
         for (int64_t i = 0; i < w * n; i++) buf[(y + 2) * rs + 2 * n + i] = seeds[y * w * n + i] ? 0 : cap;
-    /* forward: the neighbours above and to the left; backward: below and to the right */
-    static const int32_t fwd[8][3] = {{-2, -1, LONG}, {-2, 1, LONG}, {-1, -2, LONG}, {-1, -1, DIAG}, {-1, 0, HV},
-                                      {-1, 1, DIAG}, {-1, 2, LONG}, {0, -1, HV}};
-    for (int64_t y = 2; y < h + 2; y++)
-        for (int64_t x = 2; x < w + 2; x++) {
-            int32_t *p = buf + y * rs + x * n;
-            for (int t = 0; t < 8; t++) relax(p, p + fwd[t][0] * rs + fwd[t][1] * n, n, fwd[t][2]);
-        }
-    for (int64_t y = h + 1; y >= 2; y--)
-        for (int64_t x = w + 1; x >= 2; x--) {
-            int32_t *p = buf + y * rs + x * n;
-            for (int t = 0; t < 8; t++) relax(p, p - fwd[t][0] * rs - fwd[t][1] * n, n, fwd[t][2]);
-        }
+    /* forward: the neighbours in the rows above (final by then: one long vector pass each over the row), then
+     * the left neighbour pixel by pixel; backward mirrored. Per pixel the minimum over the same candidates as
+     * OpenCV's raster pass, so the same values. */
+    static const int32_t above[7][3] = {{-2, -1, LONG}, {-2, 1, LONG}, {-1, -2, LONG}, {-1, -1, DIAG}, {-1, 0, HV},
+                                        {-1, 1, DIAG}, {-1, 2, LONG}};
+    for (int64_t y = 2; y < h + 2; y++) {
+        int32_t *p = buf + y * rs + 2 * n;
+        for (int t = 0; t < 7; t++) relax(p, p + above[t][0] * rs + above[t][1] * n, w * n, above[t][2]);
+        for (int64_t x = 1; x < w; x++) relax(p + x * n, p + (x - 1) * n, n, HV);
+    }
+    for (int64_t y = h + 1; y >= 2; y--) {
+        int32_t *p = buf + y * rs + 2 * n;
+        for (int t = 0; t < 7; t++) relax(p, p - above[t][0] * rs - above[t][1] * n, w * n, above[t][2]);
+        for (int64_t x = w - 2; x >= 0; x--) relax(p + x * n, p + (x + 1) * n, n, HV);
+    }
     for (int64_t y = 0; y < h; y++)
         for (int64_t i = 0; i < w * n; i++) {
             int32_t v = buf[(y + 2) * rs + 2 * n + i];
