@@ -107,3 +107,21 @@ def test_spatter_same_bytes(hw, profile, n):
     for severity in range(1, 6):
         a, b = _both(lambda: corrupt(x, "spatter", severity, profile=profile, seed=4))
         assert torch.equal(a, b), (hw, profile, severity)
+
+
+def test_water_blend_same_bytes():
+    # the default path's blend: addcmul (a fused multiply-add on the CPU), clamp, truncate
+    from qact_cli.corruptions.base import truncate_u8
+
+    g = torch.Generator().manual_seed(3)
+    x = torch.randint(0, 256, (5, 3, 37, 41), dtype=torch.uint8, generator=g)
+    m = torch.rand(5, 37, 41, generator=g) * 255 * 255
+    factor = 0.6 / m.amax((1, 2), keepdim=True)
+    color = torch.tensor([175.0, 238.0, 238.0]).view(1, 3, 1, 1)
+    want = truncate_u8(torch.addcmul(x, (m * factor)[:, None], color).clamp_(0.0, 255.0))
+    native.set_kernel("native")
+    try:
+        got = native_warp.water_blend(x, m, factor, (175.0, 238.0, 238.0))
+    finally:
+        native.set_kernel(None)
+    assert torch.equal(got, want)

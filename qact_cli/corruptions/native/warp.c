@@ -240,3 +240,23 @@ void chamfer_capped(const uint8_t *restrict seeds, int64_t h, int64_t w, int64_t
             out[(y + 1) * (w + 2) * n + n + i] = v < cap ? v : cap;
         }
 }
+
+/* spatter's water blend, np.uint8(clip(x + (m * f) * color, 0, 255)) per image: m (n, k) float32 the mask times
+ * the liquid layer, f (n,) the per-image scale (intensity / peak), color (c,). torch's addcmul computes
+ * x + v * color as one fused multiply-add (checked in the tests), so does this. */
+void water_blend(const uint8_t *restrict x, int64_t n, int64_t c, int64_t k, const float *restrict m,
+                 const float *restrict f, const float *restrict color, uint8_t *restrict out) {
+    for (int64_t img = 0; img < n; img++)
+        for (int64_t ch = 0; ch < c; ch++) {
+            const uint8_t *xi = x + (img * c + ch) * k;
+            const float *mi = m + img * k;
+            uint8_t *o = out + (img * c + ch) * k;
+            float fi = f[img], col = color[ch];
+            for (int64_t i = 0; i < k; i++) {
+                float v = fmaf(mi[i] * fi, col, (float)xi[i]);
+                v = v > 0.0f ? v : 0.0f;
+                v = v < 255.0f ? v : 255.0f;
+                o[i] = (uint8_t)(int32_t)v;
+            }
+        }
+}

@@ -1,5 +1,5 @@
 """The geometric family's C kernels (warp.c): elastic_transform's two resamplings and spatter's capped distance
-transform. Bytes identical to the default
+transform and water blend. Bytes identical to the default
 torch path (corruptions/warp.py, docs/corruption-fidelity.md "Native kernels: warp")."""
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ SOURCE = Path(__file__).with_name("warp.c")
 _SIGNATURES = {
     "elastic_warp": (U8, N, N, N, N, D, F, U8, D),
     "chamfer_capped": (U8, N, N, N, ctypes.c_int32, I32, I32),
+    "water_blend": (U8, N, N, N, F, F, F, U8),
 }
 
 
@@ -64,4 +65,22 @@ def chamfer_capped(edges: Tensor, cap: int) -> Tensor | None:
     out = torch.empty((h + 2, w + 2, n), dtype=torch.int32)
     buf = torch.empty((h + 4) * (w + 4) * n, dtype=torch.int32)
     _lib().chamfer_capped(ptr(seeds, U8), h, w, n, int(cap) * 65536, ptr(out, I32), ptr(buf, I32))
+    return out
+
+
+def water_blend(x: Tensor, m: Tensor, factor: Tensor, color: tuple[float, ...]) -> Tensor | None:
+    """spatter's np.uint8(clip(x + (m * factor) * color, 0, 255)) for uint8 images x (N, C, H, W), m (N, H, W)
+    float32 and factor (N, 1, 1) float32; None where the kernel does not apply."""
+    if not ready(x) or not selected(m, factor) or m.dtype != torch.float32 or factor.dtype != torch.float32:
+        return None
+    n, c, h, w = x.shape
+    src, mask, f = x.contiguous(), m.contiguous(), factor.reshape(n).contiguous()
+    col = torch.tensor(color, dtype=torch.float32)
+    out = torch.empty_like(src)
+    lib, k = _lib(), h * w
+
+    def work(i0, i1):
+        lib.water_blend(ptr(src, U8, i0 * c * k), i1 - i0, c, k, ptr(mask, F, i0 * k), ptr(f, F, i0), ptr(col, F),
+                        ptr(out, U8, i0 * c * k))
+    by_items(n, c * k, work)
     return out
