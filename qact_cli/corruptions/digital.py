@@ -15,6 +15,7 @@ from . import hsv
 from .base import from_hwc, register, to_hwc, unit, unit_to_uint8
 from .filters import _pil_box_taps, gaussian_filter, pil_box_enlarge_source, pil_box_resize
 from .native import digital as native_digital
+from .native import warp as native_warp
 from .rng import ImageStreams
 from .warp import affine_grid, bilinear_taps, displaced_grid, spare_planes
 
@@ -66,6 +67,12 @@ def elastic_transform(x: torch.Tensor, c, rng: ImageStreams) -> torch.Tensor:
     # warpAffine samples the source at M^-1 (x, y)
     full = np.zeros((n, 3, 3))
     full[:, :2], full[:, 2, 2] = m, 1.0
+    if native_warp.ready(x):  # the same draws and numbers, both samplings in C (corruptions/native/warp.c)
+        d = None
+        if alpha != 0:
+            fields = torch.stack([rng.uniform((h, w), -1.0, 1.0), rng.uniform((h, w), -1.0, 1.0)], 1)
+            d = gaussian_filter(fields, float(sigma), "symmetric", truncate=3.0).mul_(alpha)
+        return native_warp.elastic(x, np.linalg.inv(full)[:, :2], d)
     src = spare_planes(n, ch, h, w, dev)
     torch.div(x.reshape(n, ch, k), 255.0, out=src[..., :k])  # unit(x)
     grid = affine_grid(np.linalg.inv(full)[:, :2], h, w, dev)

@@ -29,6 +29,8 @@ from functools import lru_cache
 import numpy as np
 import torch
 
+from .native import warp as native_warp
+
 __all__ = ["water_mask", "canny", "chamfer_distance", "box3_sum", "equalize_hist", "emboss"]
 
 # OpenCV's Canny sectors: |gy| << 15 < tg22 |gx| (horizontal), |gy| << 15 > tg22 |gx| + (|gx| << 16) (vertical),
@@ -494,7 +496,10 @@ def water_mask(l8: torch.Tensor) -> torch.Tensor:
     p = torch.empty((h + 2, w + 2, n), dtype=torch.int16, device=l8.device)
     p[1:-1, 1:-1].permute(2, 0, 1).copy_(l8)  # the one transposition into the working layout
     edges = _hysteresis(*_canny_masks(p, 50, 150))
-    dist = _fill_border_(_chamfer_capped(edges.view(torch.int8).to(torch.int16), 20), 2)
+    dist = native_warp.chamfer_capped(edges, 20)  # None unless QACT_KERNEL=native (the same integers)
+    if dist is None:
+        dist = _chamfer_capped(edges.view(torch.int8).to(torch.int16), 20)
+    dist = _fill_border_(dist, 2)
     # float blur of the distances: sum / 9 (exact in float32 and double here) cast to uint8 truncates, which for
     # 16.16 sums S is floor(S / (9 * 65536)) = floor((S >> 16) / 9) = ((S >> 16) * 57) >> 9 (S >> 16 <= 180)
     level = (_box3(dist) >> 16).mul_(57) >> 9

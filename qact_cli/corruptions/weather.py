@@ -14,6 +14,7 @@ from . import hsv, imgproc
 from .base import gray, register, to_uint8, truncate_u8, unit, unit_to_uint8
 from .filters import gaussian_filter, motion_blur, zoom_axis, zoom_taps
 from .native import digital as native_digital
+from .native import warp as native_warp
 from .rng import ImageStreams
 
 FROST_FILES = ("frost1.png", "frost2.png", "frost3.png", "frost4.jpg", "frost5.jpg", "frost6.jpg")
@@ -251,7 +252,11 @@ def spatter(x: torch.Tensor, c, rng: ImageStreams) -> torch.Tensor:
         peak = m.amax((1, 2), keepdim=True)
         # the reference divides 0 by 0 when no liquid survives (NaN -> black); here the image stays clean
         # (m >= 0, so a zero peak means m == 0 everywhere and m / 1e-30 stays 0)
-        m.mul_(intensity / peak.clamp_min(1e-30))
+        factor = intensity / peak.clamp_min(1e-30)
+        out = native_warp.water_blend(x, m, factor, (175.0, 238.0, 238.0))
+        if out is not None:
+            return out
+        m.mul_(factor)
         # on the 0..255 scale: x + m * (175, 238, 238), one pass over the image (uint8 x read as it is added)
         color = torch.tensor([175.0, 238.0, 238.0], device=x.device).view(1, 3, 1, 1)
         return truncate_u8(torch.addcmul(x, m[:, None], color).clamp_(0.0, 255.0))
