@@ -1,6 +1,8 @@
 """The geometric family's opt-in C kernels (corruptions/native/warp.c) against the default torch path: the same
 bytes for elastic_transform on natural images, both profiles, every severity, odd batch sizes and shapes,
-non-contiguous input, several threads, and far-out folds."""
+non-contiguous input, several threads, and far-out folds. The native Gaussian filter (corruptions/native/blur.c,
+within +-1 grey level of the torch filter, tested in test_native_blur.py) is kept off here, so that both sides
+smooth with the same filter and the warp kernels' own bytes are compared."""
 
 from __future__ import annotations
 
@@ -10,12 +12,18 @@ import torch
 
 from qact_cli import native
 from qact_cli.corruptions import corrupt, digital
+from qact_cli.corruptions.native import blur as native_blur
 from qact_cli.corruptions.native import warp as native_warp
 from qact_cli.corruptions.rng import ImageStreams
 from fixtures_images import natural
 
 pytestmark = pytest.mark.skipif(native.library(native_warp.SOURCE, native_warp._SIGNATURES) is None,
                                 reason="no C compiler: the native kernels cannot be built here")
+
+
+@pytest.fixture(autouse=True)
+def _torch_gaussian_filter(monkeypatch):
+    monkeypatch.setattr(native_blur, "gaussian_filter", lambda *args, **kwargs: None)
 
 
 def _both(fn):
