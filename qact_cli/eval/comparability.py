@@ -2,8 +2,8 @@
 (compare/table.py) and the reuse of a stored result (run.py).
 
 Two results are comparable when they scored the same data and cells under the same test-time
-choices: the dataset, the PROTOCOL_KEYS, the seed and random streams where they decide the images
-(generated sets, `gen:NAME`), and by default the model's number of classes (the probability space of ECE, NLL and
+choices: the dataset, the PROTOCOL_KEYS, the seed, random streams and corruption kernels where they decide the
+images (generated sets, `gen:NAME`), and by default the model's number of classes (the probability space of ECE, NLL and
 Brier, and the chance level of the accuracy). The model itself may differ: that is what is compared.
 """
 
@@ -13,6 +13,11 @@ from collections.abc import Collection
 
 # protocol fields that must match for two results to be comparable (eval --baseline; docs/reference.md)
 PROTOCOL_KEYS = ("corruptions", "severities", "batch_size", "context", "adapt", "limit")
+
+
+def _value(protocol: dict, key: str):
+    """A protocol value; a generated set recorded before `kernels` existed was made by the default kernels."""
+    return protocol.get(key, "torch" if key == "kernels" else None)
 
 
 def protocol_differences(a: dict, b: dict, ignore: Collection[str] = (), model_classes: bool = True,
@@ -27,9 +32,10 @@ def protocol_differences(a: dict, b: dict, ignore: Collection[str] = (), model_c
         keys = [k for k in dict.fromkeys([*pa, *pb]) if k != "data"]
     else:  # the seed decides the images only where they are generated (gen:NAME)
         generated = any(str(r["dataset"]).startswith("gen:") for r in (a, b))
-        keys = list(PROTOCOL_KEYS) + (["seed", "streams"] if generated else [])
+        keys = list(PROTOCOL_KEYS) + (["seed", "streams", "kernels"] if generated else [])
     diffs = [] if a["dataset"] == b["dataset"] else [f"dataset {a['dataset']} vs {b['dataset']}"]
-    diffs += [f"{k} {pa.get(k)} vs {pb.get(k)}" for k in keys if k not in ignore and pa.get(k) != pb.get(k)]
+    diffs += [f"{k} {_value(pa, k)} vs {_value(pb, k)}" for k in keys
+              if k not in ignore and _value(pa, k) != _value(pb, k)]
     ka, kb = ((r.get("model") or {}).get("num_classes") for r in (a, b))
     if model_classes and ka is not None and kb is not None and ka != kb:
         diffs.append(f"model classes {ka} vs {kb}")

@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from .. import distributed
+from ..corruptions import generating_kernels
 from ..corruptions.rng import STREAMS
 from ..data import Cell, Dataset, ImageSource, make_loader
 from ..data.base import limit_indices, loader_workers
@@ -55,8 +56,9 @@ class Protocol:
     def to_json(self) -> dict:
         d = asdict(self)
         d.pop("dataset")
-        if self.dataset.startswith("gen:"):  # the seed decides the images only with the same random streams
+        if self.dataset.startswith("gen:"):  # the seed decides the images only with the same streams and kernels
             d["streams"] = STREAMS
+            d["kernels"] = generating_kernels()
         return d
 
     def check(self) -> None:

@@ -112,6 +112,24 @@ def test_resume_tree_and_refuse_other_run(tmp_path, data):
         write_corrupted(x, y, tmp_path, ["frost"], [2], fmt="png", seed=5)
 
 
+def test_resume_refuses_other_kernels_and_reads_older_manifests(tmp_path, data, monkeypatch):
+    """The native kernels' float filters give other bytes (within one grey level): a run is resumed only under
+    the kernels that began it; a manifest from before the key was written by the default kernels."""
+    from qact_cli import native
+
+    x, y = data
+    m = write_corrupted(x, y, tmp_path, ["contrast"], [1], seed=2)
+    assert m["kernels"] == "torch"
+    monkeypatch.setattr(native, "_state", {**native._state, "kernel": "native"})
+    with pytest.raises(UsageError, match="kernels 'torch' -> 'native'"):
+        write_corrupted(x, y, tmp_path, ["contrast"], [1], seed=2)
+    monkeypatch.setattr(native, "_state", {**native._state, "kernel": "torch"})
+    old = json.loads((tmp_path / "manifest.json").read_text())
+    del old["kernels"]
+    (tmp_path / "manifest.json").write_text(json.dumps(old))
+    assert write_corrupted(x, y, tmp_path, ["contrast"], [1], seed=2)["kernels"] == "torch"
+
+
 def test_preview(tmp_path, data):
     x, _ = data
     out = write_preview(x, tmp_path / "grid.png", ["fog", "snow"], [1, 5], n=2)

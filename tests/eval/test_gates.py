@@ -144,6 +144,24 @@ def test_generated_sets_record_their_random_streams():
     assert protocol_differences(now, _result("gen:digits", streams=STREAMS)) == []
 
 
+def test_generated_sets_record_the_corruption_kernels(monkeypatch):
+    """QACT_KERNEL=native's float filters give images within one grey level of the default path's, not its
+    bytes: a gen: result records which kernels made its images; one recorded before the key is the default's."""
+    from qact_cli import native
+    from qact_cli.corruptions.rng import STREAMS
+    from qact_cli.eval.protocol import Protocol
+
+    assert Protocol("gen:digits", ["fog"], [1]).to_json()["kernels"] == "torch"
+    monkeypatch.setattr(native, "_state", {**native._state, "kernel": "native"})
+    assert Protocol("gen:digits", ["fog"], [1]).to_json()["kernels"] == "native"
+    assert "kernels" not in Protocol("cifar10c", ["fog"], [1]).to_json()
+    fast, default = _result("gen:digits", streams=STREAMS, kernels="native"), _result("gen:digits", streams=STREAMS)
+    assert protocol_differences(fast, default) == ["kernels native vs torch"]
+    assert protocol_differences(default, _result("gen:digits", streams=STREAMS, kernels="torch")) == []
+    assert protocol_differences(default, _result("gen:digits", streams=STREAMS, kernels="torch"), exact=True) == []
+    assert protocol_differences(_result(kernels="native"), _result()) == []  # published sets: the kernels make nothing
+
+
 def test_check_gates_with_a_multi_model_baseline(tmp_path):
     a, b = _result(), _result(acc=(0.5, 0.4))
     b["model"]["name"] = "other"
