@@ -136,6 +136,10 @@ def test_corrupt_limit_records_the_rows_and_a_rerun_says_it_resumes(cli, tmp_pat
     assert np.array_equal(np.load(tmp_path / "out" / "fog.npy"), fog)
     contrast = np.load(tmp_path / "out" / "contrast.npy")
     assert contrast.shape == (16, 32, 32, 3)
+    # another seed in the same folder: refused with the difference named, and no "resuming" line before it
+    code, _, err = cli(*args[:-2], "--seed", "3", *args[-2:])
+    err = " ".join(err.split())
+    assert code == 2 and "resuming" not in err and "seed 0 -> 3" in err, err
     assert cli("corrupt", "--input", tmp_path / "x.npy", "--limit", "0", "--out", tmp_path / "o2")[0] == 2
 
 

@@ -10,6 +10,7 @@ import numpy as np
 from ..data.base import RowSubset, limit_indices
 from ..errors import InputError, UsageError
 from ..options.corrupt import CorruptOptions
+from . import generating_kernels
 from .checks import check_images, used_profile
 
 
@@ -38,9 +39,10 @@ class SourceArray:
         return self[:]
 
 
-def resume_state(out: Path, fmt: str, names: list[str], sev: list[int]) -> tuple[int, int] | None:
-    """(files done, files in all) of an earlier run in `out` with this format, or None when there is none.
-    A run with other settings is refused later by the writer, with the difference named."""
+def resume_state(out: Path, fmt: str, names: list[str], sev: list[int], seed: int) -> tuple[int, int] | None:
+    """(files done, files in all) of an earlier run in `out` with this format, seed and kernels, or None when there
+    is none. A run with other settings is refused later by the writer, with the difference named (so no
+    "resuming" line is printed for it first)."""
     import json
 
     path = Path(out) / "manifest.json"
@@ -48,7 +50,8 @@ def resume_state(out: Path, fmt: str, names: list[str], sev: list[int]) -> tuple
         old = json.loads(path.read_text())
     except (OSError, ValueError):
         return None
-    if not isinstance(old, dict) or old.get("format") != fmt or old.get("severities") != sev:
+    if not isinstance(old, dict) or old.get("format") != fmt or old.get("severities") != sev \
+            or old.get("seed") != seed or old.get("kernels", "torch") != generating_kernels():
         return None
     wanted = [*names, "labels"] if fmt == "npy" else [f"{c}/{s}" for c in names for s in sev]
     done = set(old.get("completed") or [])
@@ -108,7 +111,7 @@ def run_corrupt(opts: CorruptOptions) -> dict:
         selection = {"limit": int(limit), "of": len(images), "rows": "evenly spaced, in file order: (k * of) // limit"}
         images, y = RowSubset(images, rows), y[rows]
         what = f"{what}, {limit} evenly spaced of {selection['of']}"
-    state = resume_state(Path(out), fmt, names, sev)
+    state = resume_state(Path(out), fmt, names, sev, int(seed))
     err.print(f"corrupting {len(images)} images of {what}: {len(names)} corruptions × severities {sev}, profile {used}, "
               f"seed {seed} -> {out}", highlight=False)
     if state is not None and state[0]:
