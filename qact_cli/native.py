@@ -20,9 +20,10 @@ import subprocess
 import threading
 import warnings
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
-from torch import Tensor
+if TYPE_CHECKING:
+    from torch import Tensor
 
 KERNELS = ("torch", "native")
 FLAGS = ("-O3", "-march=native", "-fno-math-errno", "-shared", "-fPIC")
@@ -35,6 +36,7 @@ F, I32, D, U8, N = (ctypes.POINTER(ctypes.c_float), ctypes.POINTER(ctypes.c_int3
                     ctypes.POINTER(ctypes.c_uint8), ctypes.c_int64)
 SCALAR = ctypes.c_float
 DOUBLE = ctypes.c_double
+VOID = ctypes.c_void_p
 
 
 def set_kernel(name: str | None) -> None:
@@ -56,6 +58,14 @@ def kernel() -> str:
                           "using the default torch kernels", RuntimeWarning, stacklevel=3)
         return "torch"
     return name
+
+
+def recorded(record: dict) -> str:
+    """The kernels that a record of generated images names (a `gen:` result's protocol, `qact corrupt`'s
+    manifest; the current ones are `kernel()`): the native float filters sum in another order than the default
+    path, so the same seed gives images within one grey level of its own, not the same bytes. A record from
+    before the key was made by the default kernels."""
+    return record.get("kernels", "torch")
 
 
 def cache_dir() -> Path:
@@ -125,6 +135,8 @@ MIN_PARALLEL = 1 << 16  # values per thread below which one thread does it all
 def by_items(n: int, per_item: int, work) -> None:
     """work(i0, i1) over items (images, channels) [0, n), split across torch.get_num_threads() threads (ctypes
     calls release the GIL); every item's values are computed the same way whatever the split."""
+    import torch  # noqa: PLC0415 (qact_cli.native itself stays importable without torch: records use recorded())
+
     threads = min(torch.get_num_threads(), n, max(1, n * per_item // MIN_PARALLEL))
     if threads <= 1:
         work(0, n)

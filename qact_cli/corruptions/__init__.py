@@ -30,7 +30,7 @@ EXTRA = names("extra")
 CORRUPTIONS = COMMON + EXTRA
 DETERMINISTIC = tuple(n for n in CORRUPTIONS if lookup(n).deterministic)  # same bytes whatever the seed
 
-__all__ = ["corrupt", "generating_kernels", "CORRUPTIONS", "COMMON", "EXTRA", "DETERMINISTIC", "PROFILES", "MIN_SIZE", "resolve_profile",
+__all__ = ["corrupt", "CORRUPTIONS", "COMMON", "EXTRA", "DETERMINISTIC", "PROFILES", "MIN_SIZE", "resolve_profile",
            "check_name", "check_severity", "check_profile", "check_images", "get_corruption", "CorruptionSpec"]
 
 
@@ -109,15 +109,6 @@ class _Batch:
 
     def result(self):
         return self.out
-
-
-def generating_kernels() -> str:
-    """Which kernels generate corrupted images now, recorded beside the seed wherever a seed decides images
-    (generated sets' protocol, `qact corrupt`'s manifest): "torch", the default path (and what every record
-    without the key used), or "native" (QACT_KERNEL=native), whose float filters (the blur family, and the
-    Gaussian smoothing in snow, spatter and elastic_transform) sum in another order: the same seed then gives
-    images within one grey level of the default path's, not the same bytes."""
-    return native_kernel()
 
 
 def corrupt(images, name, severity: int, profile: str = "auto", seed: int = 0, start_index: int = 0,

@@ -111,6 +111,15 @@ def to_hwc(x: torch.Tensor) -> np.ndarray:
     return out
 
 
+def planar(x: torch.Tensor) -> torch.Tensor:
+    """A CPU channels-last view of interleaved pixels (a numpy batch, `interleaved=True`) as contiguous
+    (N, 3, H, W), transposed by numpy (~4x faster than torch for uint8), for the default paths of corruptions
+    whose native kernels read the interleaved pixels; anything else as it is."""
+    if x.device.type == "cpu" and x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous():
+        return torch.from_numpy(np.ascontiguousarray(x.permute(0, 2, 3, 1).numpy().transpose(0, 3, 1, 2)))
+    return x
+
+
 def from_hwc(a: np.ndarray) -> torch.Tensor:
     """(N, H, W, 3) uint8 array -> (N, 3, H, W) tensor view (channels-last strides; no copy)."""
     return torch.from_numpy(a).permute(0, 3, 1, 2)

@@ -10,7 +10,7 @@ import numpy as np
 from ..data.base import RowSubset, limit_indices
 from ..errors import InputError, UsageError
 from ..options.corrupt import CorruptOptions
-from . import generating_kernels
+from ..native import kernel, recorded
 from .checks import check_images, used_profile
 
 
@@ -51,7 +51,7 @@ def resume_state(out: Path, fmt: str, names: list[str], sev: list[int], seed: in
     except (OSError, ValueError):
         return None
     if not isinstance(old, dict) or old.get("format") != fmt or old.get("severities") != sev \
-            or old.get("seed") != seed or old.get("kernels", "torch") != generating_kernels():
+            or old.get("seed") != seed or recorded(old) != kernel():
         return None
     wanted = [*names, "labels"] if fmt == "npy" else [f"{c}/{s}" for c in names for s in sev]
     done = set(old.get("completed") or [])

@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from . import hsv
-from .base import from_hwc, register, to_hwc, unit, unit_to_uint8
+from .base import from_hwc, planar, register, to_hwc, unit, unit_to_uint8
 from .filters import _pil_box_taps, gaussian_filter, pil_box_enlarge_source, pil_box_resize
 from .native import digital as native_digital
 from .native import warp as native_warp
@@ -27,14 +27,15 @@ def contrast(x: torch.Tensor, c: float, rng: ImageStreams) -> torch.Tensor:
     out = native_digital.contrast(x, c)
     if out is not None:
         return out
-    v = unit(hsv.planar(x))  # planar: torch sums each channel's mean in that layout's order
+    v = unit(planar(x))  # planar: torch sums each channel's mean in that layout's order
     m = v.mean((2, 3), keepdim=True)
     return unit_to_uint8(v.sub_(m).mul_(c).add_(m))
 
 
 # interleaved: the native kernel reads a numpy batch's pixels as they are (hsv.saturate); one chunk for a usual
-# batch, so the kernel's output is the result (the default path works through it in slices)
-@register(group="extra", deterministic=True, interleaved=True, chunk_pixels=1 << 20)
+# batch under it, so the kernel's output is the result (the default path's ~10 float32 temporaries want the
+# default cache-sized chunks)
+@register(group="extra", deterministic=True, interleaved=True, native_chunk_pixels=1 << 20)
 def saturate(x: torch.Tensor, c, rng: ImageStreams) -> torch.Tensor:
     """HSV saturation S' = clip(S * c0 + c1) (skimage rgb2hsv / hsv2rgb), in closed form: with hue and value
     fixed each channel moves along V - (V - x) * S'/S. Grey pixels have hue 0 (red), so an additive c1 > 0
@@ -48,6 +49,13 @@ def _affine_from_points(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
     a = np.empty(src.shape[:-1] + (3,))
     a[..., :2], a[..., 2] = src, 1.0  # (n, 3, 3) rows [x, y, 1]
     return np.linalg.solve(a, dst).transpose(0, 2, 1)  # (n, 2, 3)
+
+
+def _displacements(rng: ImageStreams, h: int, w: int, alpha: float, sigma: float) -> torch.Tensor:
+    """The displacement fields (N, 2, H, W) as (dx, dy): U(-1, 1) smoothed by a Gaussian of sigma, truncate 3,
+    times alpha (drawn after the affine jitter, as the reference draws them)."""
+    fields = torch.stack([rng.uniform((h, w), -1.0, 1.0), rng.uniform((h, w), -1.0, 1.0)], 1)
+    return gaussian_filter(fields, float(sigma), "symmetric", truncate=3.0).mul_(alpha)
 
 
 @register(group="common")
@@ -67,22 +75,17 @@ def elastic_transform(x: torch.Tensor, c, rng: ImageStreams) -> torch.Tensor:
     # warpAffine samples the source at M^-1 (x, y)
     full = np.zeros((n, 3, 3))
     full[:, :2], full[:, 2, 2] = m, 1.0
+    inverse = np.linalg.inv(full)[:, :2]
     if native_warp.ready(x):  # the same draws and numbers, both samplings in C (corruptions/native/warp.c)
-        d = None
-        if alpha != 0:
-            fields = torch.stack([rng.uniform((h, w), -1.0, 1.0), rng.uniform((h, w), -1.0, 1.0)], 1)
-            d = gaussian_filter(fields, float(sigma), "symmetric", truncate=3.0).mul_(alpha)
-        return native_warp.elastic(x, np.linalg.inv(full)[:, :2], d)
+        return native_warp.elastic(x, inverse, _displacements(rng, h, w, alpha, sigma) if alpha != 0 else None)
     src = spare_planes(n, ch, h, w, dev)
     torch.div(x.reshape(n, ch, k), 255.0, out=src[..., :k])  # unit(x)
-    grid = affine_grid(np.linalg.inv(full)[:, :2], h, w, dev)
+    grid = affine_grid(inverse, h, w, dev)
     if alpha == 0:
         return unit_to_uint8(bilinear_taps(src, *grid, w).reshape(n, ch, h, w))
     warped = spare_planes(n, ch, h, w, dev)
     bilinear_taps(src, *grid, w, out=warped[..., :k])
-    fields = torch.stack([rng.uniform((h, w), -1.0, 1.0), rng.uniform((h, w), -1.0, 1.0)], 1)  # dx, dy
-    d = gaussian_filter(fields, float(sigma), "symmetric", truncate=3.0).mul_(alpha)
-    out = bilinear_taps(warped, *displaced_grid(d), w)
+    out = bilinear_taps(warped, *displaced_grid(_displacements(rng, h, w, alpha, sigma)), w)
     return unit_to_uint8(out.reshape(n, ch, h, w))
 
 

@@ -16,10 +16,8 @@ from functools import lru_cache
 import numpy as np
 import torch
 
-from .base import truncate_u8
+from .base import planar, truncate_u8
 from .native import digital as native_digital
-
-SLICE_PIXELS = 1 << 17  # pixels per slice of saturate's default CPU path (the batch comes in larger chunks)
 
 
 def _reference_u8(v: np.ndarray) -> np.ndarray:
@@ -57,14 +55,6 @@ def _lookup(table: np.ndarray, index: torch.Tensor) -> torch.Tensor:
     if index.device.type == "cpu":
         return torch.from_numpy(np.take(table, index.numpy()))
     return torch.from_numpy(table).to(index.device)[index.long()]
-
-
-def planar(x: torch.Tensor) -> torch.Tensor:
-    """A CPU channels-last view of interleaved pixels (a numpy batch) as contiguous (N, 3, H, W), transposed by
-    numpy (~4x faster than torch for uint8), so the default paths below see the layout they always saw."""
-    if x.device.type == "cpu" and x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous():
-        return torch.from_numpy(np.ascontiguousarray(x.permute(0, 2, 3, 1).numpy().transpose(0, 3, 1, 2)))
-    return x
 
 
 def _channel_max(x: torch.Tensor) -> torch.Tensor:
@@ -108,17 +98,6 @@ def saturate(x: torch.Tensor, c0: float, c1: float) -> torch.Tensor:
     if out is not None:
         return out
     x = planar(x)
-    n, _, h, w = x.shape
-    step = max(1, SLICE_PIXELS // (h * w))
-    if x.device.type != "cpu" or n <= step:
-        return _saturate(x, c0, c1, s_grey)
-    out = torch.empty_like(x)
-    for a in range(0, n, step):  # its ~10 float32 temporaries stay in cache
-        out[a:a + step] = _saturate(x[a:a + step], c0, c1, s_grey)
-    return out
-
-
-def _saturate(x: torch.Tensor, c0: float, c1: float, s_grey: float) -> torch.Tensor:
     peak = _channel_max(x)
     low = torch.minimum(torch.minimum(x[:, 0:1], x[:, 1:2]), x[:, 2:3])
     # S'/S = clip(c0 + c1 / S, 0, 1 / S) with 1/S = M / (M - m); grey pixels (M = m) get M / 1: they have no drop

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 
 from . import hsv, imgproc
-from .base import gray, register, to_uint8, truncate_u8, unit, unit_to_uint8
+from .base import gray, planar, register, to_uint8, truncate_u8, unit, unit_to_uint8
 from .filters import gaussian_filter, motion_blur, zoom_axis, zoom_taps
 from .native import digital as native_digital
 from .native import warp as native_warp
@@ -211,7 +211,7 @@ def fog(x: torch.Tensor, c, rng: ImageStreams) -> torch.Tensor:
                              _plasma_scales(len(steps), float(c[1])), a, a * (255.0 * strength))
     if out is not None:
         return out
-    x = hsv.planar(x)
+    x = planar(x)
     layer = plasma_fractal(rng, mapsize, float(c[1]))[:, None, :h, :w] * (a * (255.0 * strength))
     return to_uint8(torch.mul(x, a).add_(layer))
 

@@ -26,7 +26,8 @@ import torch
 from ..version import __version__
 from ..data.identity import input_fingerprint
 from ..errors import InputError, UsageError
-from . import corrupt, generating_kernels
+from ..native import kernel, recorded
+from . import corrupt
 from .checks import check_images, check_request, used_profile
 
 SCHEMA = "qact.corrupt/1"
@@ -95,7 +96,7 @@ def _load_manifest(out: Path, settings: dict) -> set[str]:
         return set()
     try:
         old = json.loads(path.read_text())
-        old_settings = {k: old[k] if k != "kernels" else old.get(k, "torch") for k in settings}  # (older: torch)
+        old_settings = {k: old[k] if k != "kernels" else recorded(old) for k in settings}
     except (ValueError, KeyError, TypeError, UnicodeDecodeError):
         raise InputError(f"{path} is not a qact corrupt manifest; remove it or choose another --out") from None
     if old_settings != settings:
@@ -242,7 +243,7 @@ def _write_all(out, images, y, names, sev, profile, used, fmt, seed, batch_size,
                images_path, labels_path, dataset, labelled, selection) -> dict:
     settings = {"format": fmt, "profile": used, "seed": int(seed), "severities": sev, "n_images": n,
                 "image_size": [h, w], "input_fingerprint": input_fingerprint(images, y),
-                "kernels": generating_kernels()}
+                "kernels": kernel()}
     done = _load_manifest(out, settings)
     manifest = {
         "schema": SCHEMA,

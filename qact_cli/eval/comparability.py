@@ -11,13 +11,14 @@ from __future__ import annotations
 
 from collections.abc import Collection
 
+from ..native import recorded
+
 # protocol fields that must match for two results to be comparable (eval --baseline; docs/reference.md)
 PROTOCOL_KEYS = ("corruptions", "severities", "batch_size", "context", "adapt", "limit")
 
 
 def _value(protocol: dict, key: str):
-    """A protocol value; a generated set recorded before `kernels` existed was made by the default kernels."""
-    return protocol.get(key, "torch" if key == "kernels" else None)
+    return recorded(protocol) if key == "kernels" else protocol.get(key)
 
 
 def protocol_differences(a: dict, b: dict, ignore: Collection[str] = (), model_classes: bool = True,

@@ -19,8 +19,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .. import distributed
-from ..corruptions import generating_kernels
+from .. import distributed, native
 from ..corruptions.rng import STREAMS
 from ..data import Cell, Dataset, ImageSource, make_loader
 from ..data.base import limit_indices, loader_workers
@@ -58,7 +57,7 @@ class Protocol:
         d.pop("dataset")
         if self.dataset.startswith("gen:"):  # the seed decides the images only with the same streams and kernels
             d["streams"] = STREAMS
-            d["kernels"] = generating_kernels()
+            d["kernels"] = native.kernel()
         return d
 
     def check(self) -> None:

@@ -118,6 +118,7 @@ def test_resume_refuses_other_kernels_and_reads_older_manifests(tmp_path, data, 
     from qact_cli import native
 
     x, y = data
+    monkeypatch.setattr(native, "_state", {**native._state, "kernel": "torch"})  # whatever QACT_KERNEL says
     m = write_corrupted(x, y, tmp_path, ["contrast"], [1], seed=2)
     assert m["kernels"] == "torch"
     monkeypatch.setattr(native, "_state", {**native._state, "kernel": "native"})

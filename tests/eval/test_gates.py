@@ -151,6 +151,7 @@ def test_generated_sets_record_the_corruption_kernels(monkeypatch):
     from qact_cli.corruptions.rng import STREAMS
     from qact_cli.eval.protocol import Protocol
 
+    monkeypatch.setattr(native, "_state", {**native._state, "kernel": "torch"})  # whatever QACT_KERNEL says
     assert Protocol("gen:digits", ["fog"], [1]).to_json()["kernels"] == "torch"
     monkeypatch.setattr(native, "_state", {**native._state, "kernel": "native"})
     assert Protocol("gen:digits", ["fog"], [1]).to_json()["kernels"] == "native"

@@ -12,7 +12,6 @@ is paid once per batch, not per image or row.
 
 from __future__ import annotations
 
-import ctypes
 from pathlib import Path
 
 import numpy as np
@@ -20,16 +19,15 @@ import torch
 from torch import Tensor
 
 from ... import native
-from ...native import F, I32, N, ptr
+from ...native import F, I32, N, VOID, ptr
 from . import selected
 
 SOURCE = Path(__file__).with_name("blur.c")
-_VOID = ctypes.c_void_p
 _SIGNATURES = {
-    "blur_gaussian": (_VOID, N, _VOID, N, N, N, N, F, N, F, N, N, N),
-    "blur_motion": (_VOID, N, _VOID, N, N, N, N, N, _VOID, _VOID, _VOID, N),
-    "blur_defocus": (_VOID, _VOID, N, N, N, native.SCALAR, I32, N, native.SCALAR),
-    "blur_glass_shuffle": (_VOID, N, N, N, N, N, N, _VOID),
+    "blur_gaussian": (VOID, N, VOID, N, N, N, N, F, N, F, N, N, N),
+    "blur_motion": (VOID, N, VOID, N, N, N, N, N, VOID, VOID, VOID, N),
+    "blur_defocus": (VOID, VOID, N, N, N, native.SCALAR, I32, N, native.SCALAR),
+    "blur_glass_shuffle": (VOID, N, N, N, N, N, N, VOID),
 }
 MODES = {"nearest": 0, "symmetric": 1, "reflect101": 2}
 _TYPES = (torch.uint8, torch.float32)
@@ -47,10 +45,6 @@ def available() -> bool:
 def _applies(x: Tensor) -> bool:
     return (selected(x) and x.dtype in _TYPES and x.dim() >= 2 and x.numel() > 0 and not x.requires_grad
             and _lib() is not None)
-
-
-def _addr(t: Tensor, items_before: int) -> int:
-    return t.data_ptr() + items_before * t.element_size()
 
 
 def _half(weights: tuple[float, ...]) -> Tensor:
@@ -78,7 +72,8 @@ def gaussian_filter(x: Tensor, weights: tuple[float, ...], mode: str, out_dtype:
     r = len(weights) // 2
 
     def work(p0, p1):
-        _lib().blur_gaussian(_addr(src, p0 * h * w), int(src.dtype == torch.uint8), _addr(out, p0 * h * w),
+        at = p0 * h * w
+        _lib().blur_gaussian(ptr(src, VOID, at), int(src.dtype == torch.uint8), ptr(out, VOID, at),
                              int(out_dtype == torch.uint8), p1 - p0, h, w, ptr(half, F), r, ptr(half, F), r,
                              MODES[mode], int(unit))
     native.by_items(planes, h * w, work)
@@ -100,7 +95,8 @@ def motion_blur(x: Tensor, dy: np.ndarray, dx: np.ndarray, weights: np.ndarray, 
     out = torch.empty(x.shape, dtype=out_dtype)
 
     def work(i0, i1):
-        _lib().blur_motion(_addr(src, i0 * c * h * w), int(src.dtype == torch.uint8), _addr(out, i0 * c * h * w),
+        at = i0 * c * h * w
+        _lib().blur_motion(ptr(src, VOID, at), int(src.dtype == torch.uint8), ptr(out, VOID, at),
                            int(out_dtype == torch.uint8), i1 - i0, c, h, w, dy.ctypes.data + 8 * i0 * taps,
                            dx.ctypes.data + 8 * i0 * taps, weights.ctypes.data, taps)
     native.by_items(n, c * h * w, work)
@@ -121,7 +117,7 @@ def defocus_blur(x: Tensor, blur: tuple[float, float], halves: tuple[int, ...], 
     table = torch.tensor(halves, dtype=torch.int32)
 
     def work(p0, p1):
-        _lib().blur_defocus(_addr(src, p0 * h * w), _addr(out, p0 * h * w), p1 - p0, h, w, g0 / g1,
+        _lib().blur_defocus(ptr(src, VOID, p0 * h * w), ptr(out, VOID, p0 * h * w), p1 - p0, h, w, g0 / g1,
                             ptr(table, I32), len(halves) - 1, scale * g1 * g1)
     native.by_items(planes, h * w, work)
     return out
@@ -141,6 +137,7 @@ def glass_shuffle(levels: Tensor, codes: Tensor, d: int) -> Tensor:
     per = iters * (h - 2 * d) * (w - 2 * d)
 
     def work(i0, i1):
-        _lib().blur_glass_shuffle(_addr(levels, i0 * c * h * w), i1 - i0, c, h, w, d, iters, _addr(table, i0 * per))
+        _lib().blur_glass_shuffle(ptr(levels, VOID, i0 * c * h * w), i1 - i0, c, h, w, d, iters,
+                                  ptr(table, VOID, i0 * per))
     native.by_items(n, c * h * w, work)
     return levels
